@@ -1,0 +1,60 @@
+# A thin wrapper over CMake: the two commands a user needs, plus benchmarks.
+#   make run    install what is missing, build, train on the default task
+#   make test   install what is missing, build (plain and sanitized), run every test
+.PHONY: all deps build build-asan run test test-plain test-asan bench bench-nn bench-env bench-replay \
+        bench-learner bench-actor bench-learning clean
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+CTEST_ARGS ?=
+
+all: build
+
+deps:
+	@deploy/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBER_WERROR=ON >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DEMBER_WERROR=ON -DEMBER_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+run: build
+	@if [ -x $(BUILD)/app/ember ]; then exec $(BUILD)/app/ember train --task pendulum; \
+	 else echo "make run: no trainer exists yet (the training loop is not built); nothing to run" >&2; exit 1; fi
+
+# Both suites run even when the first fails; the target fails if either did.
+test: build build-asan
+	@rc=0; \
+	echo "== tests (RelWithDebInfo, -Werror) =="; \
+	(cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)) || rc=1; \
+	echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer) =="; \
+	(cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	   ctest --output-on-failure -j $(JOBS) -LE no-asan $(CTEST_ARGS)) || rc=1; \
+	if [ $$rc -eq 0 ]; then echo "make test: all suites passed"; else echo "make test: FAILED" >&2; fi; \
+	exit $$rc
+
+test-plain: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+test-asan: build-asan
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -LE no-asan $(CTEST_ARGS)
+
+# Benchmarks print `BENCH <name> <value> <unit>` lines; they assert nothing about time.
+bench: bench-nn bench-env bench-replay bench-learner bench-actor
+
+bench-nn bench-env bench-replay bench-actor: build
+	@bench/run.sh $(BUILD) $(@:bench-%=%)
+
+bench-learner: build
+	@deploy/install-deps.sh --bench
+	@bench/run.sh $(BUILD) learner
+
+bench-learning: build
+	@bench/run.sh $(BUILD) learning
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
