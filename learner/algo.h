@@ -1,0 +1,117 @@
+/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO, VMBPO-MFE, VIREL,
+ * MPO, ...), and the registry that finds them by name.
+ *
+ * An algorithm is a file learner/algo_<name>.c that defines one `const algo_ops algo_<name>` and
+ * adds one line to the registry in algo_registry.c; nothing else changes to add one.
+ *
+ * One learner update on a batch D sampled from replay is `e_step(D)` then `m_step(D)`: for the EM
+ * algorithms the E-step fits the variational distributions (q_d, nu, Q, V, q_c for VMBPO) and the
+ * M-step the baseline policy pi; for SAC (read as VIREL frames actor-critic) the E-step is the critic
+ * update and the M-step the actor and temperature update.
+ *
+ * Ownership: `create` returns an algorithm instance the caller owns and frees with `destroy`. The
+ * batch, the stats and every buffer passed in stay the caller's; an algorithm keeps no pointer to
+ * them after the call returns. All memory an algorithm needs is allocated in `create` (sized for
+ * ctx->max_batch); e_step/m_step/act never allocate.
+ *
+ * Errors: int codes and ember_err (common/err.h). A batch with a NaN or a shape the algorithm was
+ * not made for is refused with EMBER_ENONFINITE / EMBER_ESHAPE and changes nothing; a loss that
+ * becomes non-finite is reported as EMBER_ENONFINITE naming the loss, with the parameters left as
+ * they were before that update.
+ *
+ * Thread-safety: one thread per instance.
+ */
+#ifndef EMBER_ALGO_H
+#define EMBER_ALGO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "ember.pb-c.h"
+#include "err.h"
+
+/* A batch of transitions, columnar and row-major, as the replay server samples them. */
+typedef struct {
+  int size;                 /* B */
+  int obs_dim, act_dim;
+  const float *obs;         /* [B, obs_dim] */
+  const float *action;      /* [B, act_dim], in [-1, 1] */
+  const float *reward;      /* [B] */
+  const float *next_obs;    /* [B, obs_dim] */
+  const float *terminated;  /* [B], 1.0 where the task ended: no bootstrapping through it */
+  const float *truncated;   /* [B], 1.0 where the time limit cut the episode (bootstrap through it) */
+  const float *weights;     /* [B] importance weights from prioritized replay, or NULL (all 1) */
+  const uint64_t *keys;     /* [B] replay item keys, or NULL */
+} algo_batch;
+
+/* The task's reward and termination as pure functions of transitions, for model-based algorithms
+ * that score model-predicted transitions. reward_fn is NULL when the task's reward cannot be
+ * recovered from observations (the algorithm then learns a reward model). */
+typedef struct {
+  const void *task;
+  void (*reward_fn)(const void *task, const float *obs, const float *action, const float *next_obs, int n,
+                    float *reward_out);
+  void (*terminated_fn)(const void *task, const float *next_obs, int n, float *terminated_out);
+} algo_task_fns;
+
+typedef struct {
+  const char *task_name;
+  int obs_dim, act_dim;
+  int max_batch;            /* the largest batch e_step/m_step/act will see */
+  uint64_t seed;            /* the run seed; the algorithm derives its RNG streams from it */
+  algo_task_fns task;       /* may have NULL functions (see above) */
+  const void *settings;     /* the algorithm's own settings struct, loaded from its config section */
+} algo_context;
+
+/* Named scalars an update reports (losses, temperatures, effective sample sizes). The names are
+ * fixed per algorithm (algo_ops.stat_names) so the learner's CSV has stable columns. */
+#define ALGO_MAX_STATS 24
+typedef struct {
+  int count;
+  double values[ALGO_MAX_STATS]; /* in the order of algo_ops.stat_names */
+} algo_stats;
+
+typedef struct algo_ops {
+  const char *name;                   /* "sac", "vmbpo", ... : what --algo takes */
+  const char *summary;                /* one line for `ember --help` */
+  const config_section *settings;     /* the algorithm's config section ("sac", "vmbpo") */
+  size_t settings_size;               /* sizeof its settings struct */
+  const char *const *stat_names;      /* NULL-terminated, at most ALGO_MAX_STATS */
+
+  void *(*create)(const algo_context *ctx, ember_err *err);
+  void (*destroy)(void *self);
+
+  int (*e_step)(void *self, const algo_batch *batch, algo_stats *stats, ember_err *err);
+  int (*m_step)(void *self, const algo_batch *batch, algo_stats *stats, ember_err *err);
+
+  /* Actions for n observations [n, obs_dim] into actions [n, act_dim] (in [-1, 1]); log_probs [n]
+   * may be NULL. deterministic = the evaluation action. Uses the algorithm's own RNG stream. */
+  int (*act)(void *self, const float *obs, int n, bool deterministic, float *actions, float *log_probs,
+             ember_err *err);
+
+  /* Fills *out with the acting policy in the form of docs/protocol.md ("The acting policy"). The
+   * tensors and their arrays are allocated by the algorithm; free them with algo_params_free. */
+  int (*export_params)(void *self, Ember__Params *out, ember_err *err);
+
+  /* The complete learner state (every network, optimiser moments, temperatures, RNG streams,
+   * counters), so that load after save continues bit-identically. */
+  int (*save)(void *self, FILE *out, ember_err *err);
+  int (*load)(void *self, FILE *in, ember_err *err);
+
+  /* Optional (may be NULL): new priorities [B] for the batch last passed to e_step, for
+   * prioritized replay (e.g. |TD error|). */
+  int (*priorities)(void *self, float *out, ember_err *err);
+} algo_ops;
+
+/* The registry. */
+const algo_ops *algo_find(const char *name);
+/* NULL-terminated list of every registered algorithm. */
+const algo_ops *const *algo_all(void);
+
+/* Frees what export_params allocated inside *p (not p itself) and resets it. */
+void algo_params_free(Ember__Params *p);
+
+#endif
