@@ -1,0 +1,7 @@
+# Check suites for VMBPO. The tabular reference (learner/vmbpo_tabular.c) is compiled straight into
+# its test until learner/ has a library target of its own.
+ember_check_test(test_vmbpo_tabular
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_vmbpo_tabular.c ${EMBER_SOURCE_DIR}/learner/vmbpo_tabular.c
+  LIBS ember_common
+  TIMEOUT 120)
+target_include_directories(test_vmbpo_tabular PRIVATE ${EMBER_SOURCE_DIR}/learner)
