@@ -120,7 +120,10 @@ static void copy_rows(replay_table *t, const Ember__TransitionBatch *b, size_t r
   memcpy(t->next_obs + slot * od, b->next_obs + row * od, n * od * sizeof(float));
   memcpy(t->action + slot * ad, b->action + row * ad, n * ad * sizeof(float));
   memcpy(t->reward + slot, b->reward + row, n * sizeof(float));
-  memcpy(t->behaviour_log_prob + slot, b->behaviour_log_prob + row, n * sizeof(float));
+  if (b->n_behaviour_log_prob) /* empty: random actions, no acting policy */
+    memcpy(t->behaviour_log_prob + slot, b->behaviour_log_prob + row, n * sizeof(float));
+  else
+    memset(t->behaviour_log_prob + slot, 0, n * sizeof(float));
   for (size_t i = 0; i < n; i++) {
     t->terminated[slot + i] = b->terminated[row + i] ? 1 : 0;
     t->truncated[slot + i] = b->truncated[row + i] ? 1 : 0;
