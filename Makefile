@@ -2,7 +2,7 @@
 #   make run    install what is missing, build, train on the default task
 #   make test   install what is missing, build (plain and sanitized), run every test
 .PHONY: all deps build build-asan run test test-plain test-asan bench bench-nn bench-env bench-replay \
-        bench-learner bench-actor bench-learning clean
+        bench-learner bench-actor bench-learning clean docker docker-base
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
@@ -55,6 +55,13 @@ bench-learner: build
 
 bench-learning: build
 	@bench/run.sh $(BUILD) learning
+
+# Container image: seeds the base image from Debian's archive where no registry is reachable.
+docker-base:
+	@deploy/seed-base-image.sh
+
+docker: docker-base
+	docker build -f deploy/Dockerfile -t ember:latest .
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
