@@ -10,6 +10,7 @@ packages=(
   protobuf-c-compiler libprotobuf-c-dev
   libzmq3-dev
   libmujoco-dev libmujoco-samples
+  libqhull-dev   # MuJoCo's CMake package names /usr/include/libqhull_r as an include directory
   libopenblas-dev
   check libsubunit-dev
   libcyaml-dev libmicrohttpd-dev libzstd-dev
