@@ -1,0 +1,483 @@
+/* tasks.c: the seven tasks, each a table entry of constants and small functions (env_internal.h).
+ *
+ * Every constant below is listed with its source in docs/tasks.md. The simulator-side functions
+ * read mjData exactly as Gym's Python code reads mujoco-py's sim.data after sim.step(): quantities
+ * such as xpos, xipos, cinert and cvel are those of the last forward pass inside mj_step (one
+ * physics substep behind qpos), which is what the published rewards and observations were built
+ * from.
+ */
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "env_internal.h"
+
+/* ---- helpers ---- */
+
+static double uniform(rng_t *rng, double lo, double hi) { return lo + (hi - lo) * rng_uniform(rng); }
+
+/* Clamp that lets NaN through (so a blown-up state stays visible in the observation). */
+static double clip_nan(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+static double ctrl_sq_sum(const mjModel *m, const mjData *d) {
+  double s = 0;
+  for (int i = 0; i < m->nu; i++) s += d->ctrl[i] * d->ctrl[i];
+  return s;
+}
+
+/* Sum of squares of actions clipped to [-1, 1] and scaled by the actuators' half range: the control
+ * the env would have applied (every task here has symmetric, equal ranges). */
+static double action_sq_sum(const float *act, int n, double half) {
+  double s = 0;
+  for (int i = 0; i < n; i++) {
+    double u = half * clip_nan(act[i], -1.0, 1.0);
+    s += u * u;
+  }
+  return s;
+}
+
+static void qpos_uniform_noise(const mjModel *m, mjData *d, rng_t *rng, double scale) {
+  for (int i = 0; i < m->nq; i++) d->qpos[i] = m->qpos0[i] + uniform(rng, -scale, scale);
+}
+static void qvel_uniform_noise(const mjModel *m, mjData *d, rng_t *rng, double scale) {
+  for (int i = 0; i < m->nv; i++) d->qvel[i] = uniform(rng, -scale, scale);
+}
+static void qvel_normal_noise(const mjModel *m, mjData *d, rng_t *rng, double scale) {
+  for (int i = 0; i < m->nv; i++) d->qvel[i] = scale * rng_normal(rng);
+}
+
+static void copy_to_float(float *dst, const mjtNum *src, int n) {
+  for (int i = 0; i < n; i++) dst[i] = (float)src[i];
+}
+
+static int all_finite(const float *x, int n) {
+  for (int i = 0; i < n; i++)
+    if (!isfinite(x[i])) return 0;
+  return 1;
+}
+
+
+static int terminated_never(const struct env_model *em, const mjData *d) {
+  (void)em, (void)d;
+  return 0;
+}
+static int obs_terminated_never(const float *next_obs) {
+  (void)next_obs;
+  return 0;
+}
+
+/* Carry of the planar runners: the root's x position (qpos[0], exact after the step). */
+static void carry_root_x(const struct env_model *em, const mjData *d, double *carry) {
+  (void)em;
+  carry[0] = d->qpos[0];
+}
+
+/* ---- pendulum: Gym Pendulum-v1 ---- */
+
+enum { PENDULUM_MAX_SPEED = 8 };
+
+/* Gym's angle_normalize: ((x + pi) mod 2 pi) - pi, with a non-negative mod. */
+static double angle_normalize(double x) {
+  double r = fmod(x + M_PI, 2.0 * M_PI);
+  if (r < 0) r += 2.0 * M_PI;
+  return r - M_PI;
+}
+
+static void pendulum_reset(const struct env_model *em, mjData *d, rng_t *rng) {
+  (void)em;
+  d->qpos[0] = uniform(rng, -M_PI, M_PI);
+  d->qvel[0] = uniform(rng, -1.0, 1.0);
+}
+
+/* Gym clips the new angular velocity to +-8 before integrating the angle with it. MuJoCo's Euler
+ * step already did theta += h * thetadot_unclipped; redo the angle with the clipped velocity. */
+static void pendulum_after_step(const struct env_model *em, mjData *d, const double *carry_before) {
+  double v = d->qvel[0];
+  if (v > PENDULUM_MAX_SPEED || v < -PENDULUM_MAX_SPEED) {
+    double clipped = v > 0 ? PENDULUM_MAX_SPEED : -PENDULUM_MAX_SPEED;
+    d->qvel[0] = clipped;
+    d->qpos[0] = carry_before[0] + em->m->opt.timestep * clipped;
+  }
+}
+
+static void pendulum_carry(const struct env_model *em, const mjData *d, double *carry) {
+  (void)em;
+  carry[0] = d->qpos[0];
+  carry[1] = d->qvel[0];
+}
+
+/* The cost is of the state the action was taken in, as in Gym. */
+static double pendulum_cost(double theta, double theta_dot, double torque) {
+  double th = angle_normalize(theta);
+  return th * th + 0.1 * theta_dot * theta_dot + 0.001 * torque * torque;
+}
+
+static double pendulum_reward(const struct env_model *em, const mjData *d, const double *before,
+                              const double *after) {
+  (void)em, (void)after;
+  return -pendulum_cost(before[0], before[1], d->ctrl[0]);
+}
+
+static void pendulum_observe(const struct env_model *em, const mjData *d, float *obs) {
+  (void)em;
+  obs[0] = (float)cos(d->qpos[0]);
+  obs[1] = (float)sin(d->qpos[0]);
+  obs[2] = (float)d->qvel[0];
+}
+
+static float pendulum_obs_reward(const float *obs, const float *act, const float *next_obs) {
+  (void)next_obs;
+  double theta = atan2(obs[1], obs[0]);
+  double torque = 2.0 * clip_nan(act[0], -1.0, 1.0);
+  return (float)-pendulum_cost(theta, obs[2], torque);
+}
+
+/* ---- reacher: Gym Reacher-v2 ---- */
+
+enum { REACHER_FINGERTIP = 0, REACHER_TARGET = 1 };
+
+static void reacher_reset(const struct env_model *em, mjData *d, rng_t *rng) {
+  const mjModel *m = em->m;
+  qpos_uniform_noise(m, d, rng, 0.1);
+  double gx, gy;
+  do {
+    gx = uniform(rng, -0.2, 0.2);
+    gy = uniform(rng, -0.2, 0.2);
+  } while (gx * gx + gy * gy >= 0.2 * 0.2);
+  d->qpos[2] = gx;
+  d->qpos[3] = gy;
+  qvel_uniform_noise(m, d, rng, 0.005);
+  d->qvel[2] = d->qvel[3] = 0;
+}
+
+/* fingertip - target, from the body frames of the last forward pass (Gym's get_body_com). */
+static void reacher_carry(const struct env_model *em, const mjData *d, double *carry) {
+  const mjtNum *tip = d->xpos + 3 * em->body[REACHER_FINGERTIP];
+  const mjtNum *target = d->xpos + 3 * em->body[REACHER_TARGET];
+  for (int k = 0; k < 3; k++) carry[k] = tip[k] - target[k];
+}
+
+/* Distance before the step (Gym computes it before simulating) plus the control cost. */
+static double reacher_reward(const struct env_model *em, const mjData *d, const double *before,
+                             const double *after) {
+  (void)after;
+  double dist = sqrt(before[0] * before[0] + before[1] * before[1] + before[2] * before[2]);
+  return -dist - ctrl_sq_sum(em->m, d);
+}
+
+static void reacher_observe(const struct env_model *em, const mjData *d, float *obs) {
+  obs[0] = (float)cos(d->qpos[0]);
+  obs[1] = (float)cos(d->qpos[1]);
+  obs[2] = (float)sin(d->qpos[0]);
+  obs[3] = (float)sin(d->qpos[1]);
+  obs[4] = (float)d->qpos[2];
+  obs[5] = (float)d->qpos[3];
+  obs[6] = (float)d->qvel[0];
+  obs[7] = (float)d->qvel[1];
+  double vec[3];
+  reacher_carry(em, d, vec);
+  for (int k = 0; k < 3; k++) obs[8 + k] = (float)vec[k];
+}
+
+static float reacher_obs_reward(const float *obs, const float *act, const float *next_obs) {
+  (void)next_obs;
+  double dist = sqrt((double)obs[8] * obs[8] + (double)obs[9] * obs[9] + (double)obs[10] * obs[10]);
+  return (float)(-dist - action_sq_sum(act, 2, 1.0));
+}
+
+/* ---- half_cheetah: Gym HalfCheetah-v3 (= v2) ---- */
+
+static void half_cheetah_reset(const struct env_model *em, mjData *d, rng_t *rng) {
+  qpos_uniform_noise(em->m, d, rng, 0.1);
+  qvel_normal_noise(em->m, d, rng, 0.1);
+}
+
+static double half_cheetah_reward(const struct env_model *em, const mjData *d, const double *before,
+                                  const double *after) {
+  double forward = (after[0] - before[0]) / em->dt;
+  return forward - 0.1 * ctrl_sq_sum(em->m, d);
+}
+
+static void half_cheetah_observe(const struct env_model *em, const mjData *d, float *obs) {
+  (void)em;
+  copy_to_float(obs, d->qpos + 1, 8);
+  copy_to_float(obs + 8, d->qvel, 9);
+}
+
+static float half_cheetah_obs_reward(const float *obs, const float *act, const float *next_obs) {
+  (void)obs;
+  return (float)(next_obs[8] - 0.1 * action_sq_sum(act, 6, 1.0));
+}
+
+/* ---- hopper: Gym Hopper-v3 (= v2) ---- */
+
+static void hopper_walker_reset(const struct env_model *em, mjData *d, rng_t *rng) {
+  qpos_uniform_noise(em->m, d, rng, 5e-3);
+  qvel_uniform_noise(em->m, d, rng, 5e-3);
+}
+
+static double hopper_walker_reward(const struct env_model *em, const mjData *d, const double *before,
+                                   const double *after) {
+  double forward = (after[0] - before[0]) / em->dt;
+  return forward + 1.0 - 1e-3 * ctrl_sq_sum(em->m, d);
+}
+
+static int hopper_terminated(const struct env_model *em, const mjData *d) {
+  const mjModel *m = em->m;
+  if (!isfinite(d->qpos[0]) || !isfinite(d->qpos[1])) return 1;
+  for (int i = 2; i < m->nq; i++)
+    if (!(fabs(d->qpos[i]) < 100)) return 1;
+  for (int i = 0; i < m->nv; i++)
+    if (!(fabs(d->qvel[i]) < 100)) return 1;
+  double z = d->qpos[1], angle = d->qpos[2];
+  return !(z > 0.7 && fabs(angle) < 0.2);
+}
+
+/* qpos without x, then qvel clipped to +-10 (hopper: 5 + 6, walker2d: 8 + 9). */
+static void planar_observe_clipped(const mjModel *m, const mjData *d, float *obs) {
+  copy_to_float(obs, d->qpos + 1, m->nq - 1);
+  for (int i = 0; i < m->nv; i++) obs[m->nq - 1 + i] = (float)clip_nan(d->qvel[i], -10.0, 10.0);
+}
+
+static void hopper_walker_observe(const struct env_model *em, const mjData *d, float *obs) {
+  planar_observe_clipped(em->m, d, obs);
+}
+
+static float hopper_obs_reward(const float *obs, const float *act, const float *next_obs) {
+  (void)obs;
+  return (float)(next_obs[5] + 1.0 - 1e-3 * action_sq_sum(act, 3, 1.0));
+}
+
+/* obs = (z, angle, 3 joints, 6 clipped velocities): the clip hides |qvel| > 100 from this check. */
+static int hopper_obs_terminated(const float *o) {
+  if (!all_finite(o, 11)) return 1;
+  for (int i = 1; i < 11; i++)
+    if (!(fabsf(o[i]) < 100.0f)) return 1;
+  return !(o[0] > 0.7f && fabsf(o[1]) < 0.2f);
+}
+
+/* ---- walker2d: Gym Walker2d-v3 (= v2) ---- */
+
+static int walker2d_healthy(double z, double angle) {
+  return z > 0.8 && z < 2.0 && angle > -1.0 && angle < 1.0;
+}
+static int walker2d_terminated(const struct env_model *em, const mjData *d) {
+  (void)em;
+  return !walker2d_healthy(d->qpos[1], d->qpos[2]);
+}
+static float walker2d_obs_reward(const float *obs, const float *act, const float *next_obs) {
+  (void)obs;
+  return (float)(next_obs[8] + 1.0 - 1e-3 * action_sq_sum(act, 6, 1.0));
+}
+static int walker2d_obs_terminated(const float *o) { return !walker2d_healthy(o[0], o[1]); }
+
+/* ---- ant: Gym Ant-v3 without the contact-force block (= Gymnasium Ant-v4 default) ---- */
+
+enum { ANT_TORSO = 0 };
+
+static void ant_reset(const struct env_model *em, mjData *d, rng_t *rng) {
+  qpos_uniform_noise(em->m, d, rng, 0.1);
+  qvel_normal_noise(em->m, d, rng, 0.1);
+}
+
+static void ant_carry(const struct env_model *em, const mjData *d, double *carry) {
+  carry[0] = d->xpos[3 * em->body[ANT_TORSO]];
+}
+
+static double ant_reward(const struct env_model *em, const mjData *d, const double *before,
+                         const double *after) {
+  double forward = (after[0] - before[0]) / em->dt;
+  return forward + 1.0 - 0.5 * ctrl_sq_sum(em->m, d);
+}
+
+static int ant_healthy_z(double z) { return z >= 0.2 && z <= 1.0; }
+
+static int ant_terminated(const struct env_model *em, const mjData *d) {
+  const mjModel *m = em->m;
+  for (int i = 0; i < m->nq; i++)
+    if (!isfinite(d->qpos[i])) return 1;
+  for (int i = 0; i < m->nv; i++)
+    if (!isfinite(d->qvel[i])) return 1;
+  return !ant_healthy_z(d->qpos[2]);
+}
+
+static void ant_observe(const struct env_model *em, const mjData *d, float *obs) {
+  (void)em;
+  copy_to_float(obs, d->qpos + 2, 13);
+  copy_to_float(obs + 13, d->qvel, 14);
+}
+
+static float ant_obs_reward(const float *obs, const float *act, const float *next_obs) {
+  (void)obs;
+  return (float)(next_obs[13] + 1.0 - 0.5 * action_sq_sum(act, 8, 1.0));
+}
+static int ant_obs_terminated(const float *o) { return !(all_finite(o, 27) && ant_healthy_z(o[0])); }
+
+/* ---- humanoid: Gym Humanoid-v3 (= v2), with contact forces computed ---- */
+
+enum {
+  HUMANOID_NBODY = 14,
+  HUMANOID_OBS_QVEL = 22,                                 /* qpos[2:] is 22 wide */
+  HUMANOID_OBS_CFRC = 22 + 23 + 14 * 10 + 14 * 6 + 23,    /* = 292: start of cfrc_ext */
+  HUMANOID_OBS_DIM = HUMANOID_OBS_CFRC + 14 * 6,          /* = 376 */
+};
+
+static void humanoid_reset(const struct env_model *em, mjData *d, rng_t *rng) {
+  qpos_uniform_noise(em->m, d, rng, 1e-2);
+  qvel_uniform_noise(em->m, d, rng, 1e-2);
+}
+
+/* MuJoCo >= 2.0 fills cfrc_ext only on request; MuJoCo 1.5, under which Gym's humanoid was
+ * defined, always did. Ask for it so the observation and contact cost are the intended ones. */
+static void humanoid_after_forward(const struct env_model *em, mjData *d) { mj_rnePostConstraint(em->m, d); }
+
+static void humanoid_carry(const struct env_model *em, const mjData *d, double *carry) {
+  const mjModel *m = em->m;
+  double x = 0;
+  for (int b = 0; b < m->nbody; b++) x += m->body_mass[b] * d->xipos[3 * b];
+  carry[0] = x / em->total_mass;
+}
+
+static double humanoid_contact_cost(double sum_sq) {
+  double cost = 5e-7 * sum_sq;
+  return cost < 10.0 ? cost : 10.0;
+}
+
+static double humanoid_reward(const struct env_model *em, const mjData *d, const double *before,
+                              const double *after) {
+  const mjModel *m = em->m;
+  double forward = 1.25 * (after[0] - before[0]) / em->dt;
+  double contact_sq = 0;
+  for (int i = 0; i < 6 * m->nbody; i++) contact_sq += d->cfrc_ext[i] * d->cfrc_ext[i];
+  return forward + 5.0 - 0.1 * ctrl_sq_sum(m, d) - humanoid_contact_cost(contact_sq);
+}
+
+static int humanoid_healthy_z(double z) { return z > 1.0 && z < 2.0; }
+static int humanoid_terminated(const struct env_model *em, const mjData *d) {
+  (void)em;
+  return !humanoid_healthy_z(d->qpos[2]);
+}
+
+static void humanoid_observe(const struct env_model *em, const mjData *d, float *obs) {
+  const mjModel *m = em->m;
+  float *o = obs;
+  copy_to_float(o, d->qpos + 2, m->nq - 2), o += m->nq - 2;
+  copy_to_float(o, d->qvel, m->nv), o += m->nv;
+  copy_to_float(o, d->cinert, 10 * m->nbody), o += 10 * m->nbody;
+  copy_to_float(o, d->cvel, 6 * m->nbody), o += 6 * m->nbody;
+  copy_to_float(o, d->qfrc_actuator, m->nv), o += m->nv;
+  copy_to_float(o, d->cfrc_ext, 6 * m->nbody);
+}
+
+static float humanoid_obs_reward(const float *obs, const float *act, const float *next_obs) {
+  (void)obs;
+  double contact_sq = 0;
+  for (int i = HUMANOID_OBS_CFRC; i < HUMANOID_OBS_DIM; i++)
+    contact_sq += (double)next_obs[i] * next_obs[i];
+  return (float)(1.25 * next_obs[HUMANOID_OBS_QVEL] + 5.0 - 0.1 * action_sq_sum(act, 17, 0.4) -
+                 humanoid_contact_cost(contact_sq));
+}
+static int humanoid_obs_terminated(const float *o) { return !humanoid_healthy_z(o[0]); }
+
+/* ---- the table ---- */
+
+static const env_task_def TASKS[] = {
+    {.spec = {.name = "pendulum", .reference = "Gym Pendulum-v1 (g = 10)", .obs_dim = 3,
+              .act_dim = 1, .max_episode_steps = 200, .frame_skip = 1, .dt = 0.05,
+              .reward_exact = 1, .terminated_exact = 1},
+     .model_file = "pendulum.xml", .nq = 1, .nv = 1, .nu = 1, .nbody = 2, .ctrl_half = 2.0,
+     .reset = pendulum_reset, .after_step = pendulum_after_step, .carry = pendulum_carry,
+     .reward = pendulum_reward, .terminated = terminated_never, .observe = pendulum_observe,
+     .obs_reward = pendulum_obs_reward, .obs_terminated = obs_terminated_never},
+    {.spec = {.name = "reacher", .reference = "Gym Reacher-v2", .obs_dim = 11, .act_dim = 2,
+              .max_episode_steps = 50, .frame_skip = 2, .dt = 0.02, .reward_exact = 1,
+              .terminated_exact = 1},
+     .model_file = "reacher.xml", .nq = 4, .nv = 4, .nu = 2, .nbody = 5, .ctrl_half = 1.0,
+     .bodies = {"fingertip", "target"}, .reset = reacher_reset, .carry = reacher_carry,
+     .reward = reacher_reward, .terminated = terminated_never, .observe = reacher_observe,
+     .obs_reward = reacher_obs_reward, .obs_terminated = obs_terminated_never},
+    {.spec = {.name = "half_cheetah", .reference = "Gym HalfCheetah-v3 (= v2)", .obs_dim = 17,
+              .act_dim = 6, .max_episode_steps = 1000, .frame_skip = 5, .dt = 0.05,
+              .reward_exact = 0, .terminated_exact = 1},
+     .model_file = "half_cheetah.xml", .nq = 9, .nv = 9, .nu = 6, .nbody = 8, .ctrl_half = 1.0,
+     .reset = half_cheetah_reset, .carry = carry_root_x, .reward = half_cheetah_reward,
+     .terminated = terminated_never, .observe = half_cheetah_observe,
+     .obs_reward = half_cheetah_obs_reward, .obs_terminated = obs_terminated_never},
+    {.spec = {.name = "hopper", .reference = "Gym Hopper-v3 (= v2)", .obs_dim = 11, .act_dim = 3,
+              .max_episode_steps = 1000, .frame_skip = 4, .dt = 0.008, .reward_exact = 0,
+              .terminated_exact = 0},
+     .model_file = "hopper.xml", .nq = 6, .nv = 6, .nu = 3, .nbody = 5, .ctrl_half = 1.0,
+     .reset = hopper_walker_reset, .carry = carry_root_x, .reward = hopper_walker_reward,
+     .terminated = hopper_terminated, .observe = hopper_walker_observe,
+     .obs_reward = hopper_obs_reward, .obs_terminated = hopper_obs_terminated},
+    {.spec = {.name = "walker2d", .reference = "Gym Walker2d-v3 (= v2)", .obs_dim = 17,
+              .act_dim = 6, .max_episode_steps = 1000, .frame_skip = 4, .dt = 0.008,
+              .reward_exact = 0, .terminated_exact = 1},
+     .model_file = "walker2d.xml", .nq = 9, .nv = 9, .nu = 6, .nbody = 8, .ctrl_half = 1.0,
+     .reset = hopper_walker_reset, .carry = carry_root_x, .reward = hopper_walker_reward,
+     .terminated = walker2d_terminated, .observe = hopper_walker_observe,
+     .obs_reward = walker2d_obs_reward, .obs_terminated = walker2d_obs_terminated},
+    {.spec = {.name = "ant", .reference = "Gym Ant-v3 minus contact forces (= Gymnasium Ant-v4)",
+              .obs_dim = 27, .act_dim = 8, .max_episode_steps = 1000, .frame_skip = 5,
+              .dt = 0.05, .reward_exact = 0, .terminated_exact = 1},
+     .model_file = "ant.xml", .nq = 15, .nv = 14, .nu = 8, .nbody = 14, .ctrl_half = 1.0,
+     .bodies = {"torso"}, .reset = ant_reset, .carry = ant_carry, .reward = ant_reward,
+     .terminated = ant_terminated, .observe = ant_observe, .obs_reward = ant_obs_reward,
+     .obs_terminated = ant_obs_terminated},
+    {.spec = {.name = "humanoid", .reference = "Gym Humanoid-v3 (= v2), contact forces computed",
+              .obs_dim = HUMANOID_OBS_DIM, .act_dim = 17, .max_episode_steps = 1000,
+              .frame_skip = 5, .dt = 0.015, .reward_exact = 0, .terminated_exact = 1},
+     .model_file = "humanoid.xml", .nq = 24, .nv = 23, .nu = 17, .nbody = HUMANOID_NBODY,
+     .ctrl_half = 0.4, .reset = humanoid_reset, .after_forward = humanoid_after_forward,
+     .carry = humanoid_carry, .reward = humanoid_reward, .terminated = humanoid_terminated,
+     .observe = humanoid_observe, .obs_reward = humanoid_obs_reward,
+     .obs_terminated = humanoid_obs_terminated},
+};
+
+enum { N_TASKS = sizeof TASKS / sizeof TASKS[0] };
+
+int env_task_def_count(void) { return N_TASKS; }
+const env_task_def *env_task_def_at(int i) { return i >= 0 && i < N_TASKS ? &TASKS[i] : NULL; }
+
+/* ---- env_task.h ---- */
+
+int env_spec_count(void) { return N_TASKS; }
+
+const env_spec *env_spec_at(int i) { return i >= 0 && i < N_TASKS ? &TASKS[i].spec : NULL; }
+
+int env_spec_find(const char *name, const env_spec **out, ember_err *err) {
+  for (int i = 0; i < N_TASKS; i++) {
+    if (name && strcmp(name, TASKS[i].spec.name) == 0) {
+      *out = &TASKS[i].spec;
+      return EMBER_OK;
+    }
+  }
+  char known[256] = "";
+  size_t used = 0;
+  for (int i = 0; i < N_TASKS && used < sizeof known; i++)
+    used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", i ? ", " : "", TASKS[i].spec.name);
+  return ember_fail(err, EMBER_ENOENT, "unknown task '%s' (known tasks: %s)", name ? name : "(null)", known);
+}
+
+/* Specs handed out point into TASKS; anything else is a programmer error. */
+static const env_task_def *def_of(const env_spec *spec) {
+  for (int i = 0; i < N_TASKS; i++)
+    if (&TASKS[i].spec == spec) return &TASKS[i];
+  return NULL;
+}
+
+void env_spec_reward(const env_spec *spec, int n, const float *obs, const float *act,
+                     const float *next_obs, float *reward_out) {
+  const env_task_def *t = def_of(spec);
+  assert(t && "env_spec_reward: spec does not come from env_spec_find/env_spec_at");
+  int od = spec->obs_dim, ad = spec->act_dim;
+  for (int b = 0; b < n; b++)
+    reward_out[b] = t->obs_reward(obs + (size_t)b * od, act + (size_t)b * ad, next_obs + (size_t)b * od);
+}
+
+void env_spec_terminated(const env_spec *spec, int n, const float *next_obs, uint8_t *terminated_out) {
+  const env_task_def *t = def_of(spec);
+  assert(t && "env_spec_terminated: spec does not come from env_spec_find/env_spec_at");
+  for (int b = 0; b < n; b++) terminated_out[b] = (uint8_t)t->obs_terminated(next_obs + (size_t)b * spec->obs_dim);
+}

@@ -1,0 +1,308 @@
+/* env tasks: every model loads; unknown tasks, missing, malformed and mismatched model files give
+ * errors naming them; the model directory is resolved in the documented order; and the learner-side
+ * reward and termination functions give hand-computed values on hand-built observations. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mujoco/mujoco.h>
+
+#include "env.h"
+
+static char models_dir[4096];
+
+static void setup(void) {
+  const char *src = getenv("EMBER_SOURCE_DIR");
+  ck_assert_msg(src != NULL, "EMBER_SOURCE_DIR must be set (ctest sets it)");
+  snprintf(models_dir, sizeof models_dir, "%s/common/env/models", src);
+  unsetenv("EMBER_MODEL_DIR");
+}
+
+static const env_spec *spec_of(const char *name) {
+  const env_spec *s = NULL;
+  ember_err err = {0};
+  ck_assert_int_eq(env_spec_find(name, &s, &err), EMBER_OK);
+  return s;
+}
+
+/* ---- loading ---- */
+
+START_TEST(every_model_loads_with_its_layout) {
+  ck_assert_int_eq(env_spec_count(), 7);
+  const char *expected[] = {"pendulum", "reacher", "half_cheetah", "hopper", "walker2d", "ant", "humanoid"};
+  const int obs_dims[] = {3, 11, 17, 11, 17, 27, 376};
+  const int act_dims[] = {1, 2, 6, 3, 6, 8, 17};
+  for (int i = 0; i < env_spec_count(); i++) {
+    const env_spec *s = env_spec_at(i);
+    ck_assert_str_eq(s->name, expected[i]);
+    ck_assert_int_eq(s->obs_dim, obs_dims[i]);
+    ck_assert_int_eq(s->act_dim, act_dims[i]);
+    env_model_t *m = NULL;
+    ember_err err = {0};
+    int rc = env_model_load(s->name, NULL, &m, &err);
+    ck_assert_msg(rc == EMBER_OK, "%s: %s", s->name, err.msg);
+    ck_assert_ptr_eq(env_model_spec(m), s);
+    ck_assert_int_eq(env_model_mj(m)->nu, s->act_dim);
+    ck_assert_double_eq_tol(env_model_mj(m)->opt.timestep * s->frame_skip, s->dt, 1e-12);
+    /* the observation is finite right after a reset */
+    env_vec_t *v = NULL;
+    env_vec_config cfg = {.n_envs = 1, .seed = 1};
+    ck_assert_int_eq(env_vec_new(m, &cfg, &v, &err), EMBER_OK);
+    for (int k = 0; k < s->obs_dim; k++) ck_assert(isfinite(env_vec_obs(v)[k]));
+    env_vec_destroy(&v);
+    ck_assert_ptr_null(v);
+    env_model_destroy(&m);
+    ck_assert_ptr_null(m);
+  }
+  env_model_destroy(NULL); /* harmless */
+}
+END_TEST
+
+START_TEST(unknown_task_is_named) {
+  env_model_t *m = NULL;
+  ember_err err = {0};
+  ck_assert_int_eq(env_model_load("hoppr", NULL, &m, &err), EMBER_ENOENT);
+  ck_assert_ptr_null(m);
+  ck_assert_ptr_nonnull(strstr(err.msg, "'hoppr'"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "hopper")); /* lists the known ones */
+  const env_spec *s = NULL;
+  ck_assert_int_eq(env_spec_find("Humanoid", &s, &err), EMBER_ENOENT);
+  ck_assert_ptr_nonnull(strstr(err.msg, "'Humanoid'"));
+  ck_assert_int_eq(env_model_load_file("nope", "/dev/null", &m, &err), EMBER_ENOENT);
+  ck_assert_ptr_nonnull(strstr(err.msg, "'nope'"));
+}
+END_TEST
+
+START_TEST(missing_model_file_is_named) {
+  env_model_t *m = NULL;
+  ember_err err = {0};
+  ck_assert_int_eq(env_model_load_file("hopper", "/nonexistent/ember/hopper.xml", &m, &err), EMBER_ENOENT);
+  ck_assert_ptr_null(m);
+  ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/ember/hopper.xml"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "hopper"));
+}
+END_TEST
+
+START_TEST(malformed_model_file_is_named_with_mujoco_text) {
+  char path[] = "/tmp/ember_env_malformed_XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  const char *bad = "<mujoco>\n  <worldbody>\n    <body name=\"a\">\n  </worldbody>\n</mujoco>\n";
+  ck_assert_int_eq(write(fd, bad, strlen(bad)), (ssize_t)strlen(bad));
+  close(fd);
+  env_model_t *m = NULL;
+  ember_err err = {0};
+  ck_assert_int_eq(env_model_load_file("walker2d", path, &m, &err), EMBER_EINVAL);
+  ck_assert_ptr_null(m);
+  ck_assert_ptr_nonnull(strstr(err.msg, path));
+  /* MuJoCo's own parser text follows our prefix */
+  const char *tail = strstr(err.msg, "not a valid MuJoCo model: ");
+  ck_assert_ptr_nonnull(tail);
+  ck_assert_int_gt(strlen(tail + strlen("not a valid MuJoCo model: ")), 5);
+  ck_assert_ptr_nonnull(strstr(tail, "XML"));
+  unlink(path);
+}
+END_TEST
+
+START_TEST(model_of_another_task_is_refused) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/reacher.xml", models_dir);
+  env_model_t *m = NULL;
+  ember_err err = {0};
+  ck_assert_int_eq(env_model_load_file("hopper", path, &m, &err), EMBER_ESHAPE);
+  ck_assert_ptr_null(m);
+  ck_assert_ptr_nonnull(strstr(err.msg, path));
+  ck_assert_ptr_nonnull(strstr(err.msg, "nq=4"));
+}
+END_TEST
+
+START_TEST(model_directory_resolution_order) {
+  env_model_t *m = NULL;
+  ember_err err = {0};
+  /* 1: an explicit directory is authoritative */
+  ck_assert_int_eq(env_model_load("ant", "/nonexistent/models", &m, &err), EMBER_ENOENT);
+  ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/models/ant.xml"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "env.model_dir"));
+  /* 2: EMBER_MODEL_DIR, also authoritative */
+  setenv("EMBER_MODEL_DIR", "/nonexistent/env-var-models", 1);
+  ck_assert_int_eq(env_model_load("ant", NULL, &m, &err), EMBER_ENOENT);
+  ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/env-var-models/ant.xml"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "EMBER_MODEL_DIR"));
+  /* the explicit directory wins over the environment variable */
+  ck_assert_int_eq(env_model_load("ant", models_dir, &m, &err), EMBER_OK);
+  env_model_destroy(&m);
+  setenv("EMBER_MODEL_DIR", models_dir, 1);
+  ck_assert_int_eq(env_model_load("ant", NULL, &m, &err), EMBER_OK);
+  char expect[4200];
+  snprintf(expect, sizeof expect, "%s/ant.xml", models_dir);
+  ck_assert_str_eq(env_model_path(m), expect);
+  env_model_destroy(&m);
+  /* 3: with neither, the compiled-in source directory (this run is from the build tree) */
+  unsetenv("EMBER_MODEL_DIR");
+  ck_assert_int_eq(env_model_load("ant", "", &m, &err), EMBER_OK);
+  ck_assert_ptr_nonnull(strstr(env_model_path(m), "common/env/models/ant.xml"));
+  env_model_destroy(&m);
+}
+END_TEST
+
+/* ---- pure reward and termination functions on hand-built observations ---- */
+
+START_TEST(pendulum_pure_reward) {
+  const env_spec *s = spec_of("pendulum");
+  ck_assert(s->reward_exact && s->terminated_exact);
+  /* theta = pi/2, thetadot = 1, action 0.5 -> torque 1; theta = -3pi/4 (as atan2 gives it),
+   * thetadot = -2, action 3 -> clipped to 1 -> torque 2 */
+  float obs[6] = {0.0f, 1.0f, 1.0f, (float)cos(-0.75 * M_PI), (float)sin(-0.75 * M_PI), -2.0f};
+  float act[2] = {0.5f, 3.0f};
+  float r[2];
+  env_spec_reward(s, 2, obs, act, obs, r);
+  ck_assert_double_eq_tol(r[0], -(M_PI * M_PI / 4 + 0.1 + 0.001), 1e-5);
+  ck_assert_double_eq_tol(r[1], -(9 * M_PI * M_PI / 16 + 0.4 + 0.004), 1e-5);
+  uint8_t t[2] = {9, 9};
+  env_spec_terminated(s, 2, obs, t);
+  ck_assert_int_eq(t[0], 0);
+  ck_assert_int_eq(t[1], 0);
+}
+END_TEST
+
+START_TEST(reacher_pure_reward) {
+  const env_spec *s = spec_of("reacher");
+  ck_assert(s->reward_exact);
+  float obs[11] = {0};
+  obs[8] = 0.3f, obs[9] = 0.4f, obs[10] = 0.0f; /* fingertip - target: distance 0.5 */
+  float act[2] = {0.5f, -1.0f};
+  float next[11] = {0};
+  float r;
+  env_spec_reward(s, 1, obs, act, next, &r);
+  ck_assert_double_eq_tol(r, -0.5 - 1.25, 1e-6);
+}
+END_TEST
+
+START_TEST(half_cheetah_pure_reward) {
+  const env_spec *s = spec_of("half_cheetah");
+  ck_assert(!s->reward_exact && s->terminated_exact);
+  float obs[17] = {0}, next[17] = {0}, act[6];
+  for (int i = 0; i < 6; i++) act[i] = 0.5f;
+  next[8] = 2.0f; /* root x velocity */
+  float r;
+  env_spec_reward(s, 1, obs, act, next, &r);
+  ck_assert_double_eq_tol(r, 2.0 - 0.1 * 6 * 0.25, 1e-6);
+  uint8_t t;
+  next[0] = -50.0f; /* upside down and under the floor: the cheetah never terminates */
+  env_spec_terminated(s, 1, next, &t);
+  ck_assert_int_eq(t, 0);
+}
+END_TEST
+
+START_TEST(hopper_pure_reward_and_termination) {
+  const env_spec *s = spec_of("hopper");
+  ck_assert(!s->reward_exact && !s->terminated_exact);
+  float obs[11] = {0}, next[11] = {0}, act[3] = {1.0f, -1.0f, 2.0f};
+  next[0] = 1.25f;
+  next[5] = 1.5f;
+  float r;
+  env_spec_reward(s, 1, obs, act, next, &r);
+  ck_assert_double_eq_tol(r, 1.5 + 1.0 - 3e-3, 1e-6);
+  /* healthy, low, tilted, a joint beyond 100, a NaN */
+  float o[5][11] = {{1.25f}, {0.6f}, {1.25f, 0.25f}, {1.25f, 0, 0, 150.0f}, {1.25f, 0, 0, 0, 0, 0, 0, NAN}};
+  uint8_t t[5];
+  env_spec_terminated(s, 5, &o[0][0], t);
+  ck_assert_int_eq(t[0], 0);
+  ck_assert_int_eq(t[1], 1);
+  ck_assert_int_eq(t[2], 1);
+  ck_assert_int_eq(t[3], 1);
+  ck_assert_int_eq(t[4], 1);
+}
+END_TEST
+
+START_TEST(walker2d_pure_reward_and_termination) {
+  const env_spec *s = spec_of("walker2d");
+  ck_assert(!s->reward_exact && s->terminated_exact);
+  float obs[17] = {0}, next[17] = {0}, act[6] = {0};
+  next[0] = 1.25f;
+  next[8] = -1.0f;
+  float r;
+  env_spec_reward(s, 1, obs, act, next, &r);
+  ck_assert_double_eq_tol(r, 0.0, 1e-6);
+  float o[4][17] = {{1.2f, 0.5f}, {2.1f}, {1.2f, -1.1f}, {0.79f}};
+  uint8_t t[4];
+  env_spec_terminated(s, 4, &o[0][0], t);
+  ck_assert_int_eq(t[0], 0);
+  ck_assert_int_eq(t[1], 1);
+  ck_assert_int_eq(t[2], 1);
+  ck_assert_int_eq(t[3], 1);
+}
+END_TEST
+
+START_TEST(ant_pure_reward_and_termination) {
+  const env_spec *s = spec_of("ant");
+  ck_assert(!s->reward_exact && s->terminated_exact);
+  float obs[27] = {0}, next[27] = {0}, act[8];
+  for (int i = 0; i < 8; i++) act[i] = 1.0f;
+  next[0] = 0.55f;
+  next[13] = 0.5f;
+  float r;
+  env_spec_reward(s, 1, obs, act, next, &r);
+  ck_assert_double_eq_tol(r, 0.5 + 1.0 - 0.5 * 8, 1e-6);
+  float o[4][27] = {{0.55f}, {1.1f}, {0.2f}, {0.5f, NAN}};
+  uint8_t t[4];
+  env_spec_terminated(s, 4, &o[0][0], t);
+  ck_assert_int_eq(t[0], 0);
+  ck_assert_int_eq(t[1], 1);
+  ck_assert_int_eq(t[2], 0); /* the healthy range is closed */
+  ck_assert_int_eq(t[3], 1);
+}
+END_TEST
+
+START_TEST(humanoid_pure_reward_and_termination) {
+  const env_spec *s = spec_of("humanoid");
+  ck_assert(!s->reward_exact && s->terminated_exact);
+  static float obs[2 * 376], next[2 * 376], act[2 * 17];
+  for (int i = 0; i < 2 * 17; i++) act[i] = 1.0f; /* ctrl 0.4 each: cost 0.1 * 17 * 0.16 = 0.272 */
+  next[22] = 1.0f;                                 /* root x velocity */
+  next[292] = 1000.0f;                             /* one contact force: cost 5e-7 * 1e6 = 0.5 */
+  next[376 + 22] = 1.0f;
+  next[376 + 300] = 10000.0f; /* cost 50, capped at 10 */
+  float r[2];
+  env_spec_reward(s, 2, obs, act, next, r);
+  ck_assert_double_eq_tol(r[0], 1.25 + 5.0 - 0.272 - 0.5, 1e-5);
+  ck_assert_double_eq_tol(r[1], 1.25 + 5.0 - 0.272 - 10.0, 1e-5);
+  float z[3][376] = {{1.4f}, {1.0f}, {2.0f}};
+  uint8_t t[3];
+  env_spec_terminated(s, 3, &z[0][0], t);
+  ck_assert_int_eq(t[0], 0);
+  ck_assert_int_eq(t[1], 1); /* the healthy range is open */
+  ck_assert_int_eq(t[2], 1);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("env_tasks");
+  TCase *load = tcase_create("load");
+  tcase_add_checked_fixture(load, setup, NULL);
+  tcase_set_timeout(load, 60);
+  tcase_add_test(load, every_model_loads_with_its_layout);
+  tcase_add_test(load, unknown_task_is_named);
+  tcase_add_test(load, missing_model_file_is_named);
+  tcase_add_test(load, malformed_model_file_is_named_with_mujoco_text);
+  tcase_add_test(load, model_of_another_task_is_refused);
+  tcase_add_test(load, model_directory_resolution_order);
+  suite_add_tcase(s, load);
+  TCase *pure = tcase_create("pure");
+  tcase_add_test(pure, pendulum_pure_reward);
+  tcase_add_test(pure, reacher_pure_reward);
+  tcase_add_test(pure, half_cheetah_pure_reward);
+  tcase_add_test(pure, hopper_pure_reward_and_termination);
+  tcase_add_test(pure, walker2d_pure_reward_and_termination);
+  tcase_add_test(pure, ant_pure_reward_and_termination);
+  tcase_add_test(pure, humanoid_pure_reward_and_termination);
+  suite_add_tcase(s, pure);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
