@@ -1,0 +1,872 @@
+#include "replay_server.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "arena.h"
+#include "log.h"
+#include "net.h"
+#include "rate_limiter.h"
+#include "replay_snapshot.h"
+#include "replay_table.h"
+#include "rng.h"
+
+/* ---- configuration --------------------------------------------------------------------------- */
+
+#define F(name, type, member, lo, hi, def, help) {name, type, offsetof(replay_config, member), lo, hi, def, help}
+static const config_field replay_fields[] = {
+    F("capacity", CONFIG_INT, capacity, 1, 4e9, "1000000", "transitions held; the oldest are evicted first"),
+    F("task", CONFIG_STRING, task, 0, 0, "", "task the table accepts; empty = the first accepted insert's"),
+    F("obs_dim", CONFIG_INT, obs_dim, 0, 1048576, "0", "observation size; 0 = from the first accepted insert"),
+    F("act_dim", CONFIG_INT, act_dim, 0, 1048576, "0", "action size; 0 = from the first accepted insert"),
+    F("sampler", CONFIG_STRING, sampler, 0, 0, "uniform", "uniform | prioritized"),
+    F("alpha", CONFIG_FLOAT, alpha, 0, 10, "0.6", "prioritized: sampling probability ~ priority^alpha"),
+    F("beta", CONFIG_FLOAT, beta, 0, 1, "0.4", "prioritized: importance weight exponent"),
+    F("min_size_to_sample", CONFIG_INT, min_size_to_sample, 1, 4e9, "1000",
+      "rate limiter: no sample until the table holds this many transitions"),
+    F("samples_per_insert", CONFIG_FLOAT, samples_per_insert, 0, 1e9, "0",
+      "rate limiter: target sampled/inserted transitions ratio; 0 = off"),
+    F("error_buffer", CONFIG_FLOAT, error_buffer, 0, 1e15, "100000",
+      "rate limiter: tolerated deviation from the ratio, in sampled transitions"),
+    F("max_pending_samples", CONFIG_INT, max_pending_samples, 1, 1e6, "1024",
+      "sample requests parked by the rate limiter beyond which new ones are refused"),
+    F("insert_endpoint", CONFIG_STRING, insert_endpoint, 0, 0, "tcp://127.0.0.1:5560",
+      "ROUTER the actors send TransitionBatches to"),
+    F("sample_endpoint", CONFIG_STRING, sample_endpoint, 0, 0, "tcp://127.0.0.1:5561",
+      "ROUTER the learner sends SampleRequests and PriorityUpdates to"),
+    F("max_message_bytes", CONFIG_INT, max_message_bytes, 1024, 2147483647, "67108864",
+      "largest inbound message (ZMQ_MAXMSGSIZE on tcp/ipc)"),
+    F("snapshot_dir", CONFIG_STRING, snapshot_dir, 0, 0, "", "directory for snapshots; empty = none"),
+    F("snapshot_interval_s", CONFIG_FLOAT, snapshot_interval_s, 0, 1e9, "300",
+      "seconds between periodic snapshots; 0 = only on request"),
+    F("snapshot_keep", CONFIG_INT, snapshot_keep, 1, 1000, "2", "snapshot files kept"),
+    F("snapshot_zstd_level", CONFIG_INT, snapshot_zstd_level, -5, 19, "1", "zstd level of snapshots"),
+    F("restore", CONFIG_BOOL, restore, 0, 0, "true", "restore the newest valid snapshot at start"),
+    F("seed", CONFIG_INT, seed, 0, 9.2e18, "0", "sampling seed"),
+    F("poll_interval_ms", CONFIG_INT, poll_interval_ms, 1, 10000, "50", "how often the loop checks stop and timers"),
+    F("log_interval_s", CONFIG_FLOAT, log_interval_s, 0, 1e9, "10", "seconds between progress lines; 0 = off"),
+};
+#undef F
+const config_section replay_config_section = {"replay", replay_fields, sizeof replay_fields / sizeof *replay_fields};
+
+static int parse_sampler(const char *s, replay_sampler *out) {
+  if (strcmp(s, "uniform") == 0) *out = REPLAY_SAMPLER_UNIFORM;
+  else if (strcmp(s, "prioritized") == 0) *out = REPLAY_SAMPLER_PRIORITIZED;
+  else return EMBER_EINVAL;
+  return 0;
+}
+
+int replay_config_validate(const replay_config *c, ember_err *err) {
+  replay_sampler s;
+  if (parse_sampler(c->sampler, &s) != 0)
+    return ember_fail(err, EMBER_EINVAL, "replay.sampler = '%s': expected uniform or prioritized", c->sampler);
+  if (c->capacity < 1) return ember_fail(err, EMBER_EINVAL, "replay.capacity must be >= 1");
+  if (c->min_size_to_sample > c->capacity)
+    return ember_fail(err, EMBER_EINVAL,
+                      "replay.min_size_to_sample = %" PRId64 " is larger than replay.capacity = %" PRId64
+                      " (sampling could never start)",
+                      c->min_size_to_sample, c->capacity);
+  if ((c->obs_dim == 0) != (c->act_dim == 0))
+    return ember_fail(err, EMBER_EINVAL, "replay.obs_dim and replay.act_dim are given together (or both 0)");
+  if (strlen(c->task) >= REPLAY_TASK_MAX)
+    return ember_fail(err, EMBER_EINVAL, "replay.task is longer than %d characters", REPLAY_TASK_MAX - 1);
+  rate_limiter rl;
+  int rc = rate_limiter_init(&rl, c->samples_per_insert, (uint64_t)c->min_size_to_sample, c->error_buffer, err);
+  if (rc != 0) return ember_err_prefix(err, "replay config: ");
+  if (!c->insert_endpoint[0] || !c->sample_endpoint[0])
+    return ember_fail(err, EMBER_EINVAL, "replay.insert_endpoint and replay.sample_endpoint must be set");
+  return 0;
+}
+
+/* ---- rejection reasons ----------------------------------------------------------------------- */
+
+typedef enum {
+  R_NOT_PROTOBUF, R_SCHEMA_VERSION, R_NO_BODY, R_BAD_FRAMING, R_TOO_BIG, R_TASK_MISMATCH, R_DIMS_MISMATCH,
+  R_INCONSISTENT_LENGTHS, R_NONFINITE, R_EMPTY_BATCH, R_BAD_BATCH_SIZE, R_BATCH_TOO_LARGE,
+  R_BATCH_EXCEEDS_RATE_LIMITER, R_TOO_MANY_PENDING, R_BAD_PRIORITY, R_UNEXPECTED_MESSAGE, R_COUNT
+} reject_reason;
+
+static const char *reason_names[R_COUNT] = {
+    "not_protobuf", "schema_version", "no_body", "bad_framing", "too_big", "task_mismatch", "dims_mismatch",
+    "inconsistent_lengths", "nonfinite", "empty_batch", "bad_batch_size", "batch_too_large",
+    "batch_exceeds_rate_limiter", "too_many_pending", "bad_priority", "unexpected_message"};
+
+static const int reason_codes[R_COUNT] = {
+    EMBER_EDECODE, EMBER_ESCHEMA, EMBER_EDECODE, EMBER_EDECODE, EMBER_ETOOBIG, EMBER_ESHAPE, EMBER_ESHAPE,
+    EMBER_ESHAPE, EMBER_ENONFINITE, EMBER_ESHAPE, EMBER_EINVAL, EMBER_ETOOBIG,
+    EMBER_EINVAL, EMBER_EAGAIN, EMBER_EINVAL, EMBER_EINVAL};
+
+#define LOG_EVERY_MS 10000
+
+/* ---- state ----------------------------------------------------------------------------------- */
+
+typedef struct {
+  net_route route;
+  bool delimiter;       /* REQ peer: the reply needs the empty frame */
+} peer;
+
+typedef struct {
+  peer from;
+  uint64_t request_id;
+  uint32_t batch_size;
+} pending_sample;
+
+/* What each actor last told us: its latest dropped_before (cumulative, per the protocol) and batch
+ * sequence, so the server can export how much actors dropped and notice sequence gaps (batches lost
+ * in flight). Open addressing; actors beyond MAX_ACTORS are not tracked (counted once in a log). */
+#define MAX_ACTORS 4096
+typedef struct {
+  uint64_t actor_id, dropped_before, last_sequence;
+  bool used;
+} actor_entry;
+
+typedef struct {
+  metric *size, *capacity, *inserted, *insert_batches, *evicted, *sampled, *sample_batches;
+  metric *rejected[R_COUNT];
+  metric *sample_waits, *insert_waits, *pending, *priority_updates, *priority_stale, *undeliverable;
+  metric *snapshot_age, *snapshots_written, *snapshot_failures, *restored, *actor_dropped, *memory_bytes, *sequence_gaps;
+} server_metrics;
+
+struct replay_server {
+  replay_config cfg;
+  void *ctx;
+  void *insert_sock, *sample_sock;
+  char insert_ep[CONFIG_STRING_MAX], sample_ep[CONFIG_STRING_MAX];
+  atomic_int stop;
+  replay_table *table;
+  rate_limiter rl;
+  rng_t rng;
+  arena arena;
+  metrics_registry *metrics, *own_metrics;
+  server_metrics m;
+  /* parked sample requests, a ring */
+  pending_sample *pending;
+  size_t pending_cap, pending_head, pending_len;
+  /* scratch for building SampleBatches; grows to the largest batch served, then stays */
+  size_t scratch_rows;
+  float *s_obs, *s_next_obs, *s_action, *s_reward, *s_logp, *s_weights;
+  protobuf_c_boolean *s_term, *s_trunc;
+  uint64_t *s_keys, *s_pv, *s_aid;
+  /* counters beside the table's own */
+  uint64_t samples, sample_batches, insert_batches, rejected_total, restored, actor_dropped;
+  uint64_t snapshot_seq;
+  double last_snapshot_s, started_s, last_log_s;
+  uint64_t snap_inserts, snap_samples, snap_updates, priority_updates; /* what the last snapshot saw */
+  bool inserts_blocked;
+  uint64_t last_log_inserts, last_log_samples;
+  actor_entry *actors;
+  size_t n_actors;
+  double reason_last_log_s[R_COUNT];
+  uint64_t reason_suppressed[R_COUNT];
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t unix_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- sending --------------------------------------------------------------------------------- */
+
+/* Sends env to a peer: routing id, the empty delimiter for REQ peers, then the Envelope packed
+ * straight into the message buffer (no intermediate copy). */
+static int send_envelope(replay_server *s, void *sock, const peer *to, Ember__Envelope *env) {
+  env->schema_version = EMBER_SCHEMA_VERSION;
+  size_t n = ember__envelope__get_packed_size(env);
+  zmq_msg_t msg;
+  if (zmq_msg_init_size(&msg, n) != 0) return EMBER_ENOMEM;
+  ember__envelope__pack(env, zmq_msg_data(&msg));
+  if (zmq_send(sock, to->route.id, to->route.len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      (to->delimiter && zmq_send(sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) ||
+      zmq_msg_send(&msg, sock, ZMQ_DONTWAIT) < 0) {
+    /* the peer is gone (ROUTER_MANDATORY: EHOSTUNREACH) or its queue is full (EAGAIN) */
+    zmq_msg_close(&msg);
+    metric_inc(s->m.undeliverable);
+    return EMBER_EIO;
+  }
+  return 0;
+}
+
+static void send_error(replay_server *s, void *sock, const peer *to, int code, const char *text,
+                       uint64_t request_id) {
+  Ember__ErrorReply e = EMBER__ERROR_REPLY__INIT;
+  e.code = (uint32_t)(code < 0 ? -code : code);
+  e.message = (char *)text;
+  e.request_id = request_id;
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_ERROR;
+  env.error = &e;
+  send_envelope(s, sock, to, &env);
+}
+
+/* Counts a rejection, logs it (at most once per reason per LOG_EVERY_MS, with how many were
+ * suppressed in between). */
+static void count_reject(replay_server *s, reject_reason r, const char *socket_name, const char *why) {
+  metric_inc(s->m.rejected[r]);
+  s->rejected_total++;
+  double t = now_s();
+  if (s->reason_last_log_s[r] == 0 || t - s->reason_last_log_s[r] >= LOG_EVERY_MS / 1000.0) {
+    log_event(LOG_WARN, "replay", "rejected", LF_STR("reason", reason_names[r]), LF_STR("socket", socket_name),
+              LF_STR("detail", why), LF_U64("suppressed_since_last_log", s->reason_suppressed[r]));
+    s->reason_last_log_s[r] = t;
+    s->reason_suppressed[r] = 0;
+  } else {
+    s->reason_suppressed[r]++;
+  }
+}
+
+/* Rejects a request that has no InsertAck form: ErrorReply to the peer. */
+static void reject_with_error(replay_server *s, void *sock, const peer *to, reject_reason r, const char *why,
+                              uint64_t request_id) {
+  char text[640];
+  snprintf(text, sizeof text, "%s: %s", reason_names[r], why);
+  count_reject(s, r, sock == s->insert_sock ? "insert" : "sample", why);
+  send_error(s, sock, to, reason_codes[r], text, request_id);
+}
+
+/* ---- stats ----------------------------------------------------------------------------------- */
+
+typedef struct {
+  Ember__Metric *items;
+  Ember__Metric **ptrs;
+  size_t n, cap;
+} stats_build;
+
+static void stats_visit(void *ctx, const char *name, const char *labels, metric_kind kind, double value) {
+  (void)kind;
+  stats_build *b = ctx;
+  if (strncmp(name, "replay_", 7) != 0 || b->n == b->cap) return;
+  Ember__Metric *m = &b->items[b->n];
+  ember__metric__init(m);
+  m->name = strdup(name);
+  m->labels = strdup(labels ? labels : "");
+  m->value = value;
+  b->ptrs[b->n++] = m;
+}
+
+static void update_gauges(replay_server *s) {
+  metric_set(s->m.size, (double)replay_table_size(s->table));
+  metric_set(s->m.pending, (double)s->pending_len);
+  metric_set(s->m.memory_bytes, (double)replay_table_memory_bytes(s->table));
+  double age = now_s() - (s->last_snapshot_s > 0 ? s->last_snapshot_s : s->started_s);
+  metric_set(s->m.snapshot_age, age);
+}
+
+static void send_stats(replay_server *s, void *sock, const peer *to) {
+  update_gauges(s);
+  stats_build b = {.cap = 256};
+  b.items = calloc(b.cap, sizeof *b.items);
+  b.ptrs = calloc(b.cap, sizeof *b.ptrs);
+  if (!b.items || !b.ptrs) goto done;
+  metrics_foreach(s->metrics, stats_visit, &b);
+  Ember__Stats st = EMBER__STATS__INIT;
+  st.role = "replay";
+  st.n_metrics = b.n;
+  st.metrics = b.ptrs;
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_STATS;
+  env.stats = &st;
+  send_envelope(s, sock, to, &env);
+done:
+  for (size_t i = 0; i < b.n; i++) free(b.items[i].name), free(b.items[i].labels);
+  free(b.items);
+  free(b.ptrs);
+}
+
+/* ---- inserts --------------------------------------------------------------------------------- */
+
+static void send_ack(replay_server *s, const peer *to, const Ember__TransitionBatch *b, uint32_t accepted,
+                     uint32_t rejected, const char *error) {
+  Ember__InsertAck ack = EMBER__INSERT_ACK__INIT;
+  ack.actor_id = b->actor_id;
+  ack.sequence = b->sequence;
+  ack.accepted = accepted;
+  ack.rejected = rejected;
+  ack.error = (char *)(error ? error : "");
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_INSERT_ACK;
+  env.insert_ack = &ack;
+  send_envelope(s, s->insert_sock, to, &env);
+}
+
+static void reject_batch(replay_server *s, const peer *to, const Ember__TransitionBatch *b, reject_reason r,
+                         const char *why) {
+  char text[640];
+  snprintf(text, sizeof text, "%s: %s", reason_names[r], why);
+  count_reject(s, r, "insert", why);
+  send_ack(s, to, b, 0, b->count, text);
+}
+
+static void note_actor(replay_server *s, const Ember__TransitionBatch *b) {
+  size_t h = (size_t)(b->actor_id * 0x9e3779b97f4a7c15ULL >> 52) % MAX_ACTORS;
+  for (size_t probe = 0; probe < MAX_ACTORS; probe++, h = (h + 1) % MAX_ACTORS) {
+    actor_entry *e = &s->actors[h];
+    if (!e->used) {
+      if (s->n_actors + 1 >= MAX_ACTORS) return;
+      *e = (actor_entry){.actor_id = b->actor_id, .used = true};
+      s->n_actors++;
+      log_event(LOG_INFO, "replay", "actor_seen", LF_U64("actor_id", b->actor_id), LF_U64("sequence", b->sequence));
+    } else if (e->actor_id != b->actor_id) {
+      continue;
+    } else if (b->sequence > e->last_sequence + 1 && e->last_sequence != 0) {
+      metric_add(s->m.sequence_gaps, (double)(b->sequence - e->last_sequence - 1));
+    }
+    if (b->dropped_before > e->dropped_before) {
+      s->actor_dropped += b->dropped_before - e->dropped_before;
+      e->dropped_before = b->dropped_before;
+      metric_set(s->m.actor_dropped, (double)s->actor_dropped);
+    }
+    if (b->sequence > e->last_sequence) e->last_sequence = b->sequence;
+    return;
+  }
+}
+
+static void handle_insert(replay_server *s, const peer *from, const Ember__TransitionBatch *b) {
+  char why[512];
+  if (b->count == 0) return reject_batch(s, from, b, R_EMPTY_BATCH, "TransitionBatch has count 0");
+  const char *task = b->task ? b->task : "";
+  if (strlen(task) >= REPLAY_TASK_MAX) return reject_batch(s, from, b, R_TASK_MISMATCH, "task name too long");
+  if (replay_table_has_spec(s->table)) {
+    const replay_spec *sp = replay_table_spec(s->table);
+    if (sp->task[0] && task[0] && strcmp(sp->task, task) != 0) {
+      snprintf(why, sizeof why, "batch is for task '%s', the table holds '%s'", task, sp->task);
+      return reject_batch(s, from, b, R_TASK_MISMATCH, why);
+    }
+    if (b->obs_dim != sp->obs_dim || b->act_dim != sp->act_dim) {
+      snprintf(why, sizeof why, "batch has obs_dim %u act_dim %u, the table holds obs_dim %u act_dim %u",
+               b->obs_dim, b->act_dim, sp->obs_dim, sp->act_dim);
+      return reject_batch(s, from, b, R_DIMS_MISMATCH, why);
+    }
+  } else if (b->obs_dim == 0 || b->act_dim == 0) {
+    snprintf(why, sizeof why, "batch has obs_dim %u act_dim %u (both must be > 0)", b->obs_dim, b->act_dim);
+    return reject_batch(s, from, b, R_DIMS_MISMATCH, why);
+  }
+  ember_err err = {0};
+  int rc = net_check_transitions(b, b->obs_dim, b->act_dim, &err);
+  if (rc != 0)
+    return reject_batch(s, from, b, rc == EMBER_ENONFINITE ? R_NONFINITE : R_INCONSISTENT_LENGTHS, err.msg);
+  if (!replay_table_has_spec(s->table)) {
+    replay_spec sp = {.obs_dim = b->obs_dim, .act_dim = b->act_dim};
+    memcpy(sp.task, task, strlen(task)); /* checked shorter than REPLAY_TASK_MAX above */
+    if (replay_table_set_spec(s->table, &sp, &err) != 0) {
+      log_event(LOG_ERROR, "replay", "spec_failed", LF_STR("error", err.msg));
+      return reject_batch(s, from, b, R_DIMS_MISMATCH, err.msg);
+    }
+    log_event(LOG_INFO, "replay", "spec_set", LF_STR("task", sp.task), LF_U64("obs_dim", sp.obs_dim),
+              LF_U64("act_dim", sp.act_dim), LF_U64("actor_id", b->actor_id),
+              LF_U64("memory_bytes", replay_table_memory_bytes(s->table)));
+  }
+  uint64_t evicted = 0;
+  replay_table_insert(s->table, b, &evicted);
+  rate_limiter_on_insert(&s->rl, b->count);
+  rate_limiter_on_delete(&s->rl, evicted);
+  s->insert_batches++;
+  metric_add(s->m.inserted, b->count);
+  metric_inc(s->m.insert_batches);
+  note_actor(s, b);
+  if (evicted) metric_add(s->m.evicted, (double)evicted);
+  send_ack(s, from, b, b->count, 0, NULL);
+}
+
+/* ---- samples --------------------------------------------------------------------------------- */
+
+static int ensure_scratch(replay_server *s, size_t rows) {
+  if (rows <= s->scratch_rows) return 0;
+  const replay_spec *sp = replay_table_spec(s->table);
+  size_t od = sp->obs_dim, ad = sp->act_dim;
+#define GROW(p, n) do { void *q = realloc((p), (n)); if (!q) return EMBER_ENOMEM; (p) = q; } while (0)
+  GROW(s->s_obs, rows * od * sizeof(float));
+  GROW(s->s_next_obs, rows * od * sizeof(float));
+  GROW(s->s_action, rows * ad * sizeof(float));
+  GROW(s->s_reward, rows * sizeof(float));
+  GROW(s->s_logp, rows * sizeof(float));
+  GROW(s->s_weights, rows * sizeof(float));
+  GROW(s->s_term, rows * sizeof(protobuf_c_boolean));
+  GROW(s->s_trunc, rows * sizeof(protobuf_c_boolean));
+  GROW(s->s_keys, rows * sizeof(uint64_t));
+  GROW(s->s_pv, rows * sizeof(uint64_t));
+  GROW(s->s_aid, rows * sizeof(uint64_t));
+#undef GROW
+  s->scratch_rows = rows;
+  return 0;
+}
+
+/* Samples, gathers and sends one batch. The rate limiter counts it only once it was handed to the
+ * peer's queue. */
+static void serve_sample(replay_server *s, const peer *to, uint64_t request_id, uint32_t n) {
+  ember_err err = {0};
+  if (ensure_scratch(s, n) != 0) {
+    send_error(s, s->sample_sock, to, EMBER_ENOMEM, "replay server out of memory for this batch size", request_id);
+    return;
+  }
+  if (replay_table_sample(s->table, &s->rng, n, s->s_keys, s->s_weights, &err) != 0) {
+    send_error(s, s->sample_sock, to, err.code, err.msg, request_id);
+    return;
+  }
+  replay_rows rows = {s->s_obs, s->s_action, s->s_reward, s->s_next_obs, s->s_logp,
+                      s->s_term, s->s_trunc, s->s_pv, s->s_aid};
+  replay_table_gather(s->table, s->s_keys, n, &rows);
+  const replay_spec *sp = replay_table_spec(s->table);
+  size_t od = sp->obs_dim, ad = sp->act_dim;
+  Ember__TransitionBatch tb = EMBER__TRANSITION_BATCH__INIT;
+  tb.task = (char *)sp->task;
+  tb.obs_dim = sp->obs_dim, tb.act_dim = sp->act_dim, tb.count = n;
+  tb.n_obs = tb.n_next_obs = n * od, tb.obs = s->s_obs, tb.next_obs = s->s_next_obs;
+  tb.n_action = n * ad, tb.action = s->s_action;
+  tb.n_reward = tb.n_behaviour_log_prob = tb.n_terminated = tb.n_truncated = n;
+  tb.reward = s->s_reward, tb.behaviour_log_prob = s->s_logp, tb.terminated = s->s_term, tb.truncated = s->s_trunc;
+  Ember__SampleBatch sb = EMBER__SAMPLE_BATCH__INIT;
+  sb.request_id = request_id;
+  sb.transitions = &tb;
+  sb.n_keys = sb.n_weights = sb.n_policy_versions = sb.n_actor_ids = n;
+  sb.keys = s->s_keys, sb.weights = s->s_weights, sb.policy_versions = s->s_pv, sb.actor_ids = s->s_aid;
+  sb.table_size = replay_table_size(s->table);
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_SAMPLE_BATCH;
+  env.sample_batch = &sb;
+  if (send_envelope(s, s->sample_sock, to, &env) != 0) return;
+  rate_limiter_on_sample(&s->rl, n);
+  s->samples += n;
+  s->sample_batches++;
+  metric_add(s->m.sampled, n);
+  metric_inc(s->m.sample_batches);
+}
+
+static bool can_serve(const replay_server *s, uint32_t n) {
+  return replay_table_has_spec(s->table) && replay_table_size(s->table) > 0 && rate_limiter_can_sample(&s->rl, n);
+}
+
+static void serve_pending(replay_server *s) {
+  while (s->pending_len > 0) {
+    pending_sample *p = &s->pending[s->pending_head];
+    if (!can_serve(s, p->batch_size)) break;
+    serve_sample(s, &p->from, p->request_id, p->batch_size);
+    s->pending_head = (s->pending_head + 1) % s->pending_cap;
+    s->pending_len--;
+  }
+}
+
+static void handle_sample_request(replay_server *s, const peer *from, const Ember__SampleRequest *r) {
+  char why[256];
+  if (r->batch_size == 0)
+    return reject_with_error(s, s->sample_sock, from, R_BAD_BATCH_SIZE, "SampleRequest.batch_size is 0",
+                             r->request_id);
+  if (r->batch_size > replay_table_capacity(s->table)) {
+    snprintf(why, sizeof why, "batch_size %u is more than the table can hold (capacity %zu)", r->batch_size,
+             replay_table_capacity(s->table));
+    return reject_with_error(s, s->sample_sock, from, R_BATCH_TOO_LARGE, why, r->request_id);
+  }
+  if (!rate_limiter_sample_feasible(&s->rl, r->batch_size)) {
+    snprintf(why, sizeof why, "batch_size %u is more than 2 x error_buffer (%g): the rate limiter could never allow it",
+             r->batch_size, s->rl.max_diff - s->rl.min_diff);
+    return reject_with_error(s, s->sample_sock, from, R_BATCH_EXCEEDS_RATE_LIMITER, why, r->request_id);
+  }
+  if (s->pending_len == 0 && can_serve(s, r->batch_size)) return serve_sample(s, from, r->request_id, r->batch_size);
+  if (s->pending_len == s->pending_cap) {
+    snprintf(why, sizeof why, "%zu sample requests are already waiting for the rate limiter", s->pending_len);
+    return reject_with_error(s, s->sample_sock, from, R_TOO_MANY_PENDING, why, r->request_id);
+  }
+  pending_sample *p = &s->pending[(s->pending_head + s->pending_len) % s->pending_cap];
+  p->from = *from;
+  p->request_id = r->request_id;
+  p->batch_size = r->batch_size;
+  s->pending_len++;
+  metric_inc(s->m.sample_waits);
+}
+
+static void handle_priority_update(replay_server *s, const peer *from, const Ember__PriorityUpdate *u) {
+  char why[256];
+  if (u->n_keys != u->n_priorities) {
+    snprintf(why, sizeof why, "PriorityUpdate has %zu keys and %zu priorities", u->n_keys, u->n_priorities);
+    return reject_with_error(s, s->sample_sock, from, R_INCONSISTENT_LENGTHS, why, 0);
+  }
+  for (size_t i = 0; i < u->n_priorities; i++) {
+    float p = u->priorities[i];
+    if (!isfinite(p) || p < 0) {
+      snprintf(why, sizeof why, "priority[%zu] (key %" PRIu64 ") is %g; priorities must be finite and >= 0", i,
+               u->keys[i], (double)p);
+      return reject_with_error(s, s->sample_sock, from, R_BAD_PRIORITY, why, 0);
+    }
+  }
+  uint64_t stale = 0;
+  for (size_t i = 0; i < u->n_keys; i++)
+    if (replay_table_update_priority(s->table, u->keys[i], u->priorities[i]) == EMBER_ENOENT) stale++;
+  s->priority_updates += u->n_keys;
+  metric_add(s->m.priority_updates, (double)(u->n_keys - stale));
+  if (stale) metric_add(s->m.priority_stale, (double)stale);
+}
+
+/* ---- receiving ------------------------------------------------------------------------------- */
+
+static void drain(void *sock) {
+  int more = 1;
+  size_t sz = sizeof more;
+  while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    zmq_msg_recv(&m, sock, 0);
+    zmq_msg_close(&m);
+  }
+}
+
+/* Handles one message waiting on sock. Returns 0, EMBER_EAGAIN when none was waiting, EMBER_EIO. */
+static int handle_one(replay_server *s, void *sock) {
+  const char *sock_name = sock == s->insert_sock ? "insert" : "sample";
+  peer from = {.delimiter = false};
+  zmq_msg_t frame;
+  zmq_msg_init(&frame);
+  if (zmq_msg_recv(&frame, sock, ZMQ_DONTWAIT) < 0) {
+    int e = zmq_errno();
+    zmq_msg_close(&frame);
+    if (e == EAGAIN || e == EINTR) return EMBER_EAGAIN;
+    return EMBER_EIO;
+  }
+  size_t idlen = zmq_msg_size(&frame);
+  int more = zmq_msg_more(&frame);
+  if (idlen > sizeof from.route.id) idlen = sizeof from.route.id; /* libzmq ids are at most 255 bytes */
+  memcpy(from.route.id, zmq_msg_data(&frame), idlen);
+  from.route.len = idlen;
+  zmq_msg_close(&frame);
+  if (!more) return 0; /* a ROUTER always delivers an id and at least one frame; nothing to answer */
+  zmq_msg_t body;
+  zmq_msg_init(&body);
+  if (zmq_msg_recv(&body, sock, 0) < 0) {
+    zmq_msg_close(&body);
+    return 0;
+  }
+  if (zmq_msg_size(&body) == 0 && zmq_msg_more(&body)) { /* REQ envelope delimiter */
+    from.delimiter = true;
+    zmq_msg_close(&body);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&body, sock, 0) < 0) {
+      zmq_msg_close(&body);
+      return 0;
+    }
+  }
+  char why[256];
+  if (zmq_msg_more(&body)) {
+    drain(sock);
+    reject_with_error(s, sock, &from, R_BAD_FRAMING, "message has more than one payload frame", 0);
+    goto out;
+  }
+  size_t len = zmq_msg_size(&body);
+  if ((int64_t)len > s->cfg.max_message_bytes) {
+    snprintf(why, sizeof why, "message of %zu bytes is over the %" PRId64 "-byte limit", len,
+             s->cfg.max_message_bytes);
+    reject_with_error(s, sock, &from, R_TOO_BIG, why, 0);
+    goto out;
+  }
+  Ember__Envelope *env = ember__envelope__unpack(arena_allocator(&s->arena), len, zmq_msg_data(&body));
+  if (!env) {
+    snprintf(why, sizeof why, "%zu bytes are not a valid ember Envelope (protobuf decode failed)", len);
+    reject_with_error(s, sock, &from, s->arena.failed ? R_TOO_BIG : R_NOT_PROTOBUF, why, 0);
+    goto out;
+  }
+  if (env->schema_version == 0 || env->schema_version > EMBER_SCHEMA_VERSION) {
+    snprintf(why, sizeof why, "schema version %u, this server speaks %u", env->schema_version, EMBER_SCHEMA_VERSION);
+    reject_with_error(s, sock, &from, R_SCHEMA_VERSION, why, 0);
+    goto out;
+  }
+  switch (env->body_case) {
+    case EMBER__ENVELOPE__BODY_TRANSITION_BATCH:
+      if (sock != s->insert_sock) goto unexpected;
+      handle_insert(s, &from, env->transition_batch);
+      break;
+    case EMBER__ENVELOPE__BODY_SAMPLE_REQUEST:
+      if (sock != s->sample_sock) goto unexpected;
+      handle_sample_request(s, &from, env->sample_request);
+      break;
+    case EMBER__ENVELOPE__BODY_PRIORITY_UPDATE:
+      if (sock != s->sample_sock) goto unexpected;
+      handle_priority_update(s, &from, env->priority_update);
+      break;
+    case EMBER__ENVELOPE__BODY_STATS_REQUEST:
+      send_stats(s, sock, &from);
+      break;
+    case EMBER__ENVELOPE__BODY_HELLO:
+    case EMBER__ENVELOPE__BODY_HEARTBEAT:
+      break;
+    case EMBER__ENVELOPE__BODY__NOT_SET:
+      reject_with_error(s, sock, &from, R_NO_BODY, "Envelope has no body (or one this build does not know)", 0);
+      break;
+    default:
+    unexpected:
+      snprintf(why, sizeof why, "%s is not served on the %s socket", net_body_name(env->body_case), sock_name);
+      reject_with_error(s, sock, &from, R_UNEXPECTED_MESSAGE, why, 0);
+      break;
+  }
+out:
+  zmq_msg_close(&body);
+  arena_reset(&s->arena);
+  return 0;
+}
+
+/* ---- snapshots ------------------------------------------------------------------------------- */
+
+int replay_server_snapshot(replay_server *s, ember_err *err) {
+  if (!s->cfg.snapshot_dir[0]) return 0;
+  replay_snapshot_meta meta = {.sequence = s->snapshot_seq, .created_unix_ms = unix_ms(), .samples = s->samples,
+                               .sample_batches = s->sample_batches, .insert_batches = s->insert_batches};
+  char path[4096];
+  double t0 = now_s();
+  int rc = replay_snapshot_write(s->cfg.snapshot_dir, s->table, &meta, (int)s->cfg.snapshot_zstd_level, path,
+                                 sizeof path, err);
+  if (rc != 0) {
+    metric_inc(s->m.snapshot_failures);
+    log_event(LOG_ERROR, "replay", "snapshot_failed", LF_STR("dir", s->cfg.snapshot_dir),
+              LF_STR("error", err ? err->msg : ember_strerror(rc)));
+    return rc;
+  }
+  s->snapshot_seq++;
+  s->last_snapshot_s = now_s();
+  s->snap_inserts = replay_table_inserts(s->table);
+  s->snap_samples = s->samples;
+  s->snap_updates = s->priority_updates;
+  metric_inc(s->m.snapshots_written);
+  ember_err perr = {0};
+  if (replay_snapshot_prune(s->cfg.snapshot_dir, (int)s->cfg.snapshot_keep, &perr) != 0)
+    log_event(LOG_WARN, "replay", "snapshot_prune_failed", LF_STR("error", perr.msg));
+  log_event(LOG_INFO, "replay", "snapshot_written", LF_STR("path", path), LF_U64("transitions",
+            replay_table_size(s->table)), LF_U64("inserts", replay_table_inserts(s->table)),
+            LF_U64("samples", s->samples), LF_F64("seconds", s->last_snapshot_s - t0));
+  return 0;
+}
+
+static void maybe_snapshot(replay_server *s, double t) {
+  if (!s->cfg.snapshot_dir[0] || s->cfg.snapshot_interval_s <= 0) return;
+  double since = t - (s->last_snapshot_s > 0 ? s->last_snapshot_s : s->started_s);
+  if (since < s->cfg.snapshot_interval_s) return;
+  if (replay_table_inserts(s->table) == s->snap_inserts && s->samples == s->snap_samples &&
+      s->priority_updates == s->snap_updates) {
+    s->last_snapshot_s = t; /* nothing changed: the newest file is still current */
+    return;
+  }
+  ember_err err = {0};
+  replay_server_snapshot(s, &err);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static void register_metrics(replay_server *s) {
+  metrics_registry *r = s->metrics;
+  server_metrics *m = &s->m;
+  m->size = metrics_gauge(r, "replay_size", NULL, "transitions in the table");
+  m->capacity = metrics_gauge(r, "replay_capacity", NULL, "transitions the table can hold");
+  m->inserted = metrics_counter(r, "replay_inserted_transitions_total", NULL, "transitions stored");
+  m->insert_batches = metrics_counter(r, "replay_insert_batches_total", NULL, "TransitionBatches stored");
+  m->evicted = metrics_counter(r, "replay_evicted_transitions_total", NULL, "transitions evicted (FIFO)");
+  m->sampled = metrics_counter(r, "replay_sampled_transitions_total", NULL, "transitions served in samples");
+  m->sample_batches = metrics_counter(r, "replay_sample_batches_total", NULL, "SampleBatches served");
+  for (int i = 0; i < R_COUNT; i++) {
+    char labels[96];
+    snprintf(labels, sizeof labels, "reason=\"%s\"", reason_names[i]);
+    m->rejected[i] = metrics_counter(r, "replay_rejected_total", labels, "messages refused, by reason");
+  }
+  m->sample_waits = metrics_counter(r, "replay_rate_limiter_sample_waits_total", NULL,
+                                    "sample requests parked until the rate limiter allowed them");
+  m->insert_waits = metrics_counter(r, "replay_rate_limiter_insert_waits_total", NULL,
+                                    "times the rate limiter paused reading inserts");
+  m->pending = metrics_gauge(r, "replay_pending_sample_requests", NULL, "sample requests parked now");
+  m->priority_updates = metrics_counter(r, "replay_priority_updates_total", NULL, "priorities updated");
+  m->priority_stale = metrics_counter(r, "replay_priority_updates_stale_total", NULL,
+                                      "priority updates for evicted keys (ignored)");
+  m->undeliverable = metrics_counter(r, "replay_replies_undeliverable_total", NULL,
+                                     "replies the peer was gone for (or whose queue was full)");
+  m->snapshot_age = metrics_gauge(r, "replay_snapshot_age_seconds", NULL, "seconds since the last snapshot");
+  m->snapshots_written = metrics_counter(r, "replay_snapshots_written_total", NULL, "snapshots written");
+  m->snapshot_failures = metrics_counter(r, "replay_snapshot_failures_total", NULL, "snapshots that failed");
+  m->restored = metrics_gauge(r, "replay_restored_transitions", NULL, "transitions restored at start");
+  m->actor_dropped = metrics_gauge(r, "replay_actor_reported_dropped_transitions", NULL,
+                                   "transitions actors reported dropping (sum of the latest dropped_before)");
+  m->sequence_gaps = metrics_counter(r, "replay_actor_sequence_gaps_total", NULL,
+                                     "batches missing between an actor's sequence numbers (lost in flight)");
+  m->memory_bytes = metrics_gauge(r, "replay_table_memory_bytes", NULL, "bytes the table holds");
+}
+
+static int bind_router(replay_server *s, const char *endpoint, void **sock, char *bound, ember_err *err) {
+  net_socket_opts o = {.max_message_bytes = s->cfg.max_message_bytes, .linger_ms = 0,
+                       .send_hwm = 100000, .recv_hwm = 100000};
+  *sock = net_socket(s->ctx, ZMQ_ROUTER, endpoint, true, &o, err);
+  if (!*sock) return err ? err->code : EMBER_EINVAL;
+  int one = 1;
+  zmq_setsockopt(*sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+  size_t len = CONFIG_STRING_MAX;
+  if (zmq_getsockopt(*sock, ZMQ_LAST_ENDPOINT, bound, &len) != 0 || !bound[0])
+    snprintf(bound, CONFIG_STRING_MAX, "%s", endpoint);
+  return 0;
+}
+
+replay_server *replay_server_new(const replay_config *cfg, void *zmq_ctx, metrics_registry *metrics, ember_err *err) {
+  if (replay_config_validate(cfg, err) != 0) return NULL;
+  replay_server *s = calloc(1, sizeof *s);
+  if (!s) {
+    ember_fail(err, EMBER_ENOMEM, "replay server: out of memory");
+    return NULL;
+  }
+  s->cfg = *cfg;
+  s->ctx = zmq_ctx;
+  atomic_init(&s->stop, 0);
+  s->started_s = now_s();
+  s->snapshot_seq = 1;
+  arena_init(&s->arena, 1 << 20);
+  s->metrics = metrics;
+  if (!s->metrics) s->metrics = s->own_metrics = metrics_new();
+  if (!s->metrics) goto oom;
+  register_metrics(s);
+  rng_seed(&s->rng, (uint64_t)cfg->seed, RNG_STREAM_REPLAY);
+  rate_limiter_init(&s->rl, cfg->samples_per_insert, (uint64_t)cfg->min_size_to_sample, cfg->error_buffer, NULL);
+  s->pending_cap = (size_t)cfg->max_pending_samples;
+  s->pending = calloc(s->pending_cap, sizeof *s->pending);
+  s->actors = calloc(MAX_ACTORS, sizeof *s->actors);
+  if (!s->pending || !s->actors) goto oom;
+
+  replay_spec spec = {.obs_dim = (uint32_t)cfg->obs_dim, .act_dim = (uint32_t)cfg->act_dim};
+  memcpy(spec.task, cfg->task, strnlen(cfg->task, REPLAY_TASK_MAX - 1)); /* validated shorter */
+  replay_table_opts topts = {.capacity = (size_t)cfg->capacity, .alpha = cfg->alpha, .beta = cfg->beta,
+                             .spec = cfg->obs_dim > 0 ? &spec : NULL};
+  parse_sampler(cfg->sampler, &topts.sampler);
+  if (!(s->table = replay_table_new(&topts, err))) goto fail;
+  metric_set(s->m.capacity, (double)cfg->capacity);
+
+  if (cfg->snapshot_dir[0] && cfg->restore) {
+    replay_snapshot_info info;
+    int restored = 0;
+    double t0 = now_s();
+    if (replay_snapshot_restore_newest(cfg->snapshot_dir, s->table, &info, &restored, &s->snapshot_seq, err) != 0)
+      goto fail;
+    if (restored) {
+      s->samples = info.meta.samples;
+      s->sample_batches = info.meta.sample_batches;
+      s->insert_batches = info.meta.insert_batches;
+      s->restored = replay_table_size(s->table);
+      s->rl.inserts = replay_table_inserts(s->table);
+      s->rl.deletes = replay_table_evicted(s->table);
+      s->rl.samples = s->samples;
+      s->snap_inserts = replay_table_inserts(s->table);
+      s->snap_samples = s->samples;
+      s->last_snapshot_s = now_s();
+    }
+    metric_set(s->m.restored, (double)s->restored);
+    log_event(LOG_INFO, "replay", "restored", LF_STR("dir", cfg->snapshot_dir), LF_BOOL("from_snapshot", restored),
+              LF_U64("snapshot", restored ? info.meta.sequence : 0), LF_U64("transitions", s->restored),
+              LF_U64("inserts", replay_table_inserts(s->table)), LF_U64("samples", s->samples),
+              LF_F64("seconds", now_s() - t0));
+  }
+  if (bind_router(s, cfg->insert_endpoint, &s->insert_sock, s->insert_ep, err) != 0 ||
+      bind_router(s, cfg->sample_endpoint, &s->sample_sock, s->sample_ep, err) != 0)
+    goto fail;
+  update_gauges(s);
+  log_event(LOG_INFO, "replay", "listening", LF_STR("insert_endpoint", s->insert_ep),
+            LF_STR("sample_endpoint", s->sample_ep), LF_U64("capacity", cfg->capacity), LF_STR("sampler", cfg->sampler),
+            LF_F64("samples_per_insert", cfg->samples_per_insert), LF_U64("min_size_to_sample", cfg->min_size_to_sample),
+            LF_F64("error_buffer", cfg->error_buffer));
+  return s;
+oom:
+  ember_fail(err, EMBER_ENOMEM, "replay server: out of memory");
+fail:
+  replay_server_destroy(&s);
+  return NULL;
+}
+
+void replay_server_destroy(replay_server **self_p) {
+  if (!self_p || !*self_p) return;
+  replay_server *s = *self_p;
+  if (s->insert_sock) zmq_close(s->insert_sock);
+  if (s->sample_sock) zmq_close(s->sample_sock);
+  replay_table_destroy(&s->table);
+  arena_free(&s->arena);
+  free(s->pending);
+  free(s->actors);
+  free(s->s_obs), free(s->s_next_obs), free(s->s_action), free(s->s_reward), free(s->s_logp), free(s->s_weights);
+  free(s->s_term), free(s->s_trunc), free(s->s_keys), free(s->s_pv), free(s->s_aid);
+  metrics_destroy(&s->own_metrics);
+  free(s);
+  *self_p = NULL;
+}
+
+void replay_server_stop(replay_server *s) { atomic_store(&s->stop, 1); }
+
+const char *replay_server_insert_endpoint(const replay_server *s) { return s->insert_ep; }
+const char *replay_server_sample_endpoint(const replay_server *s) { return s->sample_ep; }
+
+void replay_server_get_counters(const replay_server *s, replay_server_counters *out) {
+  *out = (replay_server_counters){.size = replay_table_size(s->table),
+                                  .capacity = replay_table_capacity(s->table),
+                                  .inserts = replay_table_inserts(s->table),
+                                  .evicted = replay_table_evicted(s->table),
+                                  .samples = s->samples,
+                                  .sample_batches = s->sample_batches,
+                                  .insert_batches = s->insert_batches,
+                                  .rejected = s->rejected_total,
+                                  .restored = s->restored,
+                                  .pending_samples = s->pending_len};
+}
+
+static void log_progress(replay_server *s, double t) {
+  double dt = t - s->last_log_s;
+  uint64_t ins = replay_table_inserts(s->table);
+  log_event(LOG_INFO, "replay", "progress", LF_U64("size", replay_table_size(s->table)), LF_U64("inserts", ins),
+            LF_U64("samples", s->samples), LF_F64("insert_per_s", (double)(ins - s->last_log_inserts) / dt),
+            LF_F64("sample_per_s", (double)(s->samples - s->last_log_samples) / dt),
+            LF_U64("pending_samples", s->pending_len), LF_BOOL("inserts_blocked", s->inserts_blocked),
+            LF_U64("rejected", s->rejected_total));
+  s->last_log_s = t;
+  s->last_log_inserts = ins;
+  s->last_log_samples = s->samples;
+}
+
+#define BURST 256 /* messages per socket per poll round, so one busy socket cannot starve the other */
+
+int replay_server_run(replay_server *s) {
+  s->last_log_s = now_s();
+  s->last_log_inserts = replay_table_inserts(s->table);
+  s->last_log_samples = s->samples;
+  int rc = 0;
+  while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+    bool can_insert = rate_limiter_can_insert(&s->rl);
+    if (!can_insert && !s->inserts_blocked) metric_inc(s->m.insert_waits);
+    s->inserts_blocked = !can_insert;
+    zmq_pollitem_t items[2] = {{s->sample_sock, 0, ZMQ_POLLIN, 0}, {s->insert_sock, 0, can_insert ? ZMQ_POLLIN : 0, 0}};
+    int n = zmq_poll(items, 2, (long)s->cfg.poll_interval_ms);
+    if (n < 0) {
+      if (zmq_errno() == EINTR) continue;
+      if (zmq_errno() == ETERM) break;
+      log_event(LOG_ERROR, "replay", "poll_failed", LF_STR("error", zmq_strerror(zmq_errno())));
+      rc = EMBER_EIO;
+      break;
+    }
+    if (items[1].revents & ZMQ_POLLIN)
+      for (int i = 0; i < BURST && rate_limiter_can_insert(&s->rl); i++) {
+        int r = handle_one(s, s->insert_sock);
+        if (r == EMBER_EAGAIN) break;
+        if (r == 0) serve_pending(s); /* an insert may have unblocked a parked sample */
+      }
+    if (items[0].revents & ZMQ_POLLIN)
+      for (int i = 0; i < BURST; i++)
+        if (handle_one(s, s->sample_sock) == EMBER_EAGAIN) break;
+    serve_pending(s);
+    double t = now_s();
+    maybe_snapshot(s, t);
+    if (s->cfg.log_interval_s > 0 && t - s->last_log_s >= s->cfg.log_interval_s) {
+      update_gauges(s);
+      log_progress(s, t);
+    }
+  }
+  update_gauges(s);
+  log_event(LOG_INFO, "replay", "stopped", LF_U64("size", replay_table_size(s->table)),
+            LF_U64("inserts", replay_table_inserts(s->table)), LF_U64("samples", s->samples));
+  return rc;
+}
