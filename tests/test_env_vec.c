@@ -1,0 +1,500 @@
+/* env vectors: same seed -> same trajectory bit for bit; rewards and terminations of hand-built
+ * states equal the hand-computed values, task by task; the time limit truncates and never
+ * terminates; auto-reset keeps the final observation; actions are scaled onto ctrlrange; non-finite
+ * actions are refused before anything moves; snapshots restore bit-exactly. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mujoco/mujoco.h>
+
+#include "env.h"
+#include "rng.h"
+
+enum { MAX_K = 4, MAX_OBS = 376, MAX_ACT = 17 };
+
+/* A model, a vector and the buffers for stepping it. */
+typedef struct {
+  env_model_t *model;
+  env_vec_t *vec;
+  const env_spec *spec;
+  const mjModel *m;
+  float next_obs[MAX_K * MAX_OBS];
+  float reward[MAX_K];
+  uint8_t terminated[MAX_K], truncated[MAX_K];
+  double episode_return[MAX_K];
+  int32_t episode_length[MAX_K];
+  env_step_out out;
+} rig;
+
+static void rig_open(rig *r, const char *task, int k, uint64_t seed, int max_steps) {
+  memset(r, 0, sizeof *r);
+  ember_err err = {0};
+  ck_assert_msg(env_model_load(task, NULL, &r->model, &err) == EMBER_OK, "%s", err.msg);
+  env_vec_config cfg = {.n_envs = k, .seed = seed, .max_episode_steps = max_steps};
+  ck_assert_msg(env_vec_new(r->model, &cfg, &r->vec, &err) == EMBER_OK, "%s", err.msg);
+  r->spec = env_model_spec(r->model);
+  r->m = env_model_mj(r->model);
+  r->out = (env_step_out){.next_obs = r->next_obs, .reward = r->reward, .terminated = r->terminated,
+                          .truncated = r->truncated, .episode_return = r->episode_return,
+                          .episode_length = r->episode_length};
+}
+
+static void rig_close(rig *r) {
+  env_vec_destroy(&r->vec);
+  env_model_destroy(&r->model);
+}
+
+static void rig_step(rig *r, const float *actions) {
+  ember_err err = {0};
+  ck_assert_msg(env_vec_step(r->vec, actions, &r->out, &err) == EMBER_OK, "%s", err.msg);
+}
+
+static void random_actions(rng_t *g, float *a, int n) {
+  for (int i = 0; i < n; i++) a[i] = (float)(2.0 * rng_uniform(g) - 1.0);
+}
+
+/* ---- determinism ---- */
+
+START_TEST(same_seed_same_trajectory_bit_for_bit) {
+  const char *task = env_spec_at(_i)->name;
+  const int k = 2, steps = 40;
+  rig a, b, c;
+  rig_open(&a, task, k, 7, 0);
+  rig_open(&b, task, k, 7, 0);
+  rig_open(&c, task, k, 8, 0);
+  size_t obs_bytes = sizeof(float) * (size_t)k * a.spec->obs_dim;
+  ck_assert_mem_eq(env_vec_obs(a.vec), env_vec_obs(b.vec), obs_bytes);
+  ck_assert(memcmp(env_vec_obs(a.vec), env_vec_obs(c.vec), obs_bytes) != 0);
+  /* env 0 and env 1 have their own streams */
+  ck_assert(memcmp(env_vec_obs(a.vec), env_vec_obs(a.vec) + a.spec->obs_dim, obs_bytes / k) != 0);
+  rng_t g;
+  rng_seed(&g, 3, RNG_STREAM_TEST);
+  float act[MAX_K * MAX_ACT];
+  for (int t = 0; t < steps; t++) {
+    random_actions(&g, act, k * a.spec->act_dim);
+    rig_step(&a, act);
+    rig_step(&b, act);
+    ck_assert_mem_eq(a.next_obs, b.next_obs, obs_bytes);
+    ck_assert_mem_eq(a.reward, b.reward, sizeof(float) * k);
+    ck_assert_mem_eq(a.terminated, b.terminated, (size_t)k);
+    ck_assert_mem_eq(a.truncated, b.truncated, (size_t)k);
+    ck_assert_mem_eq(env_vec_obs(a.vec), env_vec_obs(b.vec), obs_bytes);
+    for (int i = 0; i < k; i++) ck_assert(isfinite(a.reward[i]));
+  }
+  rig_close(&a);
+  rig_close(&b);
+  rig_close(&c);
+}
+END_TEST
+
+START_TEST(env_streams_follow_first_env_id) {
+  ember_err err = {0};
+  env_model_t *m = NULL;
+  ck_assert_int_eq(env_model_load("half_cheetah", NULL, &m, &err), EMBER_OK);
+  env_vec_t *two = NULL, *shifted = NULL;
+  env_vec_config c2 = {.n_envs = 2, .seed = 5}, c1 = {.n_envs = 1, .seed = 5, .first_env_id = 1};
+  ck_assert_int_eq(env_vec_new(m, &c2, &two, &err), EMBER_OK);
+  ck_assert_int_eq(env_vec_new(m, &c1, &shifted, &err), EMBER_OK);
+  ck_assert_mem_eq(env_vec_obs(two) + 17, env_vec_obs(shifted), 17 * sizeof(float));
+  env_vec_destroy(&two);
+  env_vec_destroy(&shifted);
+  env_model_destroy(&m);
+}
+END_TEST
+
+/* ---- time limit, termination, auto-reset ---- */
+
+START_TEST(time_limit_truncates_and_keeps_final_obs) {
+  /* pendulum: 200 steps; a twin without the limit shows what the 200th observation really was */
+  rig lim, free_run;
+  rig_open(&lim, "pendulum", 1, 11, 0);
+  rig_open(&free_run, "pendulum", 1, 11, 100000);
+  ck_assert_int_eq(lim.spec->max_episode_steps, 200);
+  rng_t g;
+  rng_seed(&g, 4, RNG_STREAM_TEST);
+  double sum = 0;
+  for (int t = 1; t <= 200; t++) {
+    float a;
+    random_actions(&g, &a, 1);
+    rig_step(&lim, &a);
+    rig_step(&free_run, &a);
+    sum += lim.reward[0];
+    ck_assert_int_eq(lim.terminated[0], 0);
+    ck_assert_int_eq(lim.truncated[0], t == 200);
+    ck_assert_int_eq(free_run.truncated[0], 0);
+    ck_assert_mem_eq(lim.next_obs, free_run.next_obs, 3 * sizeof(float));
+  }
+  ck_assert_int_eq(lim.episode_length[0], 200);
+  ck_assert_double_eq_tol(lim.episode_return[0], sum, 1e-3);
+  /* the vector moved on to a fresh episode: a new start, not the final state */
+  const float *fresh = env_vec_obs(lim.vec);
+  ck_assert(memcmp(fresh, lim.next_obs, 3 * sizeof(float)) != 0);
+  ck_assert(fabsf(fresh[2]) <= 1.0f); /* reset velocity is drawn from [-1, 1] */
+  ck_assert_double_eq_tol(fresh[0] * fresh[0] + fresh[1] * fresh[1], 1.0, 1e-6);
+  env_vec_stats st = env_vec_get_stats(lim.vec);
+  ck_assert_uint_eq(st.steps_total, 200);
+  ck_assert_uint_eq(st.truncated_total, 1);
+  ck_assert_uint_eq(st.terminated_total, 0);
+  rig_close(&lim);
+  rig_close(&free_run);
+
+  /* an override of the limit, on a task that never terminates */
+  rig hc;
+  rig_open(&hc, "half_cheetah", 2, 1, 30);
+  float zeros[12] = {0};
+  for (int t = 1; t <= 30; t++) {
+    rig_step(&hc, zeros);
+    for (int i = 0; i < 2; i++) {
+      ck_assert_int_eq(hc.terminated[i], 0);
+      ck_assert_int_eq(hc.truncated[i], t == 30);
+    }
+  }
+  rig_close(&hc);
+}
+END_TEST
+
+START_TEST(termination_is_not_truncation_and_reset_follows) {
+  rig h;
+  rig_open(&h, "hopper", 1, 2, 0);
+  double qpos[6] = {0.3, 0.5, 0, 0, 0, 0}, qvel[6] = {0}; /* torso at 0.5 m: unhealthy */
+  ember_err err = {0};
+  ck_assert_int_eq(env_vec_set_qpos_qvel(h.vec, 0, qpos, qvel, &err), EMBER_OK);
+  ck_assert_float_eq(env_vec_obs(h.vec)[0], 0.5f);
+  float a[3] = {0};
+  rig_step(&h, a);
+  ck_assert_int_eq(h.terminated[0], 1);
+  ck_assert_int_eq(h.truncated[0], 0);
+  ck_assert_int_eq(h.episode_length[0], 1);
+  ck_assert(h.next_obs[0] < 0.55f); /* the final observation is the fallen state */
+  ck_assert_double_eq_tol(env_vec_obs(h.vec)[0], 1.25, 0.01); /* the new episode stands */
+  rig_close(&h);
+}
+END_TEST
+
+/* ---- actions ---- */
+
+START_TEST(actions_scale_onto_ctrlrange) {
+  rig h;
+  rig_open(&h, "humanoid", 1, 1, 0);
+  float a[17];
+  for (int i = 0; i < 17; i++) a[i] = 1.0f;
+  a[1] = -0.5f, a[2] = 3.0f, a[3] = -7.0f, a[4] = 0.25f;
+  rig_step(&h, a);
+  const mjData *d = env_vec_data(h.vec, 0);
+  ck_assert_double_eq(d->ctrl[0], 0.4);
+  ck_assert_double_eq_tol(d->ctrl[1], -0.2, 1e-15);
+  ck_assert_double_eq(d->ctrl[2], 0.4);  /* clipped to 1 first */
+  ck_assert_double_eq(d->ctrl[3], -0.4); /* clipped to -1 */
+  ck_assert_double_eq_tol(d->ctrl[4], 0.1, 1e-15);
+  rig_close(&h);
+
+  rig p;
+  rig_open(&p, "pendulum", 1, 1, 0);
+  float u = 0.25f;
+  rig_step(&p, &u);
+  ck_assert_double_eq(env_vec_data(p.vec, 0)->ctrl[0], 0.5); /* ctrlrange [-2, 2] */
+  rig_close(&p);
+}
+END_TEST
+
+START_TEST(non_finite_action_rejected_before_any_env_moves) {
+  rig h;
+  rig_open(&h, "hopper", 3, 1, 0);
+  float a[9] = {0};
+  a[2 * 3 + 1] = NAN;
+  double t0 = env_vec_data(h.vec, 0)->time;
+  ember_err err = {0};
+  ck_assert_int_eq(env_vec_step(h.vec, a, &h.out, &err), EMBER_ENONFINITE);
+  ck_assert_ptr_nonnull(strstr(err.msg, "env 2 action 1"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "NaN"));
+  a[2 * 3 + 1] = 0;
+  a[0] = -INFINITY;
+  ck_assert_int_eq(env_vec_step(h.vec, a, &h.out, &err), EMBER_ENONFINITE);
+  ck_assert_ptr_nonnull(strstr(err.msg, "env 0 action 0"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "infinite"));
+  for (int i = 0; i < 3; i++) ck_assert_double_eq(env_vec_data(h.vec, i)->time, t0);
+  ck_assert_uint_eq(env_vec_get_stats(h.vec).steps_total, 0);
+  double qpos[6] = {0, 1.25, 0, 0, 0, 0}, qvel[6] = {0, NAN};
+  ck_assert_int_eq(env_vec_set_qpos_qvel(h.vec, 0, qpos, qvel, &err), EMBER_ENONFINITE);
+  ck_assert_ptr_nonnull(strstr(err.msg, "qvel[1]"));
+  rig_close(&h);
+}
+END_TEST
+
+/* ---- rewards and terminations of hand-built states, computed by hand ---- */
+
+START_TEST(pendulum_hand_built) {
+  rig p;
+  rig_open(&p, "pendulum", 1, 1, 0);
+  ember_err err = {0};
+  double qpos = M_PI / 2, qvel = 1.0;
+  ck_assert_int_eq(env_vec_set_qpos_qvel(p.vec, 0, &qpos, &qvel, &err), EMBER_OK);
+  float a = 0.5f; /* torque 1 */
+  rig_step(&p, &a);
+  ck_assert_double_eq_tol(p.reward[0], -(M_PI * M_PI / 4 + 0.1 + 0.001), 1e-5);
+  /* thetaddot = 3g/(2l) sin(theta) + 3u/(ml^2) = 15 + 3; thetadot' = 1 + 18 * 0.05 = 1.9 */
+  const mjData *d = env_vec_data(p.vec, 0);
+  ck_assert_double_eq_tol(d->qvel[0], 1.9, 1e-9);
+  ck_assert_double_eq_tol(d->qpos[0], M_PI / 2 + 0.05 * 1.9, 1e-9);
+  /* at speed: 7.9 + (15 + 6) * 0.05 = 8.95 is clipped to 8, and the angle moves by 8 * 0.05 */
+  qvel = 7.9;
+  ck_assert_int_eq(env_vec_set_qpos_qvel(p.vec, 0, &qpos, &qvel, &err), EMBER_OK);
+  a = 1.0f;
+  rig_step(&p, &a);
+  ck_assert_double_eq_tol(p.reward[0], -(M_PI * M_PI / 4 + 0.1 * 7.9 * 7.9 + 0.004), 1e-4);
+  ck_assert_double_eq(d->qvel[0], 8.0);
+  ck_assert_double_eq_tol(d->qpos[0], M_PI / 2 + 0.4, 1e-12);
+  ck_assert_float_eq(p.next_obs[2], 8.0f);
+  ck_assert_int_eq(p.terminated[0], 0);
+  rig_close(&p);
+}
+END_TEST
+
+START_TEST(reacher_hand_built) {
+  rig r;
+  rig_open(&r, "reacher", 1, 1, 0);
+  ember_err err = {0};
+  /* arm straight along x: fingertip at (0.21, 0); target at (0.1, 0.1) */
+  double qpos[4] = {0, 0, 0.1, 0.1}, qvel[4] = {0};
+  ck_assert_int_eq(env_vec_set_qpos_qvel(r.vec, 0, qpos, qvel, &err), EMBER_OK);
+  const float *o = env_vec_obs(r.vec);
+  ck_assert_double_eq_tol(o[8], 0.11, 1e-6);
+  ck_assert_double_eq_tol(o[9], -0.1, 1e-6);
+  float a[2] = {0.5f, -0.5f};
+  rig_step(&r, a);
+  ck_assert_double_eq_tol(r.reward[0], -sqrt(0.11 * 0.11 + 0.1 * 0.1) - 0.5, 1e-6);
+  ck_assert_int_eq(r.terminated[0], 0);
+  rig_close(&r);
+}
+END_TEST
+
+/* Planar runners: reward = w * (x_after - x_before) / dt + alive - c * |ctrl|^2, x = qpos[0]. */
+static void check_planar(const char *task, double alive, double ctrl_weight, int nu) {
+  rig r;
+  rig_open(&r, task, 1, 1, 0);
+  const mjModel *m = r.m;
+  ember_err err = {0};
+  double qpos[9], qvel[9] = {0};
+  memcpy(qpos, m->qpos0, sizeof(double) * (size_t)m->nq);
+  ck_assert_int_eq(env_vec_set_qpos_qvel(r.vec, 0, qpos, qvel, &err), EMBER_OK);
+  float a[6] = {0.5f, -0.5f, 1.0f, 0.25f, -1.0f, 0.0f};
+  double ctrl_sq = 0;
+  for (int i = 0; i < nu; i++) ctrl_sq += (double)a[i] * a[i];
+  double x_before = env_vec_data(r.vec, 0)->qpos[0];
+  rig_step(&r, a);
+  double x_after = env_vec_data(r.vec, 0)->qpos[0];
+  double expect = (x_after - x_before) / r.spec->dt + alive - ctrl_weight * ctrl_sq;
+  ck_assert_double_eq_tol(r.reward[0], expect, 1e-5 * (1 + fabs(expect)));
+  ck_assert(x_after != x_before); /* the step did move the body */
+  rig_close(&r);
+}
+
+START_TEST(half_cheetah_hand_built) { check_planar("half_cheetah", 0.0, 0.1, 6); }
+END_TEST
+
+static void expect_terminated(const char *task, const double *qpos, int want) {
+  rig r;
+  rig_open(&r, task, 1, 1, 0);
+  ember_err err = {0};
+  double qvel[23] = {0};
+  ck_assert_int_eq(env_vec_set_qpos_qvel(r.vec, 0, qpos, qvel, &err), EMBER_OK);
+  float a[17] = {0};
+  rig_step(&r, a);
+  ck_assert_msg(r.terminated[0] == want, "%s: terminated %d, expected %d", task, r.terminated[0], want);
+  ck_assert_int_eq(r.truncated[0], 0);
+  rig_close(&r);
+}
+
+START_TEST(hopper_hand_built) {
+  check_planar("hopper", 1.0, 1e-3, 3);
+  double upright[6] = {0, 1.25, 0, 0, 0, 0}, low[6] = {0, 0.6, 0, 0, 0, 0}, tilted[6] = {0, 1.25, 0.3, 0, 0, 0};
+  expect_terminated("hopper", upright, 0);
+  expect_terminated("hopper", low, 1);
+  expect_terminated("hopper", tilted, 1);
+}
+END_TEST
+
+START_TEST(walker2d_hand_built) {
+  check_planar("walker2d", 1.0, 1e-3, 6);
+  double upright[9] = {0, 1.25}, leaning[9] = {0, 1.25, 0.9}, fallen[9] = {0, 1.25, 1.2}, high[9] = {0, 2.3};
+  expect_terminated("walker2d", upright, 0);
+  expect_terminated("walker2d", leaning, 0);
+  expect_terminated("walker2d", fallen, 1);
+  expect_terminated("walker2d", high, 1);
+}
+END_TEST
+
+START_TEST(ant_hand_built) {
+  rig r;
+  rig_open(&r, "ant", 1, 1, 0);
+  ember_err err = {0};
+  double qpos[15], qvel[14] = {0};
+  memcpy(qpos, r.m->qpos0, sizeof qpos);
+  ck_assert_int_eq(env_vec_set_qpos_qvel(r.vec, 0, qpos, qvel, &err), EMBER_OK);
+  int torso = mj_name2id(r.m, mjOBJ_BODY, "torso");
+  float a[8] = {1, -1, 0.5f, -0.5f, 0, 0, 0.25f, 1};
+  double ctrl_sq = 1 + 1 + 0.25 + 0.25 + 0.0625 + 1;
+  double x_before = env_vec_data(r.vec, 0)->xpos[3 * torso];
+  rig_step(&r, a);
+  double x_after = env_vec_data(r.vec, 0)->xpos[3 * torso];
+  ck_assert_double_eq_tol(r.reward[0], (x_after - x_before) / 0.05 + 1.0 - 0.5 * ctrl_sq, 1e-5);
+  ck_assert_int_eq(r.terminated[0], 0);
+  rig_close(&r);
+  double flying[15] = {0, 0, 1.5, 1}, standing[15] = {0, 0, 0.75, 1};
+  expect_terminated("ant", flying, 1);
+  expect_terminated("ant", standing, 0);
+}
+END_TEST
+
+START_TEST(humanoid_hand_built) {
+  rig r;
+  rig_open(&r, "humanoid", 1, 1, 0);
+  ember_err err = {0};
+  const mjModel *m = r.m;
+  double qpos[24], qvel[23] = {0};
+  memcpy(qpos, m->qpos0, sizeof qpos);
+  qpos[2] = 1.3; /* drop it a little so the feet touch and contact forces appear */
+  ck_assert_int_eq(env_vec_set_qpos_qvel(r.vec, 0, qpos, qvel, &err), EMBER_OK);
+  const mjData *d = env_vec_data(r.vec, 0);
+  float a[17];
+  for (int i = 0; i < 17; i++) a[i] = (i % 2) ? 0.5f : -1.0f;
+  double ctrl_sq = 0;
+  for (int i = 0; i < 17; i++) ctrl_sq += 0.16 * a[i] * a[i];
+  double mass = 0, com_before = 0, com_after = 0;
+  for (int b = 0; b < m->nbody; b++) mass += m->body_mass[b];
+  for (int b = 0; b < m->nbody; b++) com_before += m->body_mass[b] * d->xipos[3 * b] / mass;
+  double contact_sq = 0;
+  float last_reward = 0;
+  for (int t = 0; t < 8 && contact_sq == 0; t++) {
+    if (t > 0) {
+      com_before = 0;
+      for (int b = 0; b < m->nbody; b++) com_before += m->body_mass[b] * d->xipos[3 * b] / mass;
+    }
+    rig_step(&r, a);
+    ck_assert_int_eq(r.terminated[0], 0);
+    com_after = 0;
+    for (int b = 0; b < m->nbody; b++) com_after += m->body_mass[b] * d->xipos[3 * b] / mass;
+    contact_sq = 0;
+    for (int i = 0; i < 6 * m->nbody; i++) contact_sq += d->cfrc_ext[i] * d->cfrc_ext[i];
+    last_reward = r.reward[0];
+  }
+  ck_assert_msg(contact_sq > 0, "the humanoid never touched the floor");
+  double contact_cost = fmin(5e-7 * contact_sq, 10.0);
+  double expect = 1.25 * (com_after - com_before) / 0.015 + 5.0 - 0.1 * ctrl_sq - contact_cost;
+  ck_assert_double_eq_tol(last_reward, expect, 1e-4 * (1 + fabs(expect)));
+  /* the observation carries the same contact forces, at offset 292 */
+  double obs_sq = 0;
+  for (int i = 292; i < 376; i++) obs_sq += (double)r.next_obs[i] * r.next_obs[i];
+  ck_assert_double_eq_tol(obs_sq, contact_sq, 1e-4 * contact_sq);
+  double low[24];
+  memcpy(low, m->qpos0, sizeof low);
+  low[2] = 0.9;
+  rig_close(&r);
+  expect_terminated("humanoid", low, 1);
+}
+END_TEST
+
+/* ---- the learner's functions agree with the env where they claim to ---- */
+
+START_TEST(exact_pure_functions_match_the_env) {
+  const env_spec *s = env_spec_at(_i);
+  rig r;
+  rig_open(&r, s->name, 2, 21, 0);
+  rng_t g;
+  rng_seed(&g, 9, RNG_STREAM_TEST);
+  static float obs[2 * MAX_OBS], act[2 * MAX_ACT];
+  float pure_r[2];
+  uint8_t pure_t[2];
+  int terminations = 0;
+  for (int t = 0; t < 120; t++) {
+    memcpy(obs, env_vec_obs(r.vec), sizeof(float) * 2 * s->obs_dim);
+    random_actions(&g, act, 2 * s->act_dim);
+    rig_step(&r, act);
+    env_spec_reward(s, 2, obs, act, r.next_obs, pure_r);
+    env_spec_terminated(s, 2, r.next_obs, pure_t);
+    for (int i = 0; i < 2; i++) {
+      if (s->reward_exact)
+        ck_assert_msg(fabsf(pure_r[i] - r.reward[i]) <= 1e-4f * (1 + fabsf(r.reward[i])),
+                      "%s step %d: pure %g env %g", s->name, t, pure_r[i], r.reward[i]);
+      if (s->terminated_exact) ck_assert_int_eq(pure_t[i], r.terminated[i]);
+      terminations += r.terminated[i];
+    }
+  }
+  rig_close(&r);
+  (void)terminations;
+}
+END_TEST
+
+/* ---- snapshots ---- */
+
+START_TEST(snapshot_restores_bit_exactly) {
+  const char *task = _i == 0 ? "hopper" : "humanoid";
+  rig r;
+  rig_open(&r, task, 1, 3, 0);
+  rng_t g;
+  rng_seed(&g, 1, RNG_STREAM_TEST);
+  float act[MAX_ACT];
+  for (int t = 0; t < 5; t++) {
+    random_actions(&g, act, r.spec->act_dim);
+    rig_step(&r, act);
+  }
+  size_t n = env_state_size(r.model);
+  unsigned char *snap = malloc(n);
+  ember_err err = {0};
+  ck_assert_int_eq(env_vec_save_state(r.vec, 0, snap, n, &err), EMBER_OK);
+  ck_assert_int_eq(env_vec_save_state(r.vec, 0, snap, n - 1, &err), EMBER_ESHAPE);
+  enum { T = 30 };
+  static float obs_a[T][MAX_OBS], rew_a[T];
+  static uint8_t done_a[T];
+  rng_t g0 = g;
+  for (int t = 0; t < T; t++) {
+    random_actions(&g, act, r.spec->act_dim);
+    rig_step(&r, act);
+    memcpy(obs_a[t], r.next_obs, sizeof(float) * r.spec->obs_dim);
+    rew_a[t] = r.reward[0];
+    done_a[t] = r.terminated[0] | r.truncated[0] << 1;
+  }
+  ck_assert_int_eq(env_vec_load_state(r.vec, 0, snap, n, &err), EMBER_OK);
+  g = g0;
+  for (int t = 0; t < T; t++) {
+    random_actions(&g, act, r.spec->act_dim);
+    rig_step(&r, act);
+    ck_assert_mem_eq(obs_a[t], r.next_obs, sizeof(float) * r.spec->obs_dim);
+    ck_assert_mem_eq(&rew_a[t], &r.reward[0], sizeof(float));
+    ck_assert_int_eq(done_a[t], r.terminated[0] | r.truncated[0] << 1);
+  }
+  snap[0] ^= 0xff;
+  ck_assert_int_eq(env_vec_load_state(r.vec, 0, snap, n, &err), EMBER_ESHAPE);
+  free(snap);
+  rig_close(&r);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("env_vec");
+  TCase *tc = tcase_create("vec");
+  tcase_set_timeout(tc, 120);
+  tcase_add_loop_test(tc, same_seed_same_trajectory_bit_for_bit, 0, env_spec_count());
+  tcase_add_test(tc, env_streams_follow_first_env_id);
+  tcase_add_test(tc, time_limit_truncates_and_keeps_final_obs);
+  tcase_add_test(tc, termination_is_not_truncation_and_reset_follows);
+  tcase_add_test(tc, actions_scale_onto_ctrlrange);
+  tcase_add_test(tc, non_finite_action_rejected_before_any_env_moves);
+  tcase_add_test(tc, pendulum_hand_built);
+  tcase_add_test(tc, reacher_hand_built);
+  tcase_add_test(tc, half_cheetah_hand_built);
+  tcase_add_test(tc, hopper_hand_built);
+  tcase_add_test(tc, walker2d_hand_built);
+  tcase_add_test(tc, ant_hand_built);
+  tcase_add_test(tc, humanoid_hand_built);
+  tcase_add_loop_test(tc, exact_pure_functions_match_the_env, 0, env_spec_count());
+  tcase_add_loop_test(tc, snapshot_restores_bit_exactly, 0, 2);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
