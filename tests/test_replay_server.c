@@ -1,0 +1,516 @@
+/* replay server, embedded in this process on real sockets (tcp loopback and inproc): every kind of
+ * bad input is refused with its reason and counted while the server keeps serving; the rate limiter
+ * parks sample requests and pauses inserts; REQ peers work; stop is prompt; a snapshot taken by the
+ * owner comes back in a new server. */
+#include <check.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "log.h"
+#include "net.h"
+#include "replay_client.h"
+#include "replay_server.h"
+#include "replay_test_util.h"
+
+static void *ctx;
+
+typedef struct {
+  replay_server *server;
+  pthread_t thread;
+  int rc;
+} running;
+
+static void *run_thread(void *arg) {
+  running *r = arg;
+  r->rc = replay_server_run(r->server);
+  return NULL;
+}
+
+static void base_config(replay_config *c, const char *insert_ep, const char *sample_ep) {
+  config_binding b = {&replay_config_section, c};
+  ember_err err = {0};
+  ck_assert_msg(config_defaults(&b, 1, &err) == 0, "%s", err.msg);
+  snprintf(c->insert_endpoint, sizeof c->insert_endpoint, "%s", insert_ep);
+  snprintf(c->sample_endpoint, sizeof c->sample_endpoint, "%s", sample_ep);
+  c->capacity = 1000;
+  c->min_size_to_sample = 10;
+  c->max_message_bytes = 64 * 1024;
+  c->poll_interval_ms = 10;
+  c->log_interval_s = 0;
+}
+
+static void start(running *r, const replay_config *c) {
+  ember_err err = {0};
+  r->server = replay_server_new(c, ctx, NULL, &err);
+  ck_assert_msg(r->server != NULL, "%s", err.msg);
+  ck_assert_int_eq(pthread_create(&r->thread, NULL, run_thread, r), 0);
+}
+
+static void finish(running *r) {
+  replay_server_stop(r->server);
+  pthread_join(r->thread, NULL);
+  ck_assert_int_eq(r->rc, 0);
+  replay_server_destroy(&r->server);
+}
+
+static void *dealer_to(const char *ep) {
+  void *s = zmq_socket(ctx, ZMQ_DEALER);
+  int zero = 0;
+  zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+  ck_assert_int_eq(zmq_connect(s, ep), 0);
+  return s;
+}
+
+/* Next Envelope on sock within timeout_ms, or NULL. Caller frees. */
+static Ember__Envelope *recv_within(void *sock, int timeout_ms) {
+  zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+  if (zmq_poll(&it, 1, timeout_ms) <= 0) return NULL;
+  Ember__Envelope *env = NULL;
+  ember_err err = {0};
+  ck_assert_msg(net_recv(sock, &env, NULL, 0, &err) == 0, "%s", err.msg);
+  return env;
+}
+
+static void send_raw(void *sock, const void *bytes, size_t n) { ck_assert_int_ge(zmq_send(sock, bytes, n, 0), 0); }
+
+static void send_body(void *sock, Ember__Envelope__BodyCase bc, void *body) {
+  ember_err err = {0};
+  ck_assert_msg(net_send_body(sock, bc, body, NULL, 0, &err) == 0, "%s", err.msg);
+}
+
+/* Expects an ErrorReply with code and a message starting with reason. */
+static void expect_error(void *sock, int code, const char *reason) {
+  Ember__Envelope *env = recv_within(sock, 3000);
+  ck_assert_msg(env != NULL, "no reply (expected ErrorReply %s)", reason);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_ERROR);
+  ck_assert_uint_eq(env->error->code, (unsigned)-code);
+  ck_assert_msg(strncmp(env->error->message, reason, strlen(reason)) == 0, "got '%s', expected %s",
+                env->error->message, reason);
+  net_envelope_free(env);
+}
+
+/* Sends a batch and expects an InsertAck; returns accepted, checks the error prefix on refusal. */
+static void expect_ack(void *sock, Ember__TransitionBatch *b, uint32_t accepted, const char *reason) {
+  send_body(sock, EMBER__ENVELOPE__BODY_TRANSITION_BATCH, b);
+  Ember__Envelope *env = recv_within(sock, 3000);
+  ck_assert_msg(env != NULL, "no InsertAck");
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_INSERT_ACK);
+  ck_assert_uint_eq(env->insert_ack->sequence, b->sequence);
+  ck_assert_uint_eq(env->insert_ack->accepted, accepted);
+  if (reason) {
+    ck_assert_uint_eq(env->insert_ack->rejected, b->count);
+    ck_assert_msg(strncmp(env->insert_ack->error, reason, strlen(reason)) == 0, "got '%s', expected %s",
+                  env->insert_ack->error, reason);
+  }
+  net_envelope_free(env);
+}
+
+static double stat_of(const char *ep, const char *name, const char *labels) {
+  Ember__Envelope *env = NULL;
+  ember_err err = {0};
+  ck_assert_msg(replay_client_stats(ctx, ep, 3000, &env, &err) == 0, "%s", err.msg);
+  double v = replay_stats_get(env->stats, name, labels);
+  net_envelope_free(env);
+  return v;
+}
+
+static double rejected(const char *ep, const char *reason) {
+  char labels[64];
+  snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
+  return stat_of(ep, "replay_rejected_total", labels);
+}
+
+/* After the abuse: the server still stores inserts from a client and serves correct samples. */
+static void prove_still_serving(const char *iep, const char *sep, uint64_t first_id) {
+  ember_err err = {0};
+  replay_insert_opts io = {.endpoint = iep, .actor_id = 77};
+  replay_insert_client *ic = replay_insert_client_new(ctx, &io, &err);
+  ck_assert_msg(ic != NULL, "%s", err.msg);
+  for (int i = 0; i < 5; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, 16, first_id + 16 * (uint64_t)i, 0, 0);
+    ck_assert_int_eq(replay_insert_client_send(ic, &tb.b, &err), 0);
+    test_batch_free(&tb);
+  }
+  ck_assert_int_eq(replay_insert_client_flush(ic, 5000), 0);
+  replay_insert_stats st;
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.transitions_stored, 80);
+  ck_assert_uint_eq(st.transitions_dropped + st.transitions_rejected + st.transitions_unconfirmed, 0);
+  replay_insert_client_destroy(&ic);
+
+  replay_sample_opts so = {.endpoint = sep, .batch_size = 8};
+  replay_sample_client *sc = replay_sample_client_new(ctx, &so, &err);
+  const Ember__SampleBatch *b = NULL;
+  ck_assert_msg(replay_sample_client_next(sc, 5000, &b, &err) == 0, "%s", err.msg);
+  ck_assert_uint_eq(b->transitions->count, 8);
+  ck_assert_uint_eq(b->n_keys, 8);
+  ck_assert_uint_eq(b->n_actor_ids, 8);
+  for (int i = 0; i < 8; i++) {
+    /* keys are insertion indices; the values encode the id they were made with */
+    float want = b->transitions->obs[i * 3];
+    ck_assert(isfinite(want));
+    ck_assert(b->weights[i] == 1.0f);
+  }
+  replay_sample_client_destroy(&sc);
+}
+
+static void bad_input_suite(const char *iep, const char *sep, int tcp) {
+  void *ins = dealer_to(iep), *smp = dealer_to(sep);
+  /* a good batch first: the table takes its spec (obs 3, act 1, task "t") from it */
+  test_batch good;
+  test_batch_fill(&good, "t", 3, 1, 20, 0, 5, 1);
+  expect_ack(ins, &good.b, 20, NULL);
+
+  /* bytes that are not protobuf */
+  send_raw(ins, "\xff\xff\xff\xff not protobuf", 17);
+  expect_error(ins, EMBER_EDECODE, "not_protobuf");
+  /* a schema version from the future */
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  Ember__StatsRequest sr = EMBER__STATS_REQUEST__INIT;
+  env.schema_version = 9;
+  env.body_case = EMBER__ENVELOPE__BODY_STATS_REQUEST;
+  env.stats_request = &sr;
+  uint8_t buf[64];
+  size_t n = ember__envelope__pack(&env, buf);
+  send_raw(ins, buf, n);
+  expect_error(ins, EMBER_ESCHEMA, "schema_version");
+  /* an Envelope with no body */
+  Ember__Envelope empty = EMBER__ENVELOPE__INIT;
+  empty.schema_version = 1;
+  n = ember__envelope__pack(&empty, buf);
+  send_raw(ins, buf, n);
+  expect_error(ins, EMBER_EDECODE, "no_body");
+  /* two payload frames */
+  zmq_send(ins, "a", 1, ZMQ_SNDMORE);
+  zmq_send(ins, "b", 1, 0);
+  expect_error(ins, EMBER_EDECODE, "bad_framing");
+  /* dims that do not match the table */
+  test_batch wrong;
+  test_batch_fill(&wrong, "t", 4, 1, 10, 0, 5, 2);
+  expect_ack(ins, &wrong.b, 0, "dims_mismatch");
+  test_batch_free(&wrong);
+  /* another task */
+  test_batch other;
+  test_batch_fill(&other, "other_task", 3, 1, 10, 0, 5, 3);
+  expect_ack(ins, &other.b, 0, "task_mismatch");
+  test_batch_free(&other);
+  /* arrays of inconsistent lengths */
+  test_batch bad;
+  test_batch_fill(&bad, "t", 3, 1, 10, 0, 5, 4);
+  bad.b.n_reward = 9;
+  expect_ack(ins, &bad.b, 0, "inconsistent_lengths");
+  bad.b.n_reward = 10;
+  bad.b.n_next_obs = 29;
+  expect_ack(ins, &bad.b, 0, "inconsistent_lengths");
+  bad.b.n_next_obs = 30;
+  /* NaN and Inf */
+  bad.obs[7] = NAN;
+  expect_ack(ins, &bad.b, 0, "nonfinite");
+  bad.obs[7] = 0;
+  bad.reward[3] = INFINITY;
+  expect_ack(ins, &bad.b, 0, "nonfinite");
+  bad.reward[3] = 0;
+  bad.b.count = 0;
+  expect_ack(ins, &bad.b, 0, "empty_batch");
+  test_batch_free(&bad);
+  /* a sample or priority message on the insert socket */
+  Ember__SampleRequest req = EMBER__SAMPLE_REQUEST__INIT;
+  req.batch_size = 4;
+  send_body(ins, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &req);
+  expect_error(ins, EMBER_EINVAL, "unexpected_message");
+
+  /* over the size limit (64 KiB here) */
+  size_t big = 100 * 1024;
+  char *junk = calloc(1, big);
+  if (tcp) {
+    /* libzmq drops the sender's connection before the server reads a byte: the sender gets no
+     * reply, and its DEALER reconnects by itself */
+    void *victim = dealer_to(iep);
+    ck_assert_ptr_null(recv_within(victim, 100));
+    send_raw(victim, junk, big);
+    ck_assert_ptr_null(recv_within(victim, 500));
+    zmq_close(victim);
+  } else {
+    send_raw(ins, junk, big);
+    expect_error(ins, EMBER_ETOOBIG, "too_big");
+  }
+  free(junk);
+
+  /* sample socket: batch 0, more than the table holds, bad priorities, a batch on the wrong socket */
+  req.request_id = 41;
+  req.batch_size = 0;
+  send_body(smp, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &req);
+  expect_error(smp, EMBER_EINVAL, "bad_batch_size");
+  req.batch_size = 1001;
+  send_body(smp, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &req);
+  expect_error(smp, EMBER_ETOOBIG, "batch_too_large");
+  uint64_t keys[2] = {1, 2};
+  float prios[2] = {1.0f, NAN};
+  Ember__PriorityUpdate pu = EMBER__PRIORITY_UPDATE__INIT;
+  pu.n_keys = pu.n_priorities = 2, pu.keys = keys, pu.priorities = prios;
+  send_body(smp, EMBER__ENVELOPE__BODY_PRIORITY_UPDATE, &pu);
+  expect_error(smp, EMBER_EINVAL, "bad_priority");
+  prios[1] = -0.5f;
+  send_body(smp, EMBER__ENVELOPE__BODY_PRIORITY_UPDATE, &pu);
+  expect_error(smp, EMBER_EINVAL, "bad_priority");
+  pu.n_priorities = 1;
+  send_body(smp, EMBER__ENVELOPE__BODY_PRIORITY_UPDATE, &pu);
+  expect_error(smp, EMBER_ESHAPE, "inconsistent_lengths");
+  send_body(smp, EMBER__ENVELOPE__BODY_TRANSITION_BATCH, &good.b);
+  expect_error(smp, EMBER_EINVAL, "unexpected_message");
+  send_raw(smp, "garbage", 7);
+  expect_error(smp, EMBER_EDECODE, "not_protobuf");
+  /* a valid update (one live key, one never inserted) is applied silently and the stale one counted */
+  prios[1] = 2.0f;
+  keys[1] = 1u << 30;
+  pu.n_priorities = 2;
+  send_body(smp, EMBER__ENVELOPE__BODY_PRIORITY_UPDATE, &pu);
+  ck_assert_ptr_null(recv_within(smp, 100));
+
+  /* every refusal was counted under its reason */
+  const char *reasons[] = {"not_protobuf", "schema_version", "no_body", "bad_framing", "dims_mismatch",
+                           "task_mismatch", "nonfinite", "empty_batch", "unexpected_message",
+                           "bad_batch_size", "batch_too_large", "bad_priority"};
+  for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++)
+    ck_assert_msg(rejected(sep, reasons[i]) >= 1, "reason %s not counted", reasons[i]);
+  ck_assert(rejected(sep, "inconsistent_lengths") >= 3);
+  ck_assert(rejected(sep, "nonfinite") >= 2);
+  ck_assert(rejected(sep, "too_big") == (tcp ? 0 : 1));
+  ck_assert(stat_of(sep, "replay_priority_updates_stale_total", NULL) == 1);
+  ck_assert(stat_of(sep, "replay_size", NULL) == 20);
+
+  prove_still_serving(iep, sep, 1000);
+  ck_assert(stat_of(iep, "replay_size", NULL) == 100);
+  test_batch_free(&good);
+  zmq_close(ins);
+  zmq_close(smp);
+}
+
+START_TEST(bad_input_tcp) {
+  replay_config c;
+  base_config(&c, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
+  running r;
+  start(&r, &c);
+  char iep[256], sep[256];
+  snprintf(iep, sizeof iep, "%s", replay_server_insert_endpoint(r.server));
+  snprintf(sep, sizeof sep, "%s", replay_server_sample_endpoint(r.server));
+  ck_assert_ptr_null(strstr(iep, "*"));
+  bad_input_suite(iep, sep, 1);
+  finish(&r);
+}
+END_TEST
+
+START_TEST(bad_input_inproc) {
+  replay_config c;
+  base_config(&c, "inproc://test-replay-insert", "inproc://test-replay-sample");
+  running r;
+  start(&r, &c);
+  bad_input_suite("inproc://test-replay-insert", "inproc://test-replay-sample", 0);
+  finish(&r);
+}
+END_TEST
+
+START_TEST(rate_limiter_parks_samples_and_pauses_inserts) {
+  replay_config c;
+  base_config(&c, "inproc://rl-insert", "inproc://rl-sample");
+  c.min_size_to_sample = 100;
+  c.samples_per_insert = 1;
+  c.error_buffer = 64; /* diff = inserts - samples must stay in [36, 164] */
+  running r;
+  start(&r, &c);
+  void *smp = dealer_to("inproc://rl-sample");
+  Ember__SampleRequest req = EMBER__SAMPLE_REQUEST__INIT;
+  /* a request that can never be allowed is refused, not parked */
+  req.request_id = 1, req.batch_size = 129;
+  send_body(smp, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &req);
+  expect_error(smp, EMBER_EINVAL, "batch_exceeds_rate_limiter");
+  /* the table is empty: the request is parked, not answered, not dropped */
+  req.request_id = 2, req.batch_size = 50;
+  send_body(smp, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &req);
+  ck_assert_ptr_null(recv_within(smp, 200));
+  ck_assert(stat_of("inproc://rl-sample", "replay_pending_sample_requests", NULL) == 1);
+
+  ember_err err = {0};
+  replay_insert_opts io = {.endpoint = "inproc://rl-insert", .actor_id = 1, .max_in_flight = 4};
+  replay_insert_client *ic = replay_insert_client_new(ctx, &io, &err);
+  for (int i = 0; i < 5; i++) { /* 100 transitions: min size reached, diff 100 */
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, 20, 20 * (uint64_t)i, 0, 0);
+    replay_insert_client_send(ic, &tb.b, &err);
+    test_batch_free(&tb);
+  }
+  ck_assert_int_eq(replay_insert_client_flush(ic, 3000), 0);
+  Ember__Envelope *env = recv_within(smp, 3000); /* now the parked request is answered: diff 50 */
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_SAMPLE_BATCH);
+  ck_assert_uint_eq(env->sample_batch->request_id, 2);
+  ck_assert_uint_eq(env->sample_batch->transitions->count, 50);
+  net_envelope_free(env);
+  /* 20 more would leave diff 50 - 20 = 30 < 36: parked */
+  req.request_id = 3, req.batch_size = 20;
+  send_body(smp, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &req);
+  ck_assert_ptr_null(recv_within(smp, 200));
+  /* inserts go on until diff > 164: 50 + 20k; the 6th batch is the last admitted (diff 170) and the
+   * parked request is served on the way (diff - 20) */
+  for (int i = 0; i < 12; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, 20, 100 + 20 * (uint64_t)i, 0, 0);
+    replay_insert_client_send(ic, &tb.b, &err);
+    test_batch_free(&tb);
+    replay_insert_client_poll(ic, 20);
+  }
+  env = recv_within(smp, 3000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_uint_eq(env->sample_batch->request_id, 3);
+  net_envelope_free(env);
+  replay_insert_client_poll(ic, 300);
+  replay_insert_stats st;
+  replay_insert_client_stats(ic, &st);
+  /* diff after the sample of 20: 30 + 20k > 164 first at k = 7: 240 stored, the rest waits */
+  ck_assert_uint_eq(st.transitions_stored, 240);
+  ck_assert_uint_eq(st.transitions_in_flight + st.transitions_queued, 100);
+  ck_assert(stat_of("inproc://rl-sample", "replay_rate_limiter_insert_waits_total", NULL) >= 1);
+  /* the learner samples: inserts resume */
+  req.request_id = 4, req.batch_size = 128;
+  send_body(smp, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &req);
+  env = recv_within(smp, 3000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_SAMPLE_BATCH);
+  net_envelope_free(env);
+  ck_assert_int_eq(replay_insert_client_flush(ic, 3000), 0);
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.transitions_stored, 340);
+  replay_insert_client_destroy(&ic);
+  zmq_close(smp);
+  finish(&r);
+}
+END_TEST
+
+START_TEST(req_peers_and_prompt_stop) {
+  replay_config c;
+  base_config(&c, "inproc://req-insert", "inproc://req-sample");
+  c.poll_interval_ms = 50;
+  running r;
+  start(&r, &c);
+  void *req = zmq_socket(ctx, ZMQ_REQ);
+  int zero = 0;
+  zmq_setsockopt(req, ZMQ_LINGER, &zero, sizeof zero);
+  ck_assert_int_eq(zmq_connect(req, "inproc://req-sample"), 0);
+  Ember__StatsRequest sr = EMBER__STATS_REQUEST__INIT;
+  send_body(req, EMBER__ENVELOPE__BODY_STATS_REQUEST, &sr);
+  Ember__Envelope *env = recv_within(req, 3000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_STATS);
+  ck_assert_str_eq(env->stats->role, "replay");
+  ck_assert(replay_stats_get(env->stats, "replay_capacity", NULL) == 1000);
+  net_envelope_free(env);
+  zmq_close(req);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  finish(&r);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  ck_assert_msg(dt < 2.0, "stop took %.2f s", dt);
+}
+END_TEST
+
+START_TEST(owner_snapshot_restores_in_a_new_server) {
+  char dir[128];
+  snprintf(dir, sizeof dir, "/tmp/ember-test-replay-srv-%d-XXXXXX", (int)getpid());
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  replay_config c;
+  base_config(&c, "inproc://snap-insert", "inproc://snap-sample");
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0;
+  strcpy(c.sampler, "prioritized");
+  running r;
+  start(&r, &c);
+  replay_server_counters k;
+  replay_server_get_counters(r.server, &k);
+  ck_assert_uint_eq(k.restored, 0); /* an empty directory: starts empty */
+  prove_still_serving("inproc://snap-insert", "inproc://snap-sample", 0);
+  replay_server_stop(r.server);
+  pthread_join(r.thread, NULL);
+  replay_server_counters before;
+  replay_server_get_counters(r.server, &before);
+  ck_assert_uint_eq(before.size, 80);
+  ck_assert_uint_ge(before.sample_batches, 1); /* prefetch may have served more */
+  ember_err err = {0};
+  ck_assert_int_eq(replay_server_snapshot(r.server, &err), 0); /* run returned: the owner snapshots */
+  replay_server_destroy(&r.server);
+
+  /* a new server (inproc names are released asynchronously, so new ones) restores it */
+  snprintf(c.insert_endpoint, sizeof c.insert_endpoint, "inproc://snap-insert2");
+  snprintf(c.sample_endpoint, sizeof c.sample_endpoint, "inproc://snap-sample2");
+  replay_server *s = replay_server_new(&c, ctx, NULL, &err);
+  ck_assert_msg(s != NULL, "%s", err.msg);
+  replay_server_get_counters(s, &k);
+  ck_assert_uint_eq(k.restored, 80);
+  ck_assert_uint_eq(k.size, before.size);
+  ck_assert_uint_eq(k.inserts, before.inserts);
+  ck_assert_uint_eq(k.samples, before.samples);
+  ck_assert_uint_eq(k.sample_batches, before.sample_batches);
+  ck_assert_uint_eq(k.insert_batches, before.insert_batches);
+  replay_server_destroy(&s);
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+START_TEST(config_validation) {
+  replay_config c;
+  base_config(&c, "inproc://a", "inproc://b");
+  ember_err err = {0};
+  strcpy(c.sampler, "random");
+  ck_assert_int_eq(replay_config_validate(&c, &err), EMBER_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "sampler"));
+  strcpy(c.sampler, "uniform");
+  c.min_size_to_sample = 5000;
+  ck_assert_int_eq(replay_config_validate(&c, &err), EMBER_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "min_size_to_sample"));
+  c.min_size_to_sample = 10;
+  c.samples_per_insert = 4;
+  c.error_buffer = 2;
+  ck_assert_int_eq(replay_config_validate(&c, &err), EMBER_EINVAL);
+  c.error_buffer = 100;
+  c.obs_dim = 3;
+  ck_assert_int_eq(replay_config_validate(&c, &err), EMBER_EINVAL);
+  c.act_dim = 1;
+  ck_assert_int_eq(replay_config_validate(&c, &err), 0);
+  strcpy(c.insert_endpoint, "nonsense://x");
+  ck_assert_ptr_null(replay_server_new(&c, ctx, NULL, &err));
+  ck_assert_int_eq(err.code, EMBER_EINVAL);
+}
+END_TEST
+
+static void setup(void) { ctx = zmq_ctx_new(); }
+static void teardown(void) { zmq_ctx_term(ctx); }
+
+int main(void) {
+  log_set_level(LOG_ERROR); /* the refusals log warnings by design */
+  Suite *s = suite_create("replay_server");
+  TCase *tc = tcase_create("server");
+  tcase_set_timeout(tc, 60);
+  /* each test in its own process with its own context: a failing check cannot leave a server
+   * thread holding sockets that would hang zmq_ctx_term */
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, bad_input_tcp);
+  tcase_add_test(tc, bad_input_inproc);
+  tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
+  tcase_add_test(tc, req_peers_and_prompt_stop);
+  tcase_add_test(tc, owner_snapshot_restores_in_a_new_server);
+  tcase_add_test(tc, config_validation);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
