@@ -422,6 +422,30 @@ START_TEST(two_workspaces_backprop_into_one_gradient) {
 }
 END_TEST
 
+/* A NaN must reach the optimiser's finite check, not be hidden by an activation that maps it to 0. */
+START_TEST(nan_propagates_through_every_activation) {
+  const nn_activation acts[] = {NN_ACT_IDENTITY, NN_ACT_RELU, NN_ACT_TANH, NN_ACT_ELU};
+  for (size_t a = 0; a < 4; a++) {
+    nn_mlp_spec spec = {.input_dim = 2, .output_dim = 1, .hidden_count = 1, .hidden_dims = {16},
+                        .hidden_activation = acts[a]};
+    nn_mlp *net = nn_mlp_new(&spec, NULL);
+    rng_t r;
+    rng_seed(&r, 3, RNG_STREAM_TEST);
+    nn_mlp_init(net, &r, NN_INIT_FAN_IN_UNIFORM);
+    nn_mlp_ws *ws = nn_mlp_ws_new(net, 2, NULL);
+    const float x[4] = {0.5f, NAN, 0.25f, -0.5f};
+    const float *y = nn_mlp_forward(net, ws, x, 2, NN_INPUT_SHARED);
+    ck_assert_msg(isnan(y[0]), "%s turned a NaN into %g", nn_activation_name(acts[a]), y[0]);
+    ck_assert(isfinite(y[1]));
+    float z[2] = {NAN, -1.0f}, out[2];
+    nn_activation_forward(acts[a], out, z, 2);
+    ck_assert(isnan(out[0]));
+    nn_mlp_ws_destroy(&ws);
+    nn_mlp_destroy(&net);
+  }
+}
+END_TEST
+
 START_TEST(bad_specs_are_rejected_by_field) {
   ember_err err = {0};
   nn_mlp_spec ok = {.input_dim = 3, .output_dim = 2, .hidden_count = 1, .hidden_dims = {4}};
@@ -476,6 +500,7 @@ int main(void) {
   tcase_add_test(u, ensemble_equals_its_members_run_alone);
   tcase_add_test(u, backward_accumulates_and_skip_leaves_params_alone);
   tcase_add_test(u, two_workspaces_backprop_into_one_gradient);
+  tcase_add_test(u, nan_propagates_through_every_activation);
   tcase_add_test(u, bad_specs_are_rejected_by_field);
   suite_add_tcase(s, u);
   SRunner *sr = srunner_create(s);
