@@ -211,6 +211,7 @@ static void pump(replay_insert_client *c) {
 
 int replay_insert_client_send(replay_insert_client *c, Ember__TransitionBatch *b, ember_err *err) {
   read_acks(c); /* free credits first */
+  b->actor_id = c->o.actor_id;
   b->sequence = c->next_sequence++;
   b->dropped_before = c->st.transitions_dropped;
   Ember__Envelope env = EMBER__ENVELOPE__INIT;

@@ -131,7 +131,8 @@ typedef struct {
   metric *size, *capacity, *inserted, *insert_batches, *evicted, *sampled, *sample_batches;
   metric *rejected[R_COUNT];
   metric *sample_waits, *insert_waits, *pending, *priority_updates, *priority_stale, *undeliverable;
-  metric *snapshot_age, *snapshots_written, *snapshot_failures, *restored, *actor_dropped, *memory_bytes, *sequence_gaps;
+  metric *snapshot_age, *snapshots_written, *snapshot_failures, *restored, *actor_dropped, *memory_bytes;
+  metric *sequence_gaps, *table_inserted, *table_sampled, *snap_inserted, *snap_sampled;
 } server_metrics;
 
 struct replay_server {
@@ -261,6 +262,8 @@ static void update_gauges(replay_server *s) {
   metric_set(s->m.size, (double)replay_table_size(s->table));
   metric_set(s->m.pending, (double)s->pending_len);
   metric_set(s->m.memory_bytes, (double)replay_table_memory_bytes(s->table));
+  metric_set(s->m.table_inserted, (double)replay_table_inserts(s->table));
+  metric_set(s->m.table_sampled, (double)s->samples);
   double age = now_s() - (s->last_snapshot_s > 0 ? s->last_snapshot_s : s->started_s);
   metric_set(s->m.snapshot_age, age);
 }
@@ -636,6 +639,8 @@ int replay_server_snapshot(replay_server *s, ember_err *err) {
   s->snap_samples = s->samples;
   s->snap_updates = s->priority_updates;
   metric_inc(s->m.snapshots_written);
+  metric_set(s->m.snap_inserted, (double)s->snap_inserts);
+  metric_set(s->m.snap_sampled, (double)s->snap_samples);
   ember_err perr = {0};
   if (replay_snapshot_prune(s->cfg.snapshot_dir, (int)s->cfg.snapshot_keep, &perr) != 0)
     log_event(LOG_WARN, "replay", "snapshot_prune_failed", LF_STR("error", perr.msg));
@@ -693,6 +698,14 @@ static void register_metrics(replay_server *s) {
                                    "transitions actors reported dropping (sum of the latest dropped_before)");
   m->sequence_gaps = metrics_counter(r, "replay_actor_sequence_gaps_total", NULL,
                                      "batches missing between an actor's sequence numbers (lost in flight)");
+  m->table_inserted = metrics_gauge(r, "replay_table_inserted_transitions", NULL,
+                                    "transitions inserted over the table's life (survives restarts; = next key)");
+  m->table_sampled = metrics_gauge(r, "replay_table_sampled_transitions", NULL,
+                                   "transitions sampled over the table's life (the rate limiter's count)");
+  m->snap_inserted = metrics_gauge(r, "replay_last_snapshot_inserted_transitions", NULL,
+                                   "replay_table_inserted_transitions captured by the last snapshot");
+  m->snap_sampled = metrics_gauge(r, "replay_last_snapshot_sampled_transitions", NULL,
+                                  "replay_table_sampled_transitions captured by the last snapshot");
   m->memory_bytes = metrics_gauge(r, "replay_table_memory_bytes", NULL, "bytes the table holds");
 }
 
@@ -758,6 +771,8 @@ replay_server *replay_server_new(const replay_config *cfg, void *zmq_ctx, metric
       s->snap_inserts = replay_table_inserts(s->table);
       s->snap_samples = s->samples;
       s->last_snapshot_s = now_s();
+      metric_set(s->m.snap_inserted, (double)s->snap_inserts);
+      metric_set(s->m.snap_sampled, (double)s->snap_samples);
     }
     metric_set(s->m.restored, (double)s->restored);
     log_event(LOG_INFO, "replay", "restored", LF_STR("dir", cfg->snapshot_dir), LF_BOOL("from_snapshot", restored),
