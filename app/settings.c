@@ -1,0 +1,214 @@
+/* settings.c: the sections every ember program binds, shared flags, and task presets (settings.h). */
+#include "settings.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TF(name, type, lo, hi, def, help) {#name, type, offsetof(train_config, name), lo, hi, def, help}
+static const config_field train_fields[] = {
+    TF(actors, CONFIG_INT, 1, 256, "2", "actor threads in `ember train`"),
+    TF(progress_interval_s, CONFIG_FLOAT, 0, 1e6, "2", "seconds between progress lines; 0 = none"),
+    TF(updates_per_step, CONFIG_FLOAT, 0, 1e4, "1",
+       "learner updates per env step, enforced by replay's rate limiter; 0 = no limiter"),
+    TF(lead_steps, CONFIG_INT, 1, 1e9, "500", "env steps the actors may run ahead of that ratio (or fall behind)"),
+    TF(log_level, CONFIG_STRING, 0, 0, "warn",
+       "log lines of the components: debug, info, warn, error, off (EMBER_LOG_LEVEL wins)"),
+};
+#undef TF
+const config_section train_config_section = {"train", train_fields, sizeof train_fields / sizeof *train_fields};
+
+/* Task presets: applied to keys still at their built-in defaults. */
+typedef struct {
+  const char *task;
+  const char *const *sets;
+} task_preset;
+
+static const char *const pendulum_preset[] = {
+    "run.steps=15000",  "sac.hidden_size=64", "learner.batch_size=128", "learner.publish_every=20",
+    "actor.num_envs=1", "actor.eval_every_versions=50", "actor.eval_episodes=3", NULL};
+static const task_preset presets[] = {{"pendulum", pendulum_preset}, {NULL, NULL}};
+
+int app_settings_init(app_settings *s, ember_err *err) {
+  memset(s, 0, sizeof *s);
+  config_binding *b = s->bindings;
+  b[s->n_bindings++] = (config_binding){&run_config_section, &s->run};
+  b[s->n_bindings++] = (config_binding){&learner_config_section, &s->learner};
+  b[s->n_bindings++] = (config_binding){&train_config_section, &s->train};
+  b[s->n_bindings++] = (config_binding){&replay_config_section, &s->replay};
+  b[s->n_bindings++] = (config_binding){&actor_config_section, &s->actor};
+  for (const algo_ops *const *a = algo_all(); *a; a++) {
+    if (s->n_bindings >= APP_MAX_SECTIONS) return ember_fail(err, EMBER_EINVAL, "too many config sections");
+    void *buf = calloc(1, (*a)->settings_size);
+    if (!buf) {
+      app_settings_free(s);
+      return ember_fail(err, EMBER_ENOMEM, "out of memory");
+    }
+    s->algo_settings[s->n_algos++] = buf;
+    b[s->n_bindings++] = (config_binding){(*a)->settings, buf};
+  }
+  return config_defaults(s->bindings, s->n_bindings, err);
+}
+
+void app_settings_free(app_settings *s) {
+  for (size_t i = 0; i < s->n_algos; i++) free(s->algo_settings[i]);
+  s->n_algos = 0;
+}
+
+const void *app_algo_settings(const app_settings *s) {
+  size_t i = 0;
+  for (const algo_ops *const *a = algo_all(); *a; a++, i++)
+    if (strcmp((*a)->name, s->run.algo) == 0) return s->algo_settings[i];
+  return NULL;
+}
+
+static int add_set(app_flags *f, const char *key, const char *value) {
+  size_t n = strlen(key) + strlen(value) + 2;
+  char *x = malloc(n);
+  if (!x) return EMBER_ENOMEM;
+  snprintf(x, n, "%s=%s", key, value);
+  f->owned[f->nowned++] = x;
+  f->sets[f->nsets++] = x;
+  return 0;
+}
+
+int app_flags_parse(int argc, char **argv, int first, app_flags *f, bool *help, ember_err *err) {
+  static const struct {
+    const char *flag, *key;
+  } shorthands[] = {{"--task", "run.task"},   {"--algo", "run.algo"},       {"--steps", "run.steps"},
+                    {"--seed", "run.seed"},   {"--run-dir", "run.run_dir"}, {"--actors", "train.actors"}};
+  memset(f, 0, sizeof *f);
+  *help = false;
+  f->config_path = getenv("EMBER_CONFIG");
+  f->sets = calloc((size_t)argc + 1, sizeof *f->sets);
+  f->owned = calloc((size_t)argc + 1, sizeof *f->owned);
+  if (!f->sets || !f->owned) return ember_fail(err, EMBER_ENOMEM, "out of memory");
+  for (int i = first; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      *help = true;
+      continue;
+    }
+    const char *value = NULL;
+    const char *eq = strchr(a, '=');
+    size_t flen = eq && strncmp(a, "--", 2) == 0 ? (size_t)(eq - a) : strlen(a);
+    if (eq && strncmp(a, "--", 2) == 0) value = eq + 1;
+    int matched = 0;
+    if (strlen("--config") == flen && strncmp(a, "--config", flen) == 0) {
+      if (!value && i + 1 >= argc) return ember_fail(err, EMBER_EINVAL, "--config needs a file");
+      f->config_path = value ? value : argv[++i];
+      continue;
+    }
+    if (strlen("--set") == flen && strncmp(a, "--set", flen) == 0) {
+      if (!value && i + 1 >= argc) return ember_fail(err, EMBER_EINVAL, "--set needs key=value");
+      f->sets[f->nsets++] = (char *)(value ? value : argv[++i]);
+      continue;
+    }
+    for (size_t k = 0; k < sizeof shorthands / sizeof *shorthands && !matched; k++) {
+      if (strlen(shorthands[k].flag) != flen || strncmp(a, shorthands[k].flag, flen) != 0) continue;
+      if (!value && i + 1 >= argc) return ember_fail(err, EMBER_EINVAL, "%s needs a value", shorthands[k].flag);
+      if (add_set(f, shorthands[k].key, value ? value : argv[++i]) != 0)
+        return ember_fail(err, EMBER_ENOMEM, "out of memory");
+      matched = 1;
+    }
+    if (!matched) return ember_fail(err, EMBER_EINVAL, "unknown argument '%s' (see --help)", a);
+  }
+  return 0;
+}
+
+void app_flags_free(app_flags *f) {
+  for (size_t i = 0; i < f->nowned; i++) free(f->owned[i]);
+  free(f->owned);
+  free(f->sets);
+  memset(f, 0, sizeof *f);
+}
+
+static const config_field *find_field(const app_settings *s, const char *key, void **target) {
+  const char *dot = strchr(key, '.');
+  if (!dot) return NULL;
+  for (size_t i = 0; i < s->n_bindings; i++) {
+    const config_section *sec = s->bindings[i].section;
+    if (strlen(sec->name) != (size_t)(dot - key) || strncmp(sec->name, key, (size_t)(dot - key)) != 0) continue;
+    for (size_t j = 0; j < sec->nfields; j++)
+      if (strcmp(sec->fields[j].name, dot + 1) == 0) {
+        *target = s->bindings[i].target;
+        return &sec->fields[j];
+      }
+  }
+  return NULL;
+}
+
+/* Whether the field holds its built-in default. */
+static int at_default(const config_field *f, const void *target, const void *defaults) {
+  const char *a = (const char *)target + f->offset, *b = (const char *)defaults + f->offset;
+  switch (f->type) {
+    case CONFIG_INT: return memcmp(a, b, sizeof(int64_t)) == 0;
+    case CONFIG_FLOAT: return memcmp(a, b, sizeof(double)) == 0;
+    case CONFIG_BOOL: return memcmp(a, b, sizeof(bool)) == 0;
+    case CONFIG_STRING: return strcmp(a, b) == 0;
+  }
+  return 0;
+}
+
+static int apply_preset(app_settings *s, ember_err *err) {
+  const task_preset *p = NULL;
+  for (const task_preset *q = presets; q->task; q++)
+    if (strcmp(q->task, s->run.task) == 0) p = q;
+  if (!p) return 0;
+  app_settings d;
+  int rc = app_settings_init(&d, err);
+  if (rc) return rc;
+  for (const char *const *set = p->sets; *set && rc == 0; set++) {
+    char key[128];
+    const char *eq = strchr(*set, '=');
+    snprintf(key, sizeof key, "%.*s", (int)(eq - *set), *set);
+    void *target, *dtarget;
+    const config_field *f = find_field(s, key, &target);
+    if (!f || !find_field(&d, key, &dtarget)) continue; /* a section this program does not bind */
+    if (at_default(f, target, dtarget)) {
+      char source[160];
+      snprintf(source, sizeof source, "the %s preset", p->task);
+      rc = config_set(s->bindings, s->n_bindings, key, eq + 1, source, err);
+    }
+  }
+  app_settings_free(&d);
+  return rc;
+}
+
+int app_settings_load(app_settings *s, const app_flags *f, char *const *envp, ember_err *err) {
+  int rc = config_load(s->bindings, s->n_bindings, f->config_path, envp, (const char *const *)f->sets, f->nsets,
+                       err);
+  if (rc) return rc;
+  return apply_preset(s, err);
+}
+
+void app_print_settings(const app_settings *s, FILE *out, bool markdown) {
+  if (markdown) fprintf(out, "| key | default | range | meaning |\n|---|---|---|---|\n");
+  for (size_t i = 0; i < s->n_bindings; i++) {
+    const config_section *sec = s->bindings[i].section;
+    if (!markdown) fprintf(out, "%s:\n", sec->name);
+    for (size_t j = 0; j < sec->nfields; j++) {
+      const config_field *fl = &sec->fields[j];
+      char range[64] = "";
+      if (fl->type == CONFIG_INT || fl->type == CONFIG_FLOAT) snprintf(range, sizeof range, "[%g, %g]", fl->min, fl->max);
+      else if (fl->type == CONFIG_BOOL) snprintf(range, sizeof range, "true|false");
+      else snprintf(range, sizeof range, "text");
+      char key[160];
+      snprintf(key, sizeof key, "%s.%s", sec->name, fl->name);
+      if (markdown)
+        fprintf(out, "| `%s` | `%s` | %s | %s |\n", key, fl->default_value, range, fl->help);
+      else
+        fprintf(out, "  %-34s %-24s %-22s %s\n", key, fl->default_value[0] ? fl->default_value : "\"\"", range,
+                fl->help);
+    }
+  }
+}
+
+void app_setup_logging(log_level fallback) {
+  log_level level = fallback;
+  log_format format;
+  const char *l = getenv("EMBER_LOG_LEVEL"), *fm = getenv("EMBER_LOG_FORMAT");
+  if (l) log_parse_level(l, &level);
+  log_set_level(level);
+  if (fm && log_parse_format(fm, &format) == 0) log_set_format(format);
+}

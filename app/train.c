@@ -1,0 +1,282 @@
+/* train.c: `ember train`: replay, learner and N actors as threads of one process over inproc://,
+ * the same code the separate programs run. The main thread prints a progress line and stops
+ * everything when the learner is done (run.steps env steps) or on SIGINT/SIGTERM. */
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "app.h"
+#include "settings.h"
+
+extern char **environ;
+
+static atomic_int g_interrupted;
+static void on_signal(int sig) {
+  (void)sig;
+  atomic_store(&g_interrupted, 1);
+}
+
+typedef struct {
+  actor_t *actor;
+  int rc;
+  ember_err err;
+  pthread_t thread;
+  bool started;
+} actor_slot;
+
+static void *actor_thread(void *arg) {
+  actor_slot *s = arg;
+  s->rc = actor_run(s->actor, &s->err);
+  if (s->rc) log_event(LOG_ERROR, "train", "actor_failed", LF_STR("error", s->err.msg));
+  return NULL;
+}
+
+typedef struct {
+  learner_t *learner;
+  int rc;
+  ember_err err;
+} learner_slot;
+
+static void *learner_thread(void *arg) {
+  learner_slot *s = arg;
+  s->rc = learner_run(s->learner, &s->err);
+  return NULL;
+}
+
+static void *replay_thread(void *arg) {
+  replay_server_run(arg);
+  return NULL;
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: ember train [--task T] [--algo A] [--steps N] [--seed S] [--actors N] [--run-dir DIR]\n"
+          "                   [--config FILE] [--set section.key=value ...]\n"
+          "Trains an agent with replay, learner and N actors as threads of this process (inproc://).\n"
+          "Every setting is listed by `ember config`. The run directory (default runs/<task>-<algo>-<time>)\n"
+          "receives config.yaml (the settings really used), curves.csv and the final learner state.\n");
+}
+
+/* The embedded run: every endpoint inproc, the run section copied into each component. */
+static void embed(app_settings *s) {
+  snprintf(s->replay.insert_endpoint, CONFIG_STRING_MAX, "inproc://ember-replay-insert");
+  snprintf(s->replay.sample_endpoint, CONFIG_STRING_MAX, "inproc://ember-replay-sample");
+  snprintf(s->learner.params_endpoint, CONFIG_STRING_MAX, "inproc://ember-learner-params");
+  snprintf(s->learner.control_endpoint, CONFIG_STRING_MAX, "inproc://ember-learner-control");
+  snprintf(s->learner.replay_endpoint, CONFIG_STRING_MAX, "%s", s->replay.sample_endpoint);
+  snprintf(s->actor.params_endpoint, CONFIG_STRING_MAX, "%s", s->learner.params_endpoint);
+  snprintf(s->actor.control_endpoint, CONFIG_STRING_MAX, "%s", s->learner.control_endpoint);
+  snprintf(s->actor.replay_endpoint, CONFIG_STRING_MAX, "%s", s->replay.insert_endpoint);
+  snprintf(s->actor.task, CONFIG_STRING_MAX, "%s", s->run.task);
+  snprintf(s->replay.task, CONFIG_STRING_MAX, "%s", s->run.task);
+  s->actor.seed = s->replay.seed = s->run.seed;
+  s->replay.snapshot_dir[0] = 0; /* the embedded table lives and dies with the run */
+  /* The update-to-data ratio: replay's rate limiter counts sampled transitions per inserted one. */
+  if (s->train.updates_per_step > 0 && s->replay.samples_per_insert == 0) {
+    s->replay.samples_per_insert = s->train.updates_per_step * (double)s->learner.batch_size;
+    double buffer = s->replay.samples_per_insert * (double)s->train.lead_steps;
+    double floor_ = 2.0 * (double)s->learner.batch_size * (double)(s->learner.prefetch + 1);
+    s->replay.error_buffer = buffer > floor_ ? buffer : floor_;
+  }
+  if (s->replay.min_size_to_sample < s->learner.batch_size) s->replay.min_size_to_sample = s->learner.batch_size;
+}
+
+static void default_run_dir(app_settings *s) {
+  if (s->run.run_dir[0]) return;
+  char stamp[32];
+  time_t t = time(NULL);
+  struct tm tm;
+  localtime_r(&t, &tm);
+  strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+  snprintf(s->run.run_dir, CONFIG_STRING_MAX, "runs/%.64s-%.32s-%s", s->run.task, s->run.algo, stamp);
+}
+
+static int write_config(app_settings *s, ember_err *err) {
+  char cmd_dir[CONFIG_STRING_MAX];
+  snprintf(cmd_dir, sizeof cmd_dir, "%s", s->run.run_dir);
+  /* create run_dir (parents included) */
+  for (char *p = cmd_dir + 1; *p; p++)
+    if (*p == '/') {
+      *p = 0;
+      mkdir(cmd_dir, 0755);
+      *p = '/';
+    }
+  mkdir(cmd_dir, 0755);
+  char path[CONFIG_STRING_MAX + 32];
+  snprintf(path, sizeof path, "%s/config.yaml", s->run.run_dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return ember_fail(err, EMBER_EIO, "cannot write %s", path);
+  int rc = config_write_yaml(s->bindings, s->n_bindings, f);
+  if (fclose(f) != 0 || rc != 0) return ember_fail(err, EMBER_EIO, "cannot write %s", path);
+  return 0;
+}
+
+static void fmt_return(char *buf, size_t n, double r) {
+  if (isnan(r)) snprintf(buf, n, "   --  ");
+  else snprintf(buf, n, "%7.1f", r);
+}
+
+static void print_progress(const learner_progress *p, uint64_t steps, double wall) {
+  char tr[32], ev[32], eta[32] = "--";
+  fmt_return(tr, sizeof tr, p->train_return);
+  fmt_return(ev, sizeof ev, p->eval_return);
+  if (steps > 0 && p->env_steps_per_s > 0 && p->env_steps < steps) {
+    double s = (double)(steps - p->env_steps) / p->env_steps_per_s;
+    snprintf(eta, sizeof eta, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+  } else if (p->env_steps >= steps && steps > 0) {
+    snprintf(eta, sizeof eta, "0s");
+  }
+  printf("[%6.0fs] env steps %7llu/%llu (%3.0f%%)  train return %s  eval return %s (v%llu)  updates %7llu "
+         "(%5.0f/s)  ETA %s\n",
+         wall, (unsigned long long)p->env_steps, (unsigned long long)steps,
+         steps ? 100.0 * (double)p->env_steps / (double)steps : 0.0, tr, ev, (unsigned long long)p->eval_version,
+         (unsigned long long)p->updates, p->updates_per_s, eta);
+  fflush(stdout);
+}
+
+int app_train(int argc, char **argv) {
+  app_settings s;
+  app_flags flags;
+  ember_err err = {0};
+  bool help = false;
+  int rc = 1;
+  if (app_settings_init(&s, &err) != 0) {
+    fprintf(stderr, "ember train: %s\n", err.msg);
+    return 2;
+  }
+  if (app_flags_parse(argc, argv, 2, &flags, &help, &err) != 0 || help) {
+    if (!help) fprintf(stderr, "ember train: %s\n", err.msg);
+    usage(help ? stdout : stderr);
+    app_flags_free(&flags);
+    app_settings_free(&s);
+    return help ? 0 : 2;
+  }
+  if (app_settings_load(&s, &flags, environ, &err) != 0) {
+    fprintf(stderr, "ember train: %s\n", err.msg);
+    app_flags_free(&flags);
+    app_settings_free(&s);
+    return 2;
+  }
+  log_level level = LOG_WARN;
+  if (log_parse_level(s.train.log_level, &level) != 0) {
+    fprintf(stderr, "ember train: train.log_level '%s' is not debug, info, warn, error or off\n", s.train.log_level);
+    goto out_flags;
+  }
+  app_setup_logging(level);
+  embed(&s);
+  default_run_dir(&s);
+  if (replay_config_validate(&s.replay, &err) != 0 || write_config(&s, &err) != 0) {
+    fprintf(stderr, "ember train: %s\n", err.msg);
+    goto out_flags;
+  }
+
+  void *zmq = zmq_ctx_new();
+  metrics_registry *metrics = metrics_new();
+  replay_server *replay = NULL;
+  learner_slot ls = {0};
+  actor_slot *actors = calloc((size_t)s.train.actors, sizeof *actors);
+  pthread_t replay_tid, learner_tid;
+  bool replay_started = false, learner_started = false;
+  if (!zmq || !metrics || !actors) {
+    fprintf(stderr, "ember train: out of memory\n");
+    goto out;
+  }
+  if (!(replay = replay_server_new(&s.replay, zmq, metrics, &err))) {
+    fprintf(stderr, "ember train: replay: %s\n", err.msg);
+    goto out;
+  }
+  if (!(ls.learner = learner_new(&s.run, &s.learner, app_algo_settings(&s), zmq, metrics, &err))) {
+    fprintf(stderr, "ember train: learner: %s\n", err.msg);
+    goto out;
+  }
+  for (int64_t i = 0; i < s.train.actors; i++) {
+    actor_config ac = s.actor;
+    ac.id = s.actor.id + i;
+    if (!(actors[i].actor = actor_new(&ac, zmq, metrics, &err))) {
+      fprintf(stderr, "ember train: actor %lld: %s\n", (long long)ac.id, err.msg);
+      goto out;
+    }
+  }
+  printf("ember train: %s on %s, %lld env steps, %lld actors x %lld envs, batch %lld; run dir %s\n", s.run.algo,
+         s.run.task, (long long)s.run.steps, (long long)s.train.actors, (long long)s.actor.num_envs,
+         (long long)s.learner.batch_size, s.run.run_dir);
+  fflush(stdout);
+
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+
+  replay_started = pthread_create(&replay_tid, NULL, replay_thread, replay) == 0;
+  learner_started = replay_started && pthread_create(&learner_tid, NULL, learner_thread, &ls) == 0;
+  for (int64_t i = 0; learner_started && i < s.train.actors; i++)
+    actors[i].started = pthread_create(&actors[i].thread, NULL, actor_thread, &actors[i]) == 0;
+
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double last_print = 0;
+  learner_progress p = {0};
+  while (learner_started) {
+    usleep(100 * 1000);
+    learner_get_progress(ls.learner, &p);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    double wall = (double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec);
+    if (p.done) break;
+    if (atomic_load(&g_interrupted)) {
+      printf("ember train: interrupted; stopping\n");
+      learner_stop(ls.learner);
+      atomic_store(&g_interrupted, 0);
+    }
+    if (s.train.progress_interval_s > 0 && wall - last_print >= s.train.progress_interval_s) {
+      print_progress(&p, (uint64_t)s.run.steps, wall);
+      last_print = wall;
+    }
+  }
+  rc = 0;
+out:
+  if (learner_started) {
+    learner_stop(ls.learner);
+    pthread_join(learner_tid, NULL);
+    if (ls.rc) {
+      fprintf(stderr, "ember train: learner: %s\n", ls.err.msg);
+      rc = 1;
+    }
+  }
+  for (int64_t i = 0; actors && i < s.train.actors; i++)
+    if (actors[i].started) actor_stop(actors[i].actor);
+  for (int64_t i = 0; actors && i < s.train.actors; i++)
+    if (actors[i].started) pthread_join(actors[i].thread, NULL);
+  if (replay_started) {
+    replay_server_stop(replay);
+    pthread_join(replay_tid, NULL);
+  }
+  if (learner_started) {
+    learner_get_progress(ls.learner, &p);
+    print_progress(&p, (uint64_t)s.run.steps, p.wall_s);
+    char ev[32];
+    fmt_return(ev, sizeof ev, p.eval_return);
+    printf("ember train: done: %llu env steps, %llu updates, %llu parameter versions, eval return %s; curves in "
+           "%s/curves.csv\n",
+           (unsigned long long)p.env_steps, (unsigned long long)p.updates, (unsigned long long)p.version, ev,
+           s.run.run_dir);
+  }
+  for (int64_t i = 0; actors && i < s.train.actors; i++) actor_destroy(&actors[i].actor);
+  free(actors);
+  learner_destroy(&ls.learner);
+  replay_server_destroy(&replay);
+  metrics_destroy(&metrics);
+  if (zmq) zmq_ctx_term(zmq);
+out_flags:
+  app_flags_free(&flags);
+  app_settings_free(&s);
+  return rc;
+}

@@ -1,0 +1,653 @@
+/* learner.c: the learner loop (see learner.h). */
+#include "learner.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "algo.h"
+#include "env_task.h"
+#include "log.h"
+#include "net.h"
+#include "replay_client.h"
+
+/* ---- settings ----------------------------------------------------------------------------------- */
+
+#define RF(name, type, lo, hi, def, help) {#name, type, offsetof(run_config, name), lo, hi, def, help}
+static const config_field run_fields[] = {
+    RF(task, CONFIG_STRING, 0, 0, "pendulum", "task to train on (pendulum, reacher, hopper, walker2d, half_cheetah, ...)"),
+    RF(algo, CONFIG_STRING, 0, 0, "sac", "algorithm (see `ember --help`)"),
+    RF(steps, CONFIG_INT, 0, 1e12, "20000", "environment steps (transitions stored in replay) to train for; 0 = no limit"),
+    RF(seed, CONFIG_INT, 0, 9.2e18, "1", "run seed: every RNG stream derives from it"),
+    RF(run_dir, CONFIG_STRING, 0, 0, "", "directory for curves.csv, config.yaml and the final state; empty = none"),
+};
+#undef RF
+const config_section run_config_section = {"run", run_fields, sizeof run_fields / sizeof *run_fields};
+
+#define LF(name, type, lo, hi, def, help) {#name, type, offsetof(learner_config, name), lo, hi, def, help}
+static const config_field learner_fields[] = {
+    LF(batch_size, CONFIG_INT, 1, 65536, "256", "transitions per update"),
+    LF(publish_every, CONFIG_INT, 1, 1e9, "50", "publish the policy (Params) every this many updates"),
+    LF(prefetch, CONFIG_INT, 1, 64, "2", "sample requests kept outstanding while updating"),
+    LF(max_updates, CONFIG_INT, 0, 1e15, "0", "stop after this many updates; 0 = no limit"),
+    LF(params_endpoint, CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5562", "PUB the learner binds for Params"),
+    LF(control_endpoint, CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5563",
+       "ROUTER the learner binds for ParamsRequest, EpisodeReport, Hello, Heartbeat, StatsRequest"),
+    LF(replay_endpoint, CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5561", "the replay server's sample endpoint"),
+    LF(log_interval_s, CONFIG_FLOAT, 0, 1e9, "10", "seconds between progress log lines; 0 = none"),
+    LF(csv_interval_s, CONFIG_FLOAT, 0, 1e9, "2", "seconds between rows of curves.csv; 0 = only at the end"),
+    LF(stats_interval_s, CONFIG_FLOAT, 0.01, 1e6, "0.5", "seconds between env-step queries to replay"),
+    LF(sample_timeout_ms, CONFIG_INT, 100, 1e9, "30000", "waiting this long for a batch is logged"),
+    LF(max_message_bytes, CONFIG_INT, 1024, 2147483647, "16777216", "largest message accepted on the control socket"),
+    LF(save_state, CONFIG_BOOL, 0, 0, "true", "write the learner state to run_dir/learner_state.bin at the end"),
+};
+#undef LF
+const config_section learner_config_section = {"learner", learner_fields,
+                                               sizeof learner_fields / sizeof *learner_fields};
+
+/* ---- the instance -------------------------------------------------------------------------------- */
+
+#define TRAIN_WINDOW 10
+#define MAX_ACTORS 1024
+
+typedef struct {
+  uint64_t id, version;
+  double last_seen_s;
+} actor_seen;
+
+struct learner {
+  run_config run;
+  learner_config cfg;
+  const algo_ops *ops;
+  void *algo;
+  const env_spec *spec;
+  void *zmq, *pub, *control;
+  replay_sample_client *sampler;
+  char params_ep[CONFIG_STRING_MAX], control_ep[CONFIG_STRING_MAX];
+
+  metrics_registry *metrics, *own_metrics;
+  metric *m_updates, *m_version, *m_env_steps, *m_refused, *m_episodes, *m_eval_episodes, *m_msgs_refused,
+      *m_params_sent, *m_actors, *m_lag, *m_train_return, *m_eval_return, *m_updates_per_s;
+
+  float *terminated, *truncated; /* [batch_size] */
+  algo_stats stats;
+  double stat_sum[ALGO_MAX_STATS];
+  uint64_t stat_rows;
+  int stat_count;
+
+  Ember__Params current; /* the last published Params (version 0: none yet) */
+  uint64_t version, updates, env_steps;
+
+  double train_returns[TRAIN_WINDOW];
+  int train_n, train_next;
+  uint64_t eval_version;
+  double eval_sum;
+  uint64_t eval_count;
+  uint64_t episodes, eval_episodes, batches_refused;
+
+  actor_seen actors[MAX_ACTORS];
+  int n_actors;
+
+  FILE *csv;
+  double t0, last_log, last_csv, last_stats, last_progress, last_refusal_log, last_wait_log, last_control_log;
+  uint64_t updates_at_last_log, steps_at_last_log;
+  double rate_updates, rate_steps;
+
+  atomic_bool stop;
+  pthread_mutex_t progress_mu;
+  learner_progress progress;
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *learner_params_endpoint(const learner_t *l) { return l->params_ep; }
+const char *learner_control_endpoint(const learner_t *l) { return l->control_ep; }
+void learner_stop(learner_t *l) { atomic_store(&l->stop, true); }
+
+static int mkdir_p(const char *path, ember_err *err) {
+  char buf[CONFIG_STRING_MAX];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+      return ember_fail(err, EMBER_EIO, "cannot create directory %s: %s", buf, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+    return ember_fail(err, EMBER_EIO, "cannot create directory %s: %s", buf, strerror(errno));
+  return 0;
+}
+
+void learner_destroy(learner_t **l_p) {
+  if (!l_p || !*l_p) return;
+  learner_t *l = *l_p;
+  if (l->algo) l->ops->destroy(l->algo);
+  algo_params_free(&l->current);
+  replay_sample_client_destroy(&l->sampler);
+  if (l->pub) zmq_close(l->pub);
+  if (l->control) zmq_close(l->control);
+  if (l->csv) fclose(l->csv);
+  free(l->terminated);
+  free(l->truncated);
+  metrics_destroy(&l->own_metrics);
+  pthread_mutex_destroy(&l->progress_mu);
+  free(l);
+  *l_p = NULL;
+}
+
+static void register_metrics(learner_t *l) {
+  metrics_registry *r = l->metrics;
+  l->m_updates = metrics_counter(r, "learner_updates_total", NULL, "E-step + M-step updates done");
+  l->m_version = metrics_gauge(r, "learner_params_version", NULL, "version of the last published Params");
+  l->m_env_steps = metrics_gauge(r, "learner_env_steps", NULL, "transitions stored in replay (last query)");
+  l->m_refused = metrics_counter(r, "learner_batches_refused_total", NULL,
+                                 "sample batches the algorithm or the shape checks refused");
+  l->m_episodes = metrics_counter(r, "learner_episodes_total", "kind=\"train\"", "episodes reported by actors");
+  l->m_eval_episodes = metrics_counter(r, "learner_episodes_total", "kind=\"eval\"", "episodes reported by actors");
+  l->m_msgs_refused = metrics_counter(r, "learner_messages_refused_total", NULL,
+                                      "control messages refused (undecodable or unexpected)");
+  l->m_params_sent = metrics_counter(r, "learner_params_sent_total", NULL, "Params published or sent on request");
+  l->m_actors = metrics_gauge(r, "learner_actors", NULL, "actors heard from in the last 30 s");
+  l->m_lag = metrics_gauge(r, "learner_actor_policy_lag_max", NULL,
+                           "largest (published version - version an actor acts with) over live actors");
+  l->m_train_return = metrics_gauge(r, "learner_train_return", NULL, "mean of the last 10 training returns");
+  l->m_eval_return = metrics_gauge(r, "learner_eval_return", NULL, "mean return of the latest evaluation");
+  l->m_updates_per_s = metrics_gauge(r, "learner_updates_per_second", NULL, "over the last progress interval");
+}
+
+static int open_csv(learner_t *l, ember_err *err) {
+  if (!l->run.run_dir[0]) return 0;
+  int rc = mkdir_p(l->run.run_dir, err);
+  if (rc) return rc;
+  char path[CONFIG_STRING_MAX + 32];
+  snprintf(path, sizeof path, "%s/curves.csv", l->run.run_dir);
+  if (!(l->csv = fopen(path, "w"))) return ember_fail(err, EMBER_EIO, "cannot write %s: %s", path, strerror(errno));
+  fprintf(l->csv, "env_steps,wall_s,updates,train_return,eval_return");
+  for (int i = 0; l->ops->stat_names[i]; i++) fprintf(l->csv, ",%s", l->ops->stat_names[i]);
+  fprintf(l->csv, "\n");
+  fflush(l->csv);
+  return 0;
+}
+
+static void *bind_socket(learner_t *l, int type, const char *endpoint, char *bound, ember_err *err) {
+  net_socket_opts o = {.linger_ms = 0, .max_message_bytes = l->cfg.max_message_bytes, .send_hwm = 1000};
+  void *s = net_socket(l->zmq, type, endpoint, true, &o, err);
+  if (!s) return NULL;
+  size_t len = CONFIG_STRING_MAX;
+  if (zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, bound, &len) != 0) snprintf(bound, CONFIG_STRING_MAX, "%s", endpoint);
+  return s;
+}
+
+learner_t *learner_new(const run_config *run, const learner_config *cfg, const void *algo_settings, void *zmq_ctx,
+                       metrics_registry *metrics, ember_err *err) {
+  const algo_ops *ops = algo_find(run->algo);
+  if (!ops) {
+    char known[512] = "";
+    for (const algo_ops *const *a = algo_all(); *a; a++)
+      snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", known[0] ? ", " : "", (*a)->name);
+    ember_fail(err, EMBER_ENOENT, "run.algo: unknown algorithm '%s' (known: %s)", run->algo, known);
+    return NULL;
+  }
+  const env_spec *spec;
+  if (env_spec_find(run->task, &spec, err) != 0) {
+    ember_err_prefix(err, "run.task: ");
+    return NULL;
+  }
+  learner_t *l = calloc(1, sizeof *l);
+  if (!l) {
+    ember_fail(err, EMBER_ENOMEM, "learner: out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&l->progress_mu, NULL);
+  ember__params__init(&l->current);
+  l->run = *run;
+  l->cfg = *cfg;
+  l->ops = ops;
+  l->spec = spec;
+  l->zmq = zmq_ctx;
+  l->eval_version = 0;
+  l->metrics = metrics;
+  if (!l->metrics) l->metrics = l->own_metrics = metrics_new();
+  if (!l->metrics) {
+    ember_fail(err, EMBER_ENOMEM, "learner: out of memory");
+    goto fail;
+  }
+  register_metrics(l);
+
+  algo_context ctx = {.task_name = run->task, .obs_dim = spec->obs_dim, .act_dim = spec->act_dim,
+                      .max_batch = (int)cfg->batch_size, .seed = (uint64_t)run->seed,
+                      .task = {.task = spec}, .settings = algo_settings};
+  if (!(l->algo = ops->create(&ctx, err))) goto fail;
+  l->terminated = calloc((size_t)cfg->batch_size, sizeof(float));
+  l->truncated = calloc((size_t)cfg->batch_size, sizeof(float));
+  if (!l->terminated || !l->truncated) {
+    ember_fail(err, EMBER_ENOMEM, "learner: out of memory");
+    goto fail;
+  }
+  if (!(l->pub = bind_socket(l, ZMQ_PUB, cfg->params_endpoint, l->params_ep, err))) {
+    ember_err_prefix(err, "learner.params_endpoint: ");
+    goto fail;
+  }
+  if (!(l->control = bind_socket(l, ZMQ_ROUTER, cfg->control_endpoint, l->control_ep, err))) {
+    ember_err_prefix(err, "learner.control_endpoint: ");
+    goto fail;
+  }
+  replay_sample_opts so = {.endpoint = cfg->replay_endpoint, .batch_size = (uint32_t)cfg->batch_size,
+                           .prefetch = (int)cfg->prefetch};
+  if (!(l->sampler = replay_sample_client_new(zmq_ctx, &so, err))) {
+    ember_err_prefix(err, "learner.replay_endpoint: ");
+    goto fail;
+  }
+  if (open_csv(l, err) != 0) goto fail;
+  l->progress.train_return = l->progress.eval_return = NAN;
+  return l;
+fail:
+  learner_destroy(&l);
+  return NULL;
+}
+
+/* ---- publishing ---------------------------------------------------------------------------------- */
+
+static int publish(learner_t *l, ember_err *err) {
+  algo_params_free(&l->current);
+  int rc = l->ops->export_params(l->algo, &l->current, err);
+  if (rc) return rc;
+  l->current.version = ++l->version;
+  l->current.learner_updates = l->updates;
+  l->current.env_steps = l->env_steps;
+  ember_err e = {0};
+  if (net_send_body(l->pub, EMBER__ENVELOPE__BODY_PARAMS, &l->current, NULL, ZMQ_DONTWAIT, &e) == 0)
+    metric_inc(l->m_params_sent);
+  metric_set(l->m_version, (double)l->version);
+  return 0;
+}
+
+/* ---- the control socket -------------------------------------------------------------------------- */
+
+static void note_actor(learner_t *l, uint64_t id, uint64_t version, bool has_version) {
+  double t = now_s();
+  for (int i = 0; i < l->n_actors; i++)
+    if (l->actors[i].id == id) {
+      if (has_version) l->actors[i].version = version;
+      l->actors[i].last_seen_s = t;
+      return;
+    }
+  if (l->n_actors < MAX_ACTORS) l->actors[l->n_actors++] = (actor_seen){id, has_version ? version : 0, t};
+}
+
+static void refuse_message(learner_t *l, const net_route *route, int code, const char *what) {
+  metric_inc(l->m_msgs_refused);
+  double t = now_s();
+  if (t - l->last_control_log > 10) {
+    log_event(LOG_WARN, "learner", "message_refused", LF_STR("reason", ember_strerror(code)), LF_STR("detail", what));
+    l->last_control_log = t;
+  }
+  if (!route) return;
+  Ember__ErrorReply r = EMBER__ERROR_REPLY__INIT;
+  r.code = (uint32_t)-code;
+  r.message = (char *)what;
+  net_send_body(l->control, EMBER__ENVELOPE__BODY_ERROR, &r, route, ZMQ_DONTWAIT, NULL);
+}
+
+typedef struct {
+  Ember__Metric *items;
+  Ember__Metric **ptrs;
+  char (*labels)[128];
+  char (*names)[128];
+  size_t n, cap;
+} stats_collect;
+
+static void collect_metric(void *ctx, const char *name, const char *labels, metric_kind kind, double value) {
+  (void)kind;
+  stats_collect *c = ctx;
+  if (c->n >= c->cap) return;
+  Ember__Metric *m = &c->items[c->n];
+  ember__metric__init(m);
+  snprintf(c->names[c->n], 128, "%s", name);
+  snprintf(c->labels[c->n], 128, "%s", labels ? labels : "");
+  m->name = c->names[c->n];
+  m->labels = c->labels[c->n];
+  m->value = value;
+  c->ptrs[c->n] = m;
+  c->n++;
+}
+
+static void answer_stats(learner_t *l, const net_route *route) {
+  stats_collect c = {.cap = 256};
+  c.items = calloc(c.cap, sizeof *c.items);
+  c.ptrs = calloc(c.cap, sizeof *c.ptrs);
+  c.labels = calloc(c.cap, sizeof *c.labels);
+  c.names = calloc(c.cap, sizeof *c.names);
+  if (c.items && c.ptrs && c.labels && c.names) {
+    metrics_foreach(l->metrics, collect_metric, &c);
+    Ember__Stats st = EMBER__STATS__INIT;
+    st.role = "learner";
+    st.n_metrics = c.n;
+    st.metrics = c.ptrs;
+    net_send_body(l->control, EMBER__ENVELOPE__BODY_STATS, &st, route, ZMQ_DONTWAIT, NULL);
+  }
+  free(c.items), free(c.ptrs), free(c.labels), free(c.names);
+}
+
+static void episode_report(learner_t *l, const Ember__EpisodeReport *r) {
+  note_actor(l, r->actor_id, 0, false);
+  if (!isfinite(r->episode_return)) {
+    metric_inc(l->m_msgs_refused);
+    return;
+  }
+  if (r->evaluation) {
+    l->eval_episodes++;
+    metric_inc(l->m_eval_episodes);
+    if (r->policy_version < l->eval_version) return; /* a straggler of an older evaluation */
+    if (r->policy_version > l->eval_version) {        /* a newer evaluation starts */
+      l->eval_version = r->policy_version;
+      l->eval_sum = 0;
+      l->eval_count = 0;
+    }
+    l->eval_sum += r->episode_return;
+    l->eval_count++;
+    metric_set(l->m_eval_return, l->eval_sum / (double)l->eval_count);
+    log_event(LOG_INFO, "learner", "evaluation", LF_U64("version", r->policy_version),
+              LF_F64("return", r->episode_return), LF_U64("actor", r->actor_id), LF_U64("env_steps", l->env_steps));
+  } else {
+    l->episodes++;
+    metric_inc(l->m_episodes);
+    l->train_returns[l->train_next] = r->episode_return;
+    l->train_next = (l->train_next + 1) % TRAIN_WINDOW;
+    if (l->train_n < TRAIN_WINDOW) l->train_n++;
+  }
+}
+
+static double train_return(const learner_t *l) {
+  if (l->train_n == 0) return NAN;
+  double s = 0;
+  for (int i = 0; i < l->train_n; i++) s += l->train_returns[i];
+  return s / l->train_n;
+}
+
+static double eval_return(const learner_t *l) { return l->eval_count ? l->eval_sum / (double)l->eval_count : NAN; }
+
+static void handle_control(learner_t *l) {
+  for (int budget = 0; budget < 256; budget++) {
+    Ember__Envelope *env = NULL;
+    net_route route;
+    ember_err e = {0};
+    int rc = net_recv(l->control, &env, &route, ZMQ_DONTWAIT, &e);
+    if (rc == EMBER_EAGAIN) return;
+    if (rc != 0) {
+      refuse_message(l, NULL, rc, e.msg); /* undecodable: no reply, the bytes may not be ember's */
+      continue;
+    }
+    switch (env->body_case) {
+      case EMBER__ENVELOPE__BODY_PARAMS_REQUEST:
+        note_actor(l, env->params_request->actor_id, env->params_request->have_version, true);
+        if (l->version > 0 && l->version > env->params_request->have_version &&
+            net_send_body(l->control, EMBER__ENVELOPE__BODY_PARAMS, &l->current, &route, ZMQ_DONTWAIT, NULL) == 0)
+          metric_inc(l->m_params_sent);
+        break;
+      case EMBER__ENVELOPE__BODY_EPISODE:
+        episode_report(l, env->episode);
+        break;
+      case EMBER__ENVELOPE__BODY_HELLO: {
+        const Ember__Hello *h = env->hello;
+        note_actor(l, h->id, 0, false);
+        if (h->task && h->task[0] && strcmp(h->task, l->run.task) != 0) {
+          char why[300];
+          snprintf(why, sizeof why, "this learner trains task '%s', not '%s'", l->run.task, h->task);
+          refuse_message(l, &route, EMBER_EINVAL, why);
+          break;
+        }
+        log_event(LOG_INFO, "learner", "hello", LF_STR("role", h->role), LF_U64("id", h->id),
+                  LF_STR("host", h->hostname), LF_U64("pid", h->pid));
+        break;
+      }
+      case EMBER__ENVELOPE__BODY_HEARTBEAT:
+        note_actor(l, env->heartbeat->id, env->heartbeat->policy_version, true);
+        break;
+      case EMBER__ENVELOPE__BODY_STATS_REQUEST:
+        answer_stats(l, &route);
+        break;
+      default: {
+        char why[128];
+        snprintf(why, sizeof why, "the learner's control socket does not take %s", net_body_name(env->body_case));
+        refuse_message(l, &route, EMBER_EINVAL, why);
+        break;
+      }
+    }
+    net_envelope_free(env);
+  }
+}
+
+/* ---- periodic work ------------------------------------------------------------------------------- */
+
+static void query_env_steps(learner_t *l) {
+  Ember__Envelope *env = NULL;
+  ember_err e = {0};
+  if (replay_client_stats(l->zmq, l->cfg.replay_endpoint, 1000, &env, &e) == 0 && env->stats) {
+    double v = replay_stats_get(env->stats, "replay_inserted_transitions_total", NULL);
+    if (isfinite(v) && v >= (double)l->env_steps) l->env_steps = (uint64_t)v;
+    metric_set(l->m_env_steps, (double)l->env_steps);
+  }
+  if (env) net_envelope_free(env);
+}
+
+static void live_actors(learner_t *l, uint64_t *count, uint64_t *lag) {
+  double t = now_s();
+  *count = *lag = 0;
+  for (int i = 0; i < l->n_actors; i++) {
+    if (t - l->actors[i].last_seen_s > 30) continue;
+    (*count)++;
+    if (l->version > l->actors[i].version && l->version - l->actors[i].version > *lag)
+      *lag = l->version - l->actors[i].version;
+  }
+}
+
+static void write_csv_row(learner_t *l, double t) {
+  if (!l->csv) return;
+  fprintf(l->csv, "%llu,%.3f,%llu,%.6g,%.6g", (unsigned long long)l->env_steps, t - l->t0,
+          (unsigned long long)l->updates, train_return(l), eval_return(l));
+  for (int i = 0; l->ops->stat_names[i]; i++)
+    fprintf(l->csv, ",%.6g", l->stat_rows ? l->stat_sum[i] / (double)l->stat_rows : NAN);
+  fprintf(l->csv, "\n");
+  fflush(l->csv);
+  memset(l->stat_sum, 0, sizeof l->stat_sum);
+  l->stat_rows = 0;
+}
+
+static void log_progress(learner_t *l) {
+  log_field f[8 + ALGO_MAX_STATS + 1];
+  int n = 0;
+  f[n++] = LF_U64("env_steps", l->env_steps);
+  f[n++] = LF_U64("updates", l->updates);
+  f[n++] = LF_F64("updates_per_s", l->rate_updates);
+  f[n++] = LF_F64("env_steps_per_s", l->rate_steps);
+  f[n++] = LF_F64("train_return", train_return(l));
+  f[n++] = LF_F64("eval_return", eval_return(l));
+  f[n++] = LF_U64("version", l->version);
+  for (int i = 0; l->ops->stat_names[i] && i < l->stats.count; i++)
+    f[n++] = LF_F64(l->ops->stat_names[i], l->stats.values[i]);
+  f[n] = LF_END;
+  log_event_fields(LOG_INFO, "learner", "progress", f);
+}
+
+static void periodic(learner_t *l, bool force) {
+  double t = now_s();
+  if (force || t - l->last_stats >= l->cfg.stats_interval_s) {
+    query_env_steps(l);
+    l->last_stats = t;
+  }
+  if (force || t - l->last_progress >= 1.0) {
+    double dt = t - l->last_progress;
+    if (dt > 0 && l->last_progress > 0) {
+      l->rate_updates = (double)(l->updates - l->updates_at_last_log) / dt;
+      l->rate_steps = (double)(l->env_steps - l->steps_at_last_log) / dt;
+    }
+    l->updates_at_last_log = l->updates;
+    l->steps_at_last_log = l->env_steps;
+    l->last_progress = t;
+    metric_set(l->m_updates_per_s, l->rate_updates);
+    metric_set(l->m_train_return, train_return(l));
+  }
+  if (l->cfg.log_interval_s > 0 && (force || t - l->last_log >= l->cfg.log_interval_s)) {
+    log_progress(l);
+    l->last_log = t;
+  }
+  if (force || (l->cfg.csv_interval_s > 0 && t - l->last_csv >= l->cfg.csv_interval_s)) {
+    write_csv_row(l, t);
+    l->last_csv = t;
+  }
+  uint64_t actors, lag;
+  live_actors(l, &actors, &lag);
+  metric_set(l->m_actors, (double)actors);
+  metric_set(l->m_lag, (double)lag);
+  pthread_mutex_lock(&l->progress_mu);
+  learner_progress *p = &l->progress;
+  p->env_steps = l->env_steps;
+  p->updates = l->updates;
+  p->version = l->version;
+  p->wall_s = t - l->t0;
+  p->updates_per_s = l->rate_updates;
+  p->env_steps_per_s = l->rate_steps;
+  p->train_return = train_return(l);
+  p->eval_return = eval_return(l);
+  p->eval_version = l->eval_version;
+  p->episodes = l->episodes;
+  p->eval_episodes = l->eval_episodes;
+  p->batches_refused = l->batches_refused;
+  p->actors_seen = actors;
+  pthread_mutex_unlock(&l->progress_mu);
+}
+
+void learner_get_progress(learner_t *l, learner_progress *out) {
+  pthread_mutex_lock(&l->progress_mu);
+  *out = l->progress;
+  pthread_mutex_unlock(&l->progress_mu);
+}
+
+/* ---- one update ---------------------------------------------------------------------------------- */
+
+static void refuse_batch(learner_t *l, int code, const char *why) {
+  l->batches_refused++;
+  metric_inc(l->m_refused);
+  double t = now_s();
+  if (t - l->last_refusal_log > 10) {
+    log_event(LOG_WARN, "learner", "batch_refused", LF_STR("reason", ember_strerror(code)), LF_STR("detail", why),
+              LF_U64("refused_total", l->batches_refused));
+    l->last_refusal_log = t;
+  }
+}
+
+/* A SampleBatch as the algorithm's columnar batch; the flags become floats in the learner's buffers. */
+static int to_algo_batch(learner_t *l, const Ember__SampleBatch *sb, algo_batch *b, ember_err *err) {
+  const Ember__TransitionBatch *tb = sb->transitions;
+  if (!tb) return ember_fail(err, EMBER_EDECODE, "SampleBatch without transitions");
+  int rc = net_check_transitions(tb, (uint32_t)l->spec->obs_dim, (uint32_t)l->spec->act_dim, err);
+  if (rc) return rc;
+  if (tb->count > (uint32_t)l->cfg.batch_size)
+    return ember_fail(err, EMBER_ESHAPE, "SampleBatch of %u transitions, asked for %lld", tb->count,
+                      (long long)l->cfg.batch_size);
+  if (sb->n_weights != 0 && sb->n_weights != tb->count)
+    return ember_fail(err, EMBER_ESHAPE, "SampleBatch has %zu weights for %u transitions", sb->n_weights, tb->count);
+  for (uint32_t i = 0; i < tb->count; i++) {
+    if (sb->n_weights && !(isfinite(sb->weights[i]) && sb->weights[i] >= 0))
+      return ember_fail(err, EMBER_ENONFINITE, "SampleBatch weight %u is %g", i, sb->weights[i]);
+    l->terminated[i] = tb->terminated[i] ? 1.0f : 0.0f;
+    l->truncated[i] = tb->truncated[i] ? 1.0f : 0.0f;
+  }
+  *b = (algo_batch){.size = (int)tb->count, .obs_dim = l->spec->obs_dim, .act_dim = l->spec->act_dim,
+                    .obs = tb->obs, .action = tb->action, .reward = tb->reward, .next_obs = tb->next_obs,
+                    .terminated = l->terminated, .truncated = l->truncated,
+                    .weights = sb->n_weights ? sb->weights : NULL,
+                    .keys = sb->n_keys == tb->count ? sb->keys : NULL};
+  return 0;
+}
+
+static void update(learner_t *l, const Ember__SampleBatch *sb) {
+  algo_batch b;
+  ember_err e = {0};
+  int rc = to_algo_batch(l, sb, &b, &e);
+  if (rc == 0) rc = l->ops->e_step(l->algo, &b, &l->stats, &e);
+  if (rc == 0) rc = l->ops->m_step(l->algo, &b, &l->stats, &e);
+  if (rc != 0) {
+    refuse_batch(l, rc, e.msg);
+    return;
+  }
+  l->updates++;
+  metric_inc(l->m_updates);
+  for (int i = 0; i < l->stats.count; i++) l->stat_sum[i] += l->stats.values[i];
+  l->stat_rows++;
+  if (l->updates % (uint64_t)l->cfg.publish_every == 0 && publish(l, &e) != 0)
+    log_event(LOG_ERROR, "learner", "export_failed", LF_STR("error", e.msg));
+}
+
+/* ---- the loop ------------------------------------------------------------------------------------ */
+
+static void save_state(learner_t *l) {
+  if (!l->run.run_dir[0] || !l->cfg.save_state) return;
+  char path[CONFIG_STRING_MAX + 32], tmp[CONFIG_STRING_MAX + 40];
+  snprintf(path, sizeof path, "%s/learner_state.bin", l->run.run_dir);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "wb");
+  ember_err e = {0};
+  int rc = f ? l->ops->save(l->algo, f, &e) : ember_fail(&e, EMBER_EIO, "cannot write %s", tmp);
+  if (f && (fflush(f) != 0 || fsync(fileno(f)) != 0)) rc = ember_fail(&e, EMBER_EIO, "cannot write %s", tmp);
+  if (f) fclose(f);
+  if (rc == 0 && rename(tmp, path) != 0) rc = ember_fail(&e, EMBER_EIO, "cannot rename %s", tmp);
+  if (rc) log_event(LOG_ERROR, "learner", "save_failed", LF_STR("error", e.msg));
+}
+
+int learner_run(learner_t *l, ember_err *err) {
+  (void)err;
+  l->t0 = now_s();
+  log_event(LOG_INFO, "learner", "start", LF_STR("algo", l->ops->name), LF_STR("task", l->run.task),
+            LF_U64("steps", l->run.steps), LF_STR("params_endpoint", l->params_ep),
+            LF_STR("control_endpoint", l->control_ep), LF_STR("replay_endpoint", l->cfg.replay_endpoint));
+  double waiting_since = now_s();
+  while (!atomic_load(&l->stop)) {
+    handle_control(l);
+    periodic(l, false);
+    if (l->run.steps > 0 && l->env_steps >= (uint64_t)l->run.steps) break;
+    if (l->cfg.max_updates > 0 && l->updates >= (uint64_t)l->cfg.max_updates) break;
+    const Ember__SampleBatch *sb = NULL;
+    ember_err e = {0};
+    int rc = replay_sample_client_next(l->sampler, 20, &sb, &e);
+    if (rc == EMBER_ETIMEOUT) {
+      double t = now_s();
+      if ((t - waiting_since) * 1000 >= (double)l->cfg.sample_timeout_ms && t - l->last_wait_log > 10) {
+        log_event(LOG_WARN, "learner", "waiting_for_replay", LF_STR("endpoint", l->cfg.replay_endpoint),
+                  LF_F64("waited_s", t - waiting_since));
+        l->last_wait_log = t;
+      }
+      continue;
+    }
+    waiting_since = now_s();
+    if (rc != 0) {
+      refuse_batch(l, rc, e.msg);
+      continue;
+    }
+    update(l, sb);
+  }
+  periodic(l, true);
+  save_state(l);
+  log_event(LOG_INFO, "learner", "done", LF_U64("env_steps", l->env_steps), LF_U64("updates", l->updates),
+            LF_U64("version", l->version), LF_F64("train_return", train_return(l)),
+            LF_F64("eval_return", eval_return(l)), LF_F64("wall_s", now_s() - l->t0));
+  pthread_mutex_lock(&l->progress_mu);
+  l->progress.done = true;
+  pthread_mutex_unlock(&l->progress_mu);
+  return 0;
+}

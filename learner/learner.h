@@ -1,0 +1,122 @@
+/* learner.h: the learner: pulls sample batches from replay, runs an algorithm's E-step and M-step,
+ * publishes the acting policy to the actors, collects their episode reports, logs progress and
+ * writes training curves. The same code runs embedded (a thread of `ember train`, over inproc://)
+ * and standalone (`ember-learner`, over tcp:// or ipc://).
+ *
+ *   run_config run; learner_config cfg; + the algorithm's own section (algo_ops.settings)
+ *   learner_t *l = learner_new(&run, &cfg, algo_settings, zmq_ctx, metrics, &err);
+ *   thread: learner_run(l, &err);   until run->steps env steps, max_updates, or learner_stop
+ *   any thread or a signal handler: learner_stop(l);
+ *   any thread: learner_get_progress(l, &p);
+ *   learner_destroy(&l);
+ *
+ * The loop (one iteration = one update):
+ *   1. answer what waits on the control socket (non-blocking).
+ *   2. take the next SampleBatch from the replay sample client, which keeps `prefetch` requests
+ *      outstanding, so the next batch travels while this one is computed.
+ *   3. algo e_step(batch) then m_step(batch); a batch the algorithm refuses (non-finite, wrong shape)
+ *      is logged once per reason per 10 s, counted (learner_batches_refused_total) and skipped: the
+ *      parameters are unchanged. With prioritized replay, new priorities go back to the server.
+ *   4. every publish_every updates: export the policy as Params (version + 1) and publish it.
+ *   5. every stats_interval_s: ask replay for its inserted-transition count (= env steps); stop once
+ *      it reaches run->steps. Every csv_interval_s a CSV row, every log_interval_s a log line.
+ *
+ * Sockets (docs/protocol.md, "Learner sockets"):
+ *   params_endpoint (PUB, bound): Params, one Envelope per message, no topic.
+ *   control_endpoint (ROUTER, bound): ParamsRequest -> Params when newer than have_version (else
+ *     nothing); EpisodeReport -> nothing (train and eval returns); Hello, Heartbeat -> nothing (the
+ *     peer's policy version, for staleness); StatsRequest -> Stats (role "learner"). Anything else
+ *     and undecodable messages are refused: counted, logged once per 10 s, ErrorReply when the
+ *     message decoded.
+ *   replay_endpoint: the replay server's sample endpoint (the sample client's DEALER connects).
+ *
+ * Run directory (run->run_dir, created when missing; "" = none): curves.csv with columns
+ *   env_steps, wall_s, updates, version, train_return, eval_return, <algo stat names...>
+ * (returns are NaN, written "nan", until the first report), and learner_state.bin (algo save) at
+ * the end of the run.
+ *
+ * Ownership: the learner owns its algorithm instance, sockets, sample client and buffers; the zmq
+ * context and the metrics registry are the caller's and must outlive it (metrics may be NULL: it
+ * keeps its own). The config structs are copied. Thread-safety: learner_new in any thread;
+ * learner_run and learner_destroy in one thread; learner_stop and learner_get_progress from anywhere.
+ * Allocation: all buffers in learner_new, sized for batch_size; the update loop allocates nothing
+ * except the decoded SampleBatch (in the sample client's reused arena) and, every publish_every
+ * updates, the exported Params and its encoding.
+ */
+#ifndef EMBER_LEARNER_H
+#define EMBER_LEARNER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+#include "metrics.h"
+
+/* The "run" section: what is trained and for how long, shared by `ember train`'s components. */
+typedef struct {
+  char task[CONFIG_STRING_MAX];
+  char algo[CONFIG_STRING_MAX];
+  int64_t steps;                    /* env steps (transitions stored in replay) to train for */
+  int64_t seed;
+  char run_dir[CONFIG_STRING_MAX];  /* curves, config and final state; "" = none */
+} run_config;
+
+extern const config_section run_config_section;
+
+/* The "learner" section. */
+typedef struct {
+  int64_t batch_size;
+  int64_t publish_every;            /* P: publish Params every P updates */
+  int64_t prefetch;                 /* SampleRequests kept outstanding */
+  int64_t max_updates;              /* stop after this many updates; 0 = no limit */
+  char params_endpoint[CONFIG_STRING_MAX];
+  char control_endpoint[CONFIG_STRING_MAX];
+  char replay_endpoint[CONFIG_STRING_MAX]; /* replay's sample endpoint */
+  double log_interval_s;            /* progress log line; 0 = none */
+  double csv_interval_s;            /* CSV row; 0 = only at the end */
+  double stats_interval_s;          /* how often env steps are asked of replay */
+  int64_t sample_timeout_ms;        /* a wait this long for a batch is logged (and retried) */
+  int64_t max_message_bytes;        /* inbound limit on the control socket */
+  bool save_state;                  /* write learner_state.bin into run_dir at the end */
+} learner_config;
+
+extern const config_section learner_config_section;
+
+typedef struct learner learner_t;
+
+/* Finds the algorithm (run->algo) and the task (run->task, for its dims), creates the algorithm
+ * with algo_settings (its config section's struct, or NULL for its defaults), binds the PUB and
+ * ROUTER sockets, connects the sample client, opens the CSV. NULL with err set (unknown algorithm or
+ * task, an endpoint libzmq refuses, a run_dir that cannot be written). */
+learner_t *learner_new(const run_config *run, const learner_config *cfg, const void *algo_settings, void *zmq_ctx,
+                       metrics_registry *metrics, ember_err *err);
+
+/* Runs the loop until run->steps env steps, cfg->max_updates, or learner_stop. Returns 0, or the
+ * error that stopped it with err set. */
+int learner_run(learner_t *l, ember_err *err);
+
+/* Asks learner_run to return (within one update or one poll interval). Async-signal-safe. */
+void learner_stop(learner_t *l);
+
+void learner_destroy(learner_t **l_p);
+
+typedef struct {
+  uint64_t env_steps, updates, version;
+  double wall_s;
+  double updates_per_s, env_steps_per_s;  /* over the last progress interval */
+  double train_return;      /* mean of the last 10 training episodes (NaN before the first) */
+  double eval_return;       /* mean over the latest evaluation (NaN before the first) */
+  uint64_t eval_version;    /* the policy version it evaluated */
+  uint64_t episodes, eval_episodes, batches_refused, actors_seen;
+  bool done;                /* learner_run has returned */
+} learner_progress;
+
+/* A consistent copy of the progress (updated every 100 ms and at every report). Thread-safe. */
+void learner_get_progress(learner_t *l, learner_progress *out);
+
+/* The bound endpoints (with the real port for tcp://...:0 or :*), valid until destroy. */
+const char *learner_params_endpoint(const learner_t *l);
+const char *learner_control_endpoint(const learner_t *l);
+
+#endif
