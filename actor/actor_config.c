@@ -1,0 +1,47 @@
+/* actor_config.c: the "actor" config section (keys, ranges, defaults; see actor.h). */
+#include <stddef.h>
+
+#include "actor.h"
+
+#define F(name, type, member, lo, hi, def, help) \
+  {name, type, offsetof(actor_config, member), lo, hi, def, help}
+static const config_field actor_fields[] = {
+    F("id", CONFIG_INT, id, 1, 1e9, "1", "actor id (>= 1), unique among the actors of a run"),
+    F("task", CONFIG_STRING, task, 0, 0, "pendulum", "task to act in (half_cheetah, hopper, pendulum, ...)"),
+    F("num_envs", CONFIG_INT, num_envs, 1, 4096, "8",
+      "environments stepped together; the policy runs one batched forward over them"),
+    F("seed", CONFIG_INT, seed, 0, 9.2e18, "0", "run seed (env and action noise streams derive from it)"),
+    F("model_dir", CONFIG_STRING, model_dir, 0, 0, "", "directory of MJCF models; empty = default search"),
+    F("max_episode_steps", CONFIG_INT, max_episode_steps, 0, 1e9, "0", "time limit; 0 = the task's own"),
+    F("params_endpoint", CONFIG_STRING, params_endpoint, 0, 0, "tcp://127.0.0.1:5562",
+      "learner PUB socket broadcasting Params (the actor connects a SUB)"),
+    F("control_endpoint", CONFIG_STRING, control_endpoint, 0, 0, "tcp://127.0.0.1:5563",
+      "learner ROUTER for Hello, ParamsRequest, Heartbeat, EpisodeReport (the actor connects a DEALER)"),
+    F("replay_endpoint", CONFIG_STRING, replay_endpoint, 0, 0, "tcp://127.0.0.1:5560",
+      "replay server insert endpoint (the actor's insert client connects)"),
+    F("transitions_per_batch", CONFIG_INT, transitions_per_batch, 1, 1e6, "64", "transitions per TransitionBatch"),
+    F("max_in_flight", CONFIG_INT, max_in_flight, 1, 1e6, "8", "batches sent without an InsertAck (credits)"),
+    F("queue_batches", CONFIG_INT, queue_batches, 1, 1e6, "64",
+      "batches waiting for credit; when full, the oldest is dropped and counted"),
+    F("ack_timeout_ms", CONFIG_INT, ack_timeout_ms, 1, 3.6e6, "5000",
+      "a batch unacknowledged this long is written off as unconfirmed"),
+    F("eval_every_versions", CONFIG_INT, eval_every_versions, 0, 1e12, "10",
+      "evaluate the deterministic policy every N parameter versions; 0 = never"),
+    F("eval_episodes", CONFIG_INT, eval_episodes, 1, 1000, "5", "episodes per evaluation, played side by side"),
+    F("heartbeat_ms", CONFIG_INT, heartbeat_ms, 10, 3.6e6, "1000", "period of Heartbeat messages to the learner"),
+    F("params_request_ms", CONFIG_INT, params_request_ms, 10, 3.6e6, "5000",
+      "send another ParamsRequest after this long without Params"),
+    F("log_interval_s", CONFIG_INT, log_interval_s, 0, 86400, "10", "seconds between progress lines; 0 = none"),
+    F("max_env_steps", CONFIG_INT, max_env_steps, 0, 9.2e18, "0",
+      "stop after this many env steps (transitions); 0 = run until stopped"),
+    F("drain_ms", CONFIG_INT, drain_ms, 0, 3.6e6, "1000", "on stop, wait up to this long for outstanding acks"),
+    F("max_message_bytes", CONFIG_INT, max_message_bytes, 0, 2147483647, "0",
+      "largest message on the actor's sockets; 0 = the defaults (64 MiB replay, 256 MiB learner)"),
+    F("metrics_address", CONFIG_STRING, metrics_address, 0, 0, "0.0.0.0",
+      "ember-actor: address of the Prometheus /metrics endpoint"),
+    F("metrics_port", CONFIG_INT, metrics_port, -1, 65535, "0",
+      "ember-actor: port of /metrics; 0 = any free port (logged), -1 = none"),
+};
+#undef F
+
+const config_section actor_config_section = {"actor", actor_fields, sizeof actor_fields / sizeof *actor_fields};

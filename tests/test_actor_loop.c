@@ -1,0 +1,504 @@
+/* actor: a real actor thread against a fake replay (ROUTER) and a fake learner (PUB + ROUTER) over
+ * inproc://: the columns of the transitions it streams, the version tags, Params by broadcast and
+ * by request, refusals, evaluation, and the accounting when replay misbehaves or is gone. */
+#include <math.h>
+
+#include "actor_harness.h"
+#include "nn_dist.h"
+#include "policy.h"
+
+#define DEADLINE_MS 15000
+
+static harness h;
+
+static void teardown(void) { harness_free(&h); }
+
+/* Serves until cond holds (checked after every pump) or the deadline passes. */
+#define PUMP_UNTIL(cond, what)                                              \
+  do {                                                                      \
+    int64_t until_ = harness_ms() + DEADLINE_MS;                            \
+    while (!(cond)) {                                                       \
+      ck_assert_msg(harness_ms() < until_, "timed out waiting for %s", what); \
+      harness_pump(&h, 10);                                                 \
+    }                                                                       \
+  } while (0)
+
+static const Ember__TransitionBatch *kept_batch(int i) { return h.kept[i]->transition_batch; }
+
+/* The row of transition `index` (in arrival order) across the kept batches. */
+static const Ember__TransitionBatch *find_row(uint64_t index, uint32_t *row) {
+  for (int i = 0; i < h.nkept; i++) {
+    const Ember__TransitionBatch *b = kept_batch(i);
+    if (index < b->count) {
+      *row = (uint32_t)index;
+      return b;
+    }
+    index -= b->count;
+  }
+  return NULL;
+}
+
+START_TEST(transitions_flow_with_correct_columns) {
+  harness_init(&h, "pendulum", 4, REPLAY_ACK);
+  harness_start(&h);
+  PUMP_UNTIL(h.transitions >= 400, "400 transitions");
+  harness_join(&h);
+  harness_pump(&h, 50);
+
+  const int K = 4, O = h.spec->obs_dim, A = h.spec->act_dim;
+  ck_assert_int_eq(h.hellos, 1);
+  ck_assert_str_eq(h.first_hello.role, "actor");
+  ck_assert_str_eq(h.first_hello.task, "pendulum");
+  ck_assert_uint_eq(h.first_hello.id, 1);
+  ck_assert_uint_eq(h.first_hello.obs_dim, (uint32_t)O);
+  ck_assert_uint_eq(h.first_hello.act_dim, (uint32_t)A);
+  ck_assert_uint_eq(h.sequence_errors, 0);
+  ck_assert_int_ge(h.params_requests, 1);
+
+  ember_err err = {0};
+  uint64_t total = 0;
+  for (int i = 0; i < h.nkept; i++) {
+    const Ember__TransitionBatch *b = kept_batch(i);
+    ck_assert_msg(net_check_transitions(b, (uint32_t)O, (uint32_t)A, &err) == 0, "batch %d: %s", i, err.msg);
+    ck_assert_str_eq(b->task, "pendulum");
+    ck_assert_uint_eq(b->actor_id, 1);
+    ck_assert_uint_eq(b->policy_version, 0);
+    ck_assert_uint_eq(b->n_behaviour_log_prob, b->count);
+    ck_assert_uint_eq(b->dropped_before, 0);
+    for (uint32_t r = 0; r < b->count; r++) {
+      ck_assert_float_eq_tol(b->behaviour_log_prob[r], (float)(-A * log(2.0)), 1e-6f);
+      for (int j = 0; j < A; j++) ck_assert(b->action[r * A + j] >= -1.0f && b->action[r * A + j] <= 1.0f);
+      /* the reward belongs to this row's obs, action and next_obs */
+      float reward;
+      env_spec_reward(h.spec, 1, b->obs + r * O, b->action + r * A, b->next_obs + r * O, &reward);
+      ck_assert_float_eq_tol(b->reward[r], reward, 1e-4f * (1.0f + fabsf(reward)));
+      ck_assert(!b->terminated[r]); /* pendulum never terminates */
+    }
+    total += b->count;
+  }
+  ck_assert_uint_eq(total, h.transitions);
+
+  /* Row t*K + k is env k at step t (no version change in this run). Within an episode next_obs is
+   * the following obs; at the time limit (every 10 steps) the episode is truncated and next_obs is
+   * the final observation, not the first one of the new episode. */
+  uint64_t steps = total / K;
+  int truncations = 0, continuations = 0;
+  for (uint64_t t = 0; t + 1 < steps; t++) {
+    for (int k = 0; k < K; k++) {
+      uint32_t r0 = 0, r1 = 0;
+      const Ember__TransitionBatch *b0 = find_row(t * K + k, &r0), *b1 = find_row((t + 1) * K + k, &r1);
+      ck_assert(b0 && b1);
+      int ends = (t % 10) == 9;
+      ck_assert_int_eq(b0->truncated[r0], ends);
+      int same = memcmp(b0->next_obs + r0 * O, b1->obs + r1 * O, O * sizeof(float)) == 0;
+      if (ends) {
+        ck_assert_msg(!same, "step %llu env %d: next_obs at the time limit is the reset observation",
+                      (unsigned long long)t, k);
+        truncations++;
+      } else {
+        ck_assert_msg(same, "step %llu env %d: next_obs is not the next obs", (unsigned long long)t, k);
+        continuations++;
+      }
+    }
+  }
+  ck_assert_int_ge(truncations, K * 9);
+  ck_assert_int_ge(continuations, 100);
+
+  /* one report per finished episode, all training, length 10, not terminated */
+  int train = 0;
+  for (int i = 0; i < h.nepisodes; i++) {
+    ck_assert(!h.episodes[i].evaluation);
+    ck_assert(!h.episodes[i].terminated);
+    ck_assert_uint_eq(h.episodes[i].length, 10);
+    ck_assert_uint_eq(h.episodes[i].version, 0);
+    train++;
+  }
+  ck_assert_int_ge(train, (int)(total / 10) - K);
+
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  harness_check_accounting(&s);
+  ck_assert_uint_eq(s.transitions_stored, h.accepted);
+  ck_assert_uint_eq(s.transitions_rejected, 0);
+  ck_assert_uint_eq(s.transitions_dropped, 0);
+  ck_assert_uint_eq(s.policy_version, 0);
+  ck_assert_uint_eq(s.episodes, (uint64_t)h.nepisodes);
+  /* metrics carry the same numbers after the run */
+  ck_assert_double_eq(harness_metric(&h, "actor_transitions_made_total", 0), (double)s.env_steps);
+  ck_assert_double_eq(harness_metric(&h, "actor_transitions_stored_total", 0), (double)s.transitions_stored);
+  ck_assert_double_eq(harness_metric(&h, "actor_episodes_total", 0), (double)s.episodes);
+}
+END_TEST
+
+START_TEST(terminated_is_not_truncated_and_next_obs_is_final) {
+  /* the hopper falls under random actions: the task ends it (terminated) before the time limit */
+  harness_init(&h, "hopper", 4, REPLAY_ACK);
+  h.cfg.max_episode_steps = 40;
+  harness_start(&h);
+  PUMP_UNTIL(h.transitions >= 1200, "1200 hopper transitions");
+  harness_join(&h);
+  harness_pump(&h, 50);
+  const int O = h.spec->obs_dim;
+  int terminated = 0, truncated = 0;
+  for (int i = 0; i < h.nkept; i++) {
+    const Ember__TransitionBatch *b = kept_batch(i);
+    for (uint32_t r = 0; r < b->count; r++) {
+      ck_assert(!(b->terminated[r] && b->truncated[r]));
+      /* next_obs is the state the action led to: termination is a property of it (the reset obs
+       * of the next episode would never satisfy it) */
+      uint8_t ends;
+      env_spec_terminated(h.spec, 1, b->next_obs + r * O, &ends);
+      ck_assert_int_eq(b->terminated[r], ends);
+      terminated += b->terminated[r];
+      truncated += b->truncated[r];
+    }
+  }
+  ck_assert_int_gt(terminated, 0);
+  ck_assert_int_gt(truncated, 0);
+  int reported_terminated = 0;
+  for (int i = 0; i < h.nepisodes; i++) {
+    reported_terminated += h.episodes[i].terminated;
+    if (!h.episodes[i].terminated) ck_assert_uint_eq(h.episodes[i].length, 40);
+    else ck_assert_uint_lt(h.episodes[i].length, 40);
+  }
+  ck_assert_int_gt(reported_terminated, 0);
+}
+END_TEST
+
+/* The highest policy_version among the kept batches. */
+static uint64_t newest_version(void) {
+  uint64_t v = 0;
+  for (int i = 0; i < h.nkept; i++)
+    if (kept_batch(i)->policy_version > v) v = kept_batch(i)->policy_version;
+  return v;
+}
+
+START_TEST(version_tag_changes_after_params_arrive) {
+  harness_init(&h, "pendulum", 4, REPLAY_ACK);
+  harness_start(&h);
+  PUMP_UNTIL(h.transitions >= 64, "random transitions");
+  params_fixture p;
+  harness_params(&h, &p, 3, 11);
+  int64_t until = harness_ms() + DEADLINE_MS;
+  while (newest_version() != 3) {
+    ck_assert_msg(harness_ms() < until, "no batch tagged with version 3");
+    harness_publish(&h, &p.params);
+    harness_pump(&h, 20);
+  }
+  PUMP_UNTIL(h.heartbeat_version == 3, "a heartbeat with version 3");
+  harness_join(&h);
+  harness_pump(&h, 50);
+
+  /* versions never go back, each batch has one version, and the policy's rows carry its log-probs:
+   * the behaviour log-prob is the density of the stored action under the version-3 policy */
+  policy_config pc = {"pendulum", h.spec->obs_dim, h.spec->act_dim, 64};
+  ember_err err = {0};
+  policy_t *pol = policy_new(&p.params, &pc, &err);
+  ck_assert_msg(pol != NULL, "%s", err.msg);
+  nn_mlp_ws *ws = nn_mlp_ws_new(policy_net(pol), 1, &err);
+  ck_assert_ptr_nonnull(ws);
+  uint64_t last = 0;
+  int checked = 0;
+  const int O = h.spec->obs_dim, A = h.spec->act_dim;
+  for (int i = 0; i < h.nkept; i++) {
+    const Ember__TransitionBatch *b = kept_batch(i);
+    ck_assert_uint_ge(b->policy_version, last);
+    last = b->policy_version;
+    if (b->policy_version != 3) continue;
+    for (uint32_t r = 0; r < b->count; r++) {
+      const float *out = nn_mlp_forward(policy_net(pol), ws, b->obs + r * O, 1, NN_INPUT_SHARED);
+      float mean[8], log_std[8], lp;
+      nn_policy_head_forward(mean, log_std, out, 1, A, p.params.log_std_min, p.params.log_std_max);
+      int saturated = 0;
+      for (int j = 0; j < A; j++) saturated |= fabsf(b->action[r * A + j]) > 0.999f;
+      if (saturated) continue; /* atanh of a float near +-1 loses the digits to compare */
+      nn_tanh_gaussian_log_prob(&lp, b->action + r * A, mean, log_std, 1, A);
+      ck_assert_msg(fabsf(lp - b->behaviour_log_prob[r]) < 2e-3f * (1.0f + fabsf(lp)),
+                    "row %u of batch %d: behaviour log-prob %g, the policy gives %g", r, i,
+                    (double)b->behaviour_log_prob[r], (double)lp);
+      checked++;
+    }
+  }
+  ck_assert_int_gt(checked, 0);
+  nn_mlp_ws_destroy(&ws);
+  policy_destroy(&pol);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.policy_version, 3);
+  ck_assert_uint_eq(s.params_applied, 1);
+  ck_assert_uint_eq(s.params_refused, 0);
+  ck_assert_uint_ge(s.params_received, 1);
+  ck_assert_uint_eq(s.params_stale, s.params_received - 1);
+  ck_assert_double_eq(harness_metric(&h, "actor_policy_version", 1), 3.0);
+  harness_check_accounting(&s);
+  fixture_free(&p);
+}
+END_TEST
+
+START_TEST(late_joiner_gets_params_by_request) {
+  harness_init(&h, "pendulum", 2, REPLAY_ACK);
+  params_fixture p;
+  harness_params(&h, &p, 5, 12);
+  h.reply_params = &p.params; /* nothing is ever broadcast */
+  harness_start(&h);
+  PUMP_UNTIL(newest_version() == 5, "a batch tagged with version 5");
+  harness_join(&h);
+  ck_assert_int_ge(h.params_replies, 1);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.policy_version, 5);
+  ck_assert_uint_eq(s.params_applied, 1);
+  fixture_free(&p);
+}
+END_TEST
+
+START_TEST(bad_params_are_refused_and_counted) {
+  harness_init(&h, "pendulum", 2, REPLAY_ACK);
+  harness_start(&h);
+  params_fixture bad;
+  harness_params(&h, &bad, 2, 13);
+  snprintf(bad.task, sizeof bad.task, "hopper"); /* another task */
+  int64_t until = harness_ms() + DEADLINE_MS;
+  while (harness_metric(&h, "actor_params_refused_total", 0) < 1) {
+    ck_assert_msg(harness_ms() < until, "Params for another task were not refused");
+    harness_publish(&h, &bad.params);
+    harness_pump(&h, 20);
+  }
+  fixture_free(&bad);
+  PUMP_UNTIL(h.transitions >= 64, "transitions after the refusal");
+  ck_assert_uint_eq(newest_version(), 0); /* still acting, randomly */
+
+  params_fixture good;
+  harness_params(&h, &good, 4, 14);
+  until = harness_ms() + DEADLINE_MS;
+  while (newest_version() != 4) {
+    ck_assert_msg(harness_ms() < until, "good Params after bad ones were not taken");
+    harness_publish(&h, &good.params);
+    harness_pump(&h, 20);
+  }
+  /* valid Params of another shape (wider hidden layers): refused, the version-4 policy keeps acting */
+  static const int wider[2] = {16, 8};
+  params_fixture other;
+  fixture_build(&other, "pendulum", h.spec->obs_dim, h.spec->act_dim, wider, 2, "tanh", 6, 15, 0.5f);
+  double refused_before = harness_metric(&h, "actor_params_refused_total", 0);
+  until = harness_ms() + DEADLINE_MS;
+  while (harness_metric(&h, "actor_params_refused_total", 0) < refused_before + 1) {
+    ck_assert_msg(harness_ms() < until, "Params of another shape were not refused");
+    harness_publish(&h, &other.params);
+    harness_pump(&h, 20);
+  }
+  uint64_t seen = h.transitions;
+  PUMP_UNTIL(h.transitions >= seen + 64, "transitions after the second refusal");
+  harness_join(&h);
+  harness_pump(&h, 50);
+  ck_assert_uint_eq(newest_version(), 4);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.policy_version, 4);
+  ck_assert_uint_eq(s.params_applied, 1);
+  ck_assert_uint_ge(s.params_refused, 2);
+  harness_check_accounting(&s);
+  fixture_free(&good);
+  fixture_free(&other);
+}
+END_TEST
+
+START_TEST(evaluation_every_n_versions_reports_the_version) {
+  harness_init(&h, "pendulum", 2, REPLAY_ACK);
+  h.cfg.eval_every_versions = 2;
+  h.cfg.eval_episodes = 3;
+  harness_start(&h);
+  params_fixture p;
+  for (uint64_t v = 1; v <= 4; v++) {
+    harness_params(&h, &p, v, 20 + v);
+    int64_t until = harness_ms() + DEADLINE_MS;
+    while (h.heartbeat_version != v) {
+      ck_assert_msg(harness_ms() < until, "version %llu never reached the actor", (unsigned long long)v);
+      harness_publish(&h, &p.params);
+      harness_pump(&h, 20);
+    }
+    fixture_free(&p);
+    /* let an evaluation that started finish before the next version (10-step episodes) */
+    uint64_t steps = h.transitions;
+    PUMP_UNTIL(h.transitions >= steps + 64, "transitions");
+  }
+  harness_join(&h);
+  harness_pump(&h, 50);
+  int evals_by_version[5] = {0};
+  for (int i = 0; i < h.nepisodes; i++) {
+    if (!h.episodes[i].evaluation) continue;
+    ck_assert_uint_le(h.episodes[i].version, 4);
+    evals_by_version[h.episodes[i].version]++;
+    ck_assert_uint_eq(h.episodes[i].length, 10);
+  }
+  ck_assert_int_eq(evals_by_version[0], 0);
+  ck_assert_int_eq(evals_by_version[1], 0);
+  ck_assert_int_eq(evals_by_version[2], 3);
+  ck_assert_int_eq(evals_by_version[3], 0);
+  ck_assert_int_eq(evals_by_version[4], 3);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.evaluations, 2);
+  ck_assert_uint_eq(s.eval_episodes, 6);
+  ck_assert_uint_eq(s.last_eval_version, 4);
+  ck_assert(isfinite(s.last_eval_return));
+}
+END_TEST
+
+START_TEST(replay_gone_means_bounded_queue_and_counted_drops) {
+  /* nothing listens at the replay endpoint, nor is there a learner: the loop must still run */
+  harness_init(&h, "pendulum", 4, REPLAY_ABSENT);
+  h.cfg.max_env_steps = 4000;
+  h.cfg.queue_batches = 4;
+  h.cfg.max_in_flight = 2;
+  h.cfg.drain_ms = 50;
+  h.cfg.ack_timeout_ms = 20;
+  zmq_close(h.control); /* no learner either */
+  h.control = net_socket(h.ctx, ZMQ_ROUTER, "inproc://unused", true, &(net_socket_opts){.linger_ms = 0}, NULL);
+  ck_assert_ptr_nonnull(h.control);
+  harness_start(&h);
+  harness_wait(&h); /* max_env_steps ends the run by itself */
+  ck_assert_int_eq(h.run_rc, 0);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.env_steps, 4000);
+  ck_assert_uint_eq(s.transitions_stored, 0);
+  /* at most the queue, the credits and the partial batch escape dropping */
+  ck_assert_uint_ge(s.transitions_dropped + s.transitions_unconfirmed, 4000 - (4 + 2 + 1) * 16);
+  ck_assert_uint_gt(s.transitions_dropped, 0);
+  ck_assert_uint_le(s.transitions_queued, 4 * 16); /* the queue stayed bounded */
+  harness_check_accounting(&s);
+  ck_assert_double_eq(harness_metric(&h, "actor_transitions_dropped_total", 0), (double)s.transitions_dropped);
+}
+END_TEST
+
+START_TEST(silent_replay_is_written_off_and_counted) {
+  harness_init(&h, "pendulum", 4, REPLAY_SILENT);
+  h.cfg.max_env_steps = 3000;
+  h.cfg.queue_batches = 4;
+  h.cfg.max_in_flight = 2;
+  h.cfg.ack_timeout_ms = 50;
+  h.cfg.drain_ms = 100;
+  harness_start(&h);
+  harness_wait(&h); /* serves the learner side; the run ends by itself at max_env_steps */
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.env_steps, 3000);
+  ck_assert_uint_eq(s.transitions_stored, 0);
+  ck_assert_uint_gt(s.transitions_sent, 0);
+  ck_assert_uint_gt(s.transitions_dropped + s.transitions_unconfirmed, 0);
+  harness_check_accounting(&s);
+}
+END_TEST
+
+START_TEST(rejecting_replay_is_counted) {
+  harness_init(&h, "pendulum", 4, REPLAY_REJECT);
+  harness_start(&h);
+  PUMP_UNTIL(h.rejected >= 320, "320 rejected transitions");
+  harness_join(&h);
+  harness_pump(&h, 50);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.transitions_stored, 0);
+  ck_assert_uint_ge(s.transitions_rejected, 320);
+  ck_assert_uint_le(s.transitions_rejected, h.rejected);
+  harness_check_accounting(&s);
+}
+END_TEST
+
+START_TEST(bad_messages_from_the_learner_are_refused) {
+  harness_init(&h, "pendulum", 2, REPLAY_ACK);
+  harness_start(&h);
+  PUMP_UNTIL(h.hellos == 1 && h.transitions >= 32, "the actor to start");
+  /* garbage bytes on the Params broadcast, and an unexpected message kind */
+  int64_t until = harness_ms() + DEADLINE_MS;
+  while (harness_metric(&h, "actor_messages_refused_total", 0) < 2) {
+    ck_assert_msg(harness_ms() < until, "bad messages were not refused");
+    ck_assert_int_eq(zmq_send(h.pub, "\x08\x01\xff\xff", 4, 0), 4);
+    Ember__SampleRequest req = EMBER__SAMPLE_REQUEST__INIT;
+    ember_err err = {0};
+    ck_assert_int_eq(net_send_body(h.pub, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &req, NULL, 0, &err), 0);
+    harness_pump(&h, 20);
+  }
+  uint64_t seen = h.transitions;
+  PUMP_UNTIL(h.transitions >= seen + 64, "transitions after bad messages");
+  harness_join(&h);
+  ck_assert_int_eq(h.run_rc, 0);
+}
+END_TEST
+
+START_TEST(actor_new_refuses_bad_setups) {
+  void *ctx = zmq_ctx_new();
+  actor_config cfg;
+  config_binding b = {&actor_config_section, &cfg};
+  ember_err err = {0};
+  ck_assert_msg(config_defaults(&b, 1, &err) == 0, "%s", err.msg);
+  snprintf(cfg.task, sizeof cfg.task, "no_such_task");
+  ck_assert_ptr_null(actor_new(&cfg, ctx, NULL, &err));
+  ck_assert_int_eq(err.code, EMBER_ENOENT);
+  ck_assert_msg(strstr(err.msg, "no_such_task"), "%s", err.msg);
+
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  snprintf(cfg.replay_endpoint, sizeof cfg.replay_endpoint, "bogus://x");
+  ck_assert_ptr_null(actor_new(&cfg, ctx, NULL, &err));
+  ck_assert_msg(strstr(err.msg, "replay_endpoint"), "%s", err.msg);
+
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  cfg.id = 500000;
+  cfg.num_envs = 4;
+  ck_assert_ptr_null(actor_new(&cfg, ctx, NULL, &err));
+  ck_assert_int_eq(err.code, EMBER_EINVAL);
+  ck_assert_msg(strstr(err.msg, "actor.id"), "%s", err.msg);
+
+  /* config keys are checked by the loader with their ranges */
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  const char *sets[] = {"actor.num_envs=0"};
+  ck_assert_int_ne(config_load(&b, 1, NULL, NULL, sets, 1, &err), 0);
+  ck_assert_msg(strstr(err.msg, "actor.num_envs"), "%s", err.msg);
+  zmq_ctx_term(ctx);
+}
+END_TEST
+
+START_TEST(stop_before_run_returns_at_once) {
+  harness_init(&h, "pendulum", 2, REPLAY_ACK);
+  ember_err err = {0};
+  h.actor = actor_new(&h.cfg, h.ctx, h.metrics, &err);
+  ck_assert_msg(h.actor != NULL, "%s", err.msg);
+  actor_stop(h.actor);
+  ck_assert_int_eq(actor_run(h.actor, &err), 0);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.env_steps, 0);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("actor");
+  TCase *tc = tcase_create("loop");
+  tcase_set_timeout(tc, 60);
+  tcase_add_checked_fixture(tc, NULL, teardown);
+  tcase_add_test(tc, transitions_flow_with_correct_columns);
+  tcase_add_test(tc, terminated_is_not_truncated_and_next_obs_is_final);
+  tcase_add_test(tc, version_tag_changes_after_params_arrive);
+  tcase_add_test(tc, late_joiner_gets_params_by_request);
+  tcase_add_test(tc, bad_params_are_refused_and_counted);
+  tcase_add_test(tc, evaluation_every_n_versions_reports_the_version);
+  tcase_add_test(tc, replay_gone_means_bounded_queue_and_counted_drops);
+  tcase_add_test(tc, silent_replay_is_written_off_and_counted);
+  tcase_add_test(tc, rejecting_replay_is_counted);
+  tcase_add_test(tc, bad_messages_from_the_learner_are_refused);
+  tcase_add_test(tc, stop_before_run_returns_at_once);
+  suite_add_tcase(s, tc);
+  TCase *setup = tcase_create("setup");
+  tcase_add_test(setup, actor_new_refuses_bad_setups);
+  suite_add_tcase(s, setup);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
