@@ -13,6 +13,7 @@
  * reference to 1e-5 relative. */
 #include <check.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,6 +447,27 @@ START_TEST(nan_propagates_through_every_activation) {
 }
 END_TEST
 
+/* Misuse that would write past a workspace stops the program in every build type (SIGABRT). */
+static nn_mlp *misuse_net(void) {
+  nn_mlp_spec spec = {.input_dim = 2, .output_dim = 1, .hidden_count = 1, .hidden_dims = {4}};
+  return nn_mlp_new(&spec, NULL);
+}
+START_TEST(batch_over_workspace_size_aborts) {
+  nn_mlp *net = misuse_net();
+  nn_mlp_ws *ws = nn_mlp_ws_new(net, 2, NULL);
+  float x[6] = {0};
+  nn_mlp_forward(net, ws, x, 3, NN_INPUT_SHARED);
+}
+END_TEST
+START_TEST(backward_without_forward_aborts) {
+  nn_mlp *net = misuse_net(), *other = misuse_net();
+  nn_mlp_ws *ws = nn_mlp_ws_new(net, 2, NULL);
+  float x[4] = {0}, d[2] = {0};
+  nn_mlp_forward(other, ws, x, 2, NN_INPUT_SHARED);
+  nn_mlp_backward(net, ws, d, NN_PARAM_GRADS_ACCUMULATE, NULL); /* ws last ran `other` */
+}
+END_TEST
+
 START_TEST(bad_specs_are_rejected_by_field) {
   ember_err err = {0};
   nn_mlp_spec ok = {.input_dim = 3, .output_dim = 2, .hidden_count = 1, .hidden_dims = {4}};
@@ -503,6 +525,10 @@ int main(void) {
   tcase_add_test(u, nan_propagates_through_every_activation);
   tcase_add_test(u, bad_specs_are_rejected_by_field);
   suite_add_tcase(s, u);
+  TCase *m = tcase_create("misuse");
+  tcase_add_test_raise_signal(m, batch_over_workspace_size_aborts, SIGABRT);
+  tcase_add_test_raise_signal(m, backward_without_forward_aborts, SIGABRT);
+  suite_add_tcase(s, m);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);

@@ -195,6 +195,9 @@ START_TEST(import_refusals_name_the_problem_and_change_nothing) {
   last->name = "pi/l0/b"; /* ...so forge one */
   ck_assert_int_eq(nn_params_import(dst.set, &msg, NN_IMPORT_SUBSET, &err), EMBER_EDECODE);
   ck_assert_msg(strstr(err.msg, "'pi/l0/b'") && strstr(err.msg, "twice"), "%s", err.msg);
+  last->name = "";
+  ck_assert_int_eq(nn_params_import(dst.set, &msg, NN_IMPORT_SUBSET, &err), EMBER_EDECODE);
+  ck_assert_ptr_nonnull(strstr(err.msg, "no name"));
   last->name = last_name;
 
   nn_params_free_tensors(&msg);

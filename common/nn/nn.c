@@ -4,8 +4,30 @@
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Programmer errors that would otherwise write past a workspace: checked in every build type
+ * (assert() vanishes under NDEBUG, and a batch size that comes from a config file deserves a clear
+ * stop rather than silent memory corruption). One compare per call. */
+#define NN_REQUIRE(cond, ...)                                        \
+  do {                                                               \
+    if (!(cond)) nn_programmer_error(__func__, #cond, __VA_ARGS__);  \
+  } while (0)
+
+__attribute__((noreturn, format(printf, 3, 4))) static void nn_programmer_error(const char *where,
+                                                                                const char *what,
+                                                                                const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "ember nn: %s: %s failed: ", where, what);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  abort();
+}
 
 /* 64-byte alignment: a cache line, and what AVX-512 loads like. */
 #define NN_ALIGN 64
@@ -296,7 +318,7 @@ void nn_mlp_ws_destroy(nn_mlp_ws **ws_p) {
   *ws_p = NULL;
 }
 
-static inline int ws_fits(const nn_mlp_ws *ws, const nn_mlp *net) {
+static int ws_fits(const nn_mlp_ws *ws, const nn_mlp *net) {
   if (ws->ensemble_size != net->ensemble_size || ws->layer_count != net->layer_count) return 0;
   for (int l = 0; l <= net->layer_count; l++)
     if (ws->dims[l] != net->dims[l]) return 0;
@@ -348,9 +370,9 @@ static int layer_input_shared(const nn_mlp_ws *ws, int l) {
 
 const float *nn_mlp_forward(const nn_mlp *net, nn_mlp_ws *ws, const float *input, int batch,
                             nn_input_mode input_mode) {
-  assert(batch >= 1 && batch <= ws->max_batch);
-  assert(ws_fits(ws, net));
-  assert(input_mode == NN_INPUT_SHARED || input_mode == NN_INPUT_PER_MEMBER);
+  NN_REQUIRE(batch >= 1 && batch <= ws->max_batch, "batch %d, workspace sized for %d", batch, ws->max_batch);
+  NN_REQUIRE(ws_fits(ws, net), "workspace made for another spec");
+  NN_REQUIRE(input_mode == NN_INPUT_SHARED || input_mode == NN_INPUT_PER_MEMBER, "input mode %d", (int)input_mode);
   const int members = net->ensemble_size;
   if (members == 1) input_mode = NN_INPUT_SHARED; /* the same layout */
   ws->batch = batch;
@@ -421,8 +443,9 @@ void nn_mlp_backward(nn_mlp *net, nn_mlp_ws *ws, const float *d_output, nn_param
 void nn_mlp_backward_input_cols(nn_mlp *net, nn_mlp_ws *ws, const float *d_output,
                                 nn_param_grads param_grads, float *d_input, int col_begin,
                                 int col_count) {
-  assert(ws->net == net && ws->batch > 0); /* backward follows a forward of this net on ws */
-  assert(col_begin >= 0 && col_count >= 0 && col_begin + col_count <= net->dims[0]);
+  NN_REQUIRE(ws->net == net && ws->batch > 0, "backward needs a forward of this network on this workspace");
+  NN_REQUIRE(col_begin >= 0 && col_count >= 0 && col_begin + col_count <= net->dims[0],
+             "input columns [%d, %d) of %d", col_begin, col_begin + col_count, net->dims[0]);
   const int members = net->ensemble_size, batch = ws->batch;
   const int want_params = param_grads == NN_PARAM_GRADS_ACCUMULATE;
   const float *dy = d_output; /* dL/dY_l, [B, E*out] */

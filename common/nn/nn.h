@@ -35,8 +35,10 @@
  *     that workspace or its destruction.
  *   - A workspace may serve any network with the same spec (a critic and its target network).
  *
- * Errors: constructors return NULL and fill err (bad spec, out of memory). Shape mismatches in
- * forward/backward (batch > max_batch, a workspace of another spec) are programmer errors: assert.
+ * Errors: constructors return NULL and fill err (bad spec, out of memory). Misuse in forward/backward
+ * (batch outside [1, max_batch], a workspace of another spec, backward without a forward of that
+ * network on that workspace) is a programmer error: it prints what was wrong and aborts, in every
+ * build type, rather than write past a buffer.
  *
  * Ownership: nn_mlp_new / nn_mlp_ws_new return objects the caller owns; *_destroy(&p) frees them
  * and sets p to NULL. A workspace does not own its network; destroy workspaces whenever you like.
