@@ -6,9 +6,12 @@
 #include "algo.h"
 
 extern const algo_ops algo_sac;
+extern const algo_ops algo_vmbpo, algo_vmbpo_mfe;
 
 static const algo_ops *const registry[] = {
     &algo_sac,
+    &algo_vmbpo,
+    &algo_vmbpo_mfe,
     NULL,
 };
 
