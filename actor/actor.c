@@ -32,7 +32,7 @@ typedef struct {
   metric *made, *sent, *stored, *rejected, *dropped, *unconfirmed, *pending;
   metric *batches, *episodes, *eval_episodes, *evaluations;
   metric *params_received, *params_refused, *params_stale, *messages_refused, *reports_dropped;
-  metric *nonfinite_actions;
+  metric *nonfinite_actions, *replay_wait;
   metric *policy_version, *last_return, *eval_return, *eval_version;
 } actor_metrics_t;
 
@@ -40,6 +40,7 @@ typedef struct {
 typedef struct {
   uint64_t made, sent, stored, rejected, dropped, unconfirmed, batches, episodes, eval_episodes, evaluations;
   uint64_t params_received, params_refused, params_stale, messages_refused, reports_dropped, nonfinite_actions;
+  uint64_t replay_wait_us;
 } published_t;
 
 typedef struct {
@@ -108,6 +109,12 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static uint64_t unix_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -165,6 +172,8 @@ static void register_metrics(actor_t *a) {
                                        "reports and heartbeats the control socket could not queue");
   m->nonfinite_actions = metrics_counter(r, "actor_nonfinite_actions_total", labels,
                                          "steps where the policy gave non-finite actions (uniform ones used)");
+  m->replay_wait = metrics_counter(r, "actor_replay_wait_seconds_total", labels,
+                                   "time spent waiting for replay acks (actor.replay_wait_ms > 0)");
   m->policy_version = metrics_gauge(r, "actor_policy_version", labels, "Params version acted with (0 = random)");
   m->last_return = metrics_gauge(r, "actor_episode_return", labels, "return of the last training episode");
   m->eval_return = metrics_gauge(r, "actor_eval_return", labels, "mean return of the last evaluation");
@@ -198,6 +207,9 @@ static void sync_metrics(actor_t *a) {
   add_delta(m->messages_refused, s.messages_refused, &p->messages_refused);
   add_delta(m->reports_dropped, s.reports_dropped, &p->reports_dropped);
   add_delta(m->nonfinite_actions, s.nonfinite_actions, &p->nonfinite_actions);
+  if (m->replay_wait && s.replay_wait_us > p->replay_wait_us)
+    metric_add(m->replay_wait, (double)(s.replay_wait_us - p->replay_wait_us) / 1e6);
+  p->replay_wait_us = s.replay_wait_us;
   if (m->pending)
     metric_set(m->pending, (double)(s.transitions_pending + s.transitions_queued + s.transitions_in_flight));
   if (m->policy_version) metric_set(m->policy_version, (double)s.policy_version);
@@ -670,8 +682,20 @@ static void log_progress(actor_t *a, int64_t t) {
   a->log_return_sum = a->log_length_sum = 0.0;
 }
 
+/* With replay_wait_ms: a full queue with batches in flight means replay is holding inserts back
+ * (its rate limiter); wait for an ack, bounded, rather than make transitions only to drop them. */
+static void pace_to_replay(actor_t *a) {
+  replay_insert_stats is;
+  replay_insert_client_stats(a->insert, &is);
+  if (is.queued < (uint32_t)a->cfg.queue_batches || is.in_flight == 0) return;
+  int64_t t0 = now_us();
+  replay_insert_client_poll(a->insert, (int)a->cfg.replay_wait_ms);
+  a->st.replay_wait_us += (uint64_t)(now_us() - t0);
+}
+
 /* One iteration: learner messages, act, step, record, evaluate, send, timers. */
 static int step_once(actor_t *a, ember_err *err) {
+  if (a->cfg.replay_wait_ms > 0) pace_to_replay(a);
   int64_t t = now_ms();
   poll_socket(a, a->sub, false, t);
   poll_socket(a, a->dealer, true, t);

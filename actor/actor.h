@@ -28,6 +28,10 @@
  *      training envs; each finished episode is reported with evaluation = true and that version.
  *   6. the insert client sends what its credits allow and reads acks (non-blocking); Heartbeat
  *      every heartbeat_ms; ParamsRequest again after params_request_ms without any Params.
+ *      With replay_wait_ms > 0 (off by default), an actor whose queue is full waits up to that long
+ *      per step for an ack: replay's rate limiter then paces the actor instead of the actor making
+ *      transitions only to drop them. The wait is bounded, and never happens while nothing is in
+ *      flight (replay gone): the loop then runs on and drops, counted.
  * On start: Hello and ParamsRequest on the DEALER (a late joiner need not wait for a broadcast).
  * On stop: the partial batch is handed over and the insert client flushed for up to drain_ms.
  *
@@ -75,6 +79,9 @@ typedef struct {
   int64_t max_in_flight;           /* batches sent without an InsertAck (credits) */
   int64_t queue_batches;           /* batches waiting for credit; beyond this the oldest is dropped */
   int64_t ack_timeout_ms;          /* a batch unacknowledged this long is written off as unconfirmed */
+  int64_t replay_wait_ms;          /* 0: never wait for replay (drop when the queue is full); > 0: when
+                                      the queue is full and batches are in flight, wait up to this long
+                                      for an ack before the next step (pace to replay's rate limiter) */
   int64_t eval_every_versions;     /* evaluate every N parameter versions; 0 = never */
   int64_t eval_episodes;           /* episodes per evaluation (run side by side) */
   int64_t heartbeat_ms;
@@ -121,6 +128,7 @@ typedef struct {
   uint64_t messages_refused;       /* undecodable or unexpected messages on the learner sockets */
   uint64_t reports_dropped;        /* EpisodeReports/heartbeats the DEALER could not queue */
   uint64_t nonfinite_actions;      /* steps whose policy actions were not finite (uniform ones used) */
+  uint64_t replay_wait_us;         /* time spent waiting for replay (replay_wait_ms > 0 only) */
   uint64_t policy_version;         /* 0 until the first Params */
   double last_episode_return;      /* of the last finished training episode (NAN before) */
   double last_eval_return;         /* mean return of the last complete evaluation (NAN before) */

@@ -11,4 +11,7 @@ if(TARGET ember_actor)
     get_filename_component(name ${src} NAME_WE)
     ember_check_test(${name} SOURCES ${src} LIBS ember_actor TIMEOUT 120)
   endforeach()
+  if(TARGET test_actor_process)
+    add_dependencies(test_actor_process ember-actor) # it runs the binary
+  endif()
 endif()

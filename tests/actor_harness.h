@@ -22,7 +22,9 @@
 #define HARNESS_MAX_KEPT 4096
 #define HARNESS_MAX_EPISODES 4096
 
-typedef enum { REPLAY_ACK = 0, REPLAY_REJECT = 1, REPLAY_SILENT = 2, REPLAY_ABSENT = 3 } replay_mode;
+/* ACK: acks every batch at once; SLOW: acks one batch per pump (a rate-limited replay); REJECT: refuses
+ * every batch; SILENT: bound, never reads; ABSENT: nothing bound at the endpoint. */
+typedef enum { REPLAY_ACK, REPLAY_SLOW, REPLAY_REJECT, REPLAY_SILENT, REPLAY_ABSENT } replay_mode;
 
 typedef struct {
   uint64_t version;
@@ -159,7 +161,7 @@ static inline void harness_on_batch(harness *h, Ember__Envelope *env, const net_
   Ember__InsertAck ack = EMBER__INSERT_ACK__INIT;
   ack.actor_id = b->actor_id;
   ack.sequence = b->sequence;
-  if (h->mode == REPLAY_ACK) {
+  if (h->mode == REPLAY_ACK || h->mode == REPLAY_SLOW) {
     ack.accepted = b->count;
     h->accepted += b->count;
   } else {
@@ -233,7 +235,7 @@ static inline void harness_pump(harness *h, int timeout_ms) {
     if (n == 2 && net_recv(h->replay, &env, &route, ZMQ_DONTWAIT, &err) == 0) {
       ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_TRANSITION_BATCH);
       harness_on_batch(h, env, &route);
-      got = 1;
+      got = h->mode != REPLAY_SLOW; /* slow: one batch per pump */
     }
     if (!got) return;
   }

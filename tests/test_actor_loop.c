@@ -391,6 +391,38 @@ START_TEST(silent_replay_is_written_off_and_counted) {
 }
 END_TEST
 
+START_TEST(replay_wait_paces_the_actor_to_a_slow_replay) {
+  harness_init(&h, "pendulum", 4, REPLAY_SLOW);
+  h.cfg.queue_batches = 2;
+  h.cfg.max_in_flight = 2;
+  h.cfg.replay_wait_ms = 2000;
+  harness_start(&h);
+  PUMP_UNTIL(h.accepted >= 20 * 16, "20 batches through a slow replay");
+  harness_join(&h);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.transitions_dropped, 0); /* it waited instead of dropping */
+  ck_assert_uint_gt(s.replay_wait_us, 0);
+  ck_assert_uint_eq(s.transitions_stored, h.accepted);
+  harness_check_accounting(&s);
+}
+END_TEST
+
+START_TEST(slow_replay_without_wait_drops_and_counts) {
+  harness_init(&h, "pendulum", 4, REPLAY_SLOW);
+  h.cfg.queue_batches = 2;
+  h.cfg.max_in_flight = 2;
+  harness_start(&h);
+  PUMP_UNTIL(h.accepted >= 20 * 16, "20 batches through a slow replay");
+  harness_join(&h);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_gt(s.transitions_dropped, 0); /* the loop ran on: the default never waits */
+  ck_assert_uint_eq(s.replay_wait_us, 0);
+  harness_check_accounting(&s);
+}
+END_TEST
+
 START_TEST(rejecting_replay_is_counted) {
   harness_init(&h, "pendulum", 4, REPLAY_REJECT);
   harness_start(&h);
@@ -485,6 +517,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, evaluation_every_n_versions_reports_the_version);
   tcase_add_test(tc, replay_gone_means_bounded_queue_and_counted_drops);
   tcase_add_test(tc, silent_replay_is_written_off_and_counted);
+  tcase_add_test(tc, replay_wait_paces_the_actor_to_a_slow_replay);
+  tcase_add_test(tc, slow_replay_without_wait_drops_and_counts);
   tcase_add_test(tc, rejecting_replay_is_counted);
   tcase_add_test(tc, bad_messages_from_the_learner_are_refused);
   tcase_add_test(tc, stop_before_run_returns_at_once);
