@@ -30,12 +30,14 @@ typedef struct {
   ember_err err;
   pthread_t thread;
   bool started;
+  atomic_bool finished;
 } actor_slot;
 
 static void *actor_thread(void *arg) {
   actor_slot *s = arg;
   s->rc = actor_run(s->actor, &s->err);
   if (s->rc) log_event(LOG_ERROR, "train", "actor_failed", LF_STR("error", s->err.msg));
+  atomic_store(&s->finished, true);
   return NULL;
 }
 
@@ -222,7 +224,7 @@ int app_train(int argc, char **argv) {
 
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  double last_print = 0;
+  double last_print = 0, stopping_at = 0;
   learner_progress p = {0};
   while (learner_started) {
     usleep(100 * 1000);
@@ -231,6 +233,12 @@ int app_train(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     double wall = (double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec);
     if (p.done) break;
+    /* Every actor stopped by itself (actor.max_env_steps): nothing more will be stored, so the
+     * learner may wait forever for run.steps; stop it once it has seen the last inserts. */
+    bool all_finished = s.train.actors > 0;
+    for (int64_t i = 0; i < s.train.actors; i++) all_finished = all_finished && atomic_load(&actors[i].finished);
+    if (all_finished && !stopping_at) stopping_at = wall + 2.0 * s.learner.stats_interval_s + 0.5;
+    if (stopping_at && wall >= stopping_at) learner_stop(ls.learner);
     if (atomic_load(&g_interrupted)) {
       printf("ember train: interrupted; stopping\n");
       learner_stop(ls.learner);

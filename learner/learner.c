@@ -45,7 +45,7 @@ static const config_field learner_fields[] = {
     LF(replay_endpoint, CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5561", "the replay server's sample endpoint"),
     LF(log_interval_s, CONFIG_FLOAT, 0, 1e9, "10", "seconds between progress log lines; 0 = none"),
     LF(csv_interval_s, CONFIG_FLOAT, 0, 1e9, "2", "seconds between rows of curves.csv; 0 = only at the end"),
-    LF(stats_interval_s, CONFIG_FLOAT, 0.01, 1e6, "0.5", "seconds between env-step queries to replay"),
+    LF(stats_interval_s, CONFIG_FLOAT, 0.01, 1e6, "0.25", "seconds between env-step queries to replay"),
     LF(sample_timeout_ms, CONFIG_INT, 100, 1e9, "30000", "waiting this long for a batch is logged"),
     LF(max_message_bytes, CONFIG_INT, 1024, 2147483647, "16777216", "largest message accepted on the control socket"),
     LF(save_state, CONFIG_BOOL, 0, 0, "true", "write the learner state to run_dir/learner_state.bin at the end"),
@@ -62,6 +62,7 @@ const config_section learner_config_section = {"learner", learner_fields,
 typedef struct {
   uint64_t id, version;
   double last_seen_s;
+  metric *version_gauge; /* learner_actor_policy_version{actor="<id>"} */
 } actor_seen;
 
 struct learner {
@@ -278,15 +279,27 @@ static int publish(learner_t *l, ember_err *err) {
 
 /* ---- the control socket -------------------------------------------------------------------------- */
 
+/* Registers an actor on first sight (one gauge per actor id: allocation once per actor, not per
+ * message) and records the policy version it reports. */
 static void note_actor(learner_t *l, uint64_t id, uint64_t version, bool has_version) {
   double t = now_s();
-  for (int i = 0; i < l->n_actors; i++)
-    if (l->actors[i].id == id) {
-      if (has_version) l->actors[i].version = version;
-      l->actors[i].last_seen_s = t;
-      return;
-    }
-  if (l->n_actors < MAX_ACTORS) l->actors[l->n_actors++] = (actor_seen){id, has_version ? version : 0, t};
+  actor_seen *a = NULL;
+  for (int i = 0; i < l->n_actors && !a; i++)
+    if (l->actors[i].id == id) a = &l->actors[i];
+  if (!a) {
+    if (l->n_actors >= MAX_ACTORS) return;
+    a = &l->actors[l->n_actors++];
+    char labels[64];
+    snprintf(labels, sizeof labels, "actor=\"%llu\"", (unsigned long long)id);
+    *a = (actor_seen){.id = id,
+                      .version_gauge = metrics_gauge(l->metrics, "learner_actor_policy_version", labels,
+                                                     "the Params version an actor last reported acting with")};
+  }
+  if (has_version) {
+    a->version = version;
+    if (a->version_gauge) metric_set(a->version_gauge, (double)version);
+  }
+  a->last_seen_s = t;
 }
 
 static void refuse_message(learner_t *l, const net_route *route, int code, const char *what) {
@@ -577,6 +590,9 @@ static int to_algo_batch(learner_t *l, const Ember__SampleBatch *sb, algo_batch 
 }
 
 static void update(learner_t *l, const Ember__SampleBatch *sb) {
+  /* The table size travels with every batch: a fresh lower bound on the transitions stored (exact
+   * until the table first evicts), between the periodic Stats queries. */
+  if (sb->table_size > l->env_steps) l->env_steps = sb->table_size;
   algo_batch b;
   ember_err e = {0};
   int rc = to_algo_batch(l, sb, &b, &e);

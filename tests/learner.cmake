@@ -4,3 +4,14 @@ if(TARGET ember_learner)
   ember_check_test(test_sac SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sac.c LIBS ember_learner ember_policy
                    TIMEOUT 120)
 endif()
+
+# End to end, one process: `ember train` (tests/it_train_smoke.sh; quick, also under ASan) and the
+# learning test (SAC on pendulum better than -400 within 15,000 env steps; too slow under ASan).
+if(TARGET ember)
+  add_test(NAME it_train_smoke COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_train_smoke.sh $<TARGET_FILE:ember>)
+  set_tests_properties(it_train_smoke PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  add_test(NAME it_learning_pendulum
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning_pendulum.sh $<TARGET_FILE:ember>)
+  set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 300 LABELS no-asan
+                       ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+endif()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `ember train` end to end in one process, small and quick (also under ASan): it runs to run.steps,
+# writes config.yaml, curves.csv and the learner state, and refuses bad command lines.
+set -euo pipefail
+ember=$1
+dir=$(mktemp -d /tmp/ember-it-smoke.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$ember" train --task pendulum --steps 1500 --seed 3 --actors 2 --run-dir "$dir/run" \
+  --set sac.hidden_size=16 --set learner.batch_size=32 --set replay.min_size_to_sample=200 \
+  --set learner.csv_interval_s=0.5 --set train.progress_interval_s=1 > "$dir/out.txt"
+cat "$dir/out.txt"
+grep -q "ember train: done" "$dir/out.txt" || fail "no final line"
+grep -q "env steps" "$dir/out.txt" || fail "no progress line"
+test -s "$dir/run/config.yaml" || fail "no config.yaml"
+grep -q "hidden_size: 16" "$dir/run/config.yaml" || fail "config.yaml lacks the --set value"
+grep -q "inproc://" "$dir/run/config.yaml" || fail "config.yaml does not show the inproc endpoints used"
+test -s "$dir/run/learner_state.bin" || fail "no learner state"
+head -1 "$dir/run/curves.csv" | grep -q "^env_steps,wall_s,updates,train_return,eval_return,critic_loss" \
+  || fail "curves.csv header: $(head -1 "$dir/run/curves.csv")"
+rows=$(($(wc -l < "$dir/run/curves.csv") - 1))
+[ "$rows" -ge 2 ] || fail "curves.csv has $rows rows"
+# the run stops at run.steps stored transitions (give or take what arrives between two checks)
+tail -1 "$dir/run/curves.csv" | awk -F, '{ exit !($1 >= 1500 && $1 <= 2500 && $3 > 0) }' \
+  || fail "last row: $(tail -1 "$dir/run/curves.csv")"
+
+# the run can be repeated from its own config file
+"$ember" train --config "$dir/run/config.yaml" --steps 600 --run-dir "$dir/run2" --set train.progress_interval_s=0 \
+  > /dev/null || fail "rerun from config.yaml"
+test -s "$dir/run2/curves.csv" || fail "rerun wrote no curves"
+
+# bad command lines: exit 2 with a message naming the problem
+set +e
+"$ember" train --bogus 2> "$dir/err.txt"; rc=$?
+[ $rc -eq 2 ] && grep -q "bogus" "$dir/err.txt" || fail "unknown flag: rc $rc"
+"$ember" train --set sac.hidden_size=0 2> "$dir/err.txt"; rc=$?
+[ $rc -eq 2 ] && grep -q "sac.hidden_size" "$dir/err.txt" || fail "out-of-range value: rc $rc"
+"$ember" train --algo nope --run-dir "$dir/bad" 2> "$dir/err.txt"; rc=$?
+[ $rc -ne 0 ] && grep -q "nope" "$dir/err.txt" || fail "unknown algorithm: rc $rc"
+"$ember" train --task nope --run-dir "$dir/bad" 2> "$dir/err.txt"; rc=$?
+[ $rc -ne 0 ] && grep -q "nope" "$dir/err.txt" || fail "unknown task: rc $rc"
+"$ember" frobnicate 2> /dev/null; rc=$?
+[ $rc -eq 2 ] || fail "unknown command: rc $rc"
+set -e
+"$ember" config > "$dir/config.txt"
+grep -q "sac.hidden_size" "$dir/config.txt" || fail "ember config lacks sac.hidden_size"
+"$ember" config --markdown > "$dir/config.md"
+grep -q "| \`learner.publish_every\`" "$dir/config.md" || fail "ember config --markdown"
+echo PASS
