@@ -88,6 +88,13 @@ static void embed(app_settings *s) {
     double floor_ = 2.0 * (double)s->learner.batch_size * (double)(s->learner.prefetch + 1);
     s->replay.error_buffer = buffer > floor_ ? buffer : floor_;
   }
+  /* With the limiter on, replay holds inserts back while the learner catches up: the actors then
+   * wait for acks (paced, instead of stepping envs only to drop what they make), and over inproc
+   * nothing is lost, so a held-back batch is not written off as unconfirmed after 5 s. */
+  if (s->replay.samples_per_insert > 0) {
+    if (s->actor.replay_wait_ms == 0) s->actor.replay_wait_ms = 200;
+    if (s->actor.ack_timeout_ms < 600000) s->actor.ack_timeout_ms = 600000;
+  }
   if (s->replay.min_size_to_sample < s->learner.batch_size) s->replay.min_size_to_sample = s->learner.batch_size;
 }
 
