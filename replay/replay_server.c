@@ -843,7 +843,15 @@ static void log_progress(replay_server *s, double t) {
   s->last_log_samples = s->samples;
 }
 
-#define BURST 256 /* messages per socket per poll round, so one busy socket cannot starve the other */
+#define SAMPLE_BURST 64  /* sample-socket messages per round */
+#define INSERT_BURST 16  /* insert messages per round */
+#define INSERT_ROUNDS 32 /* rounds per poll */
+
+static bool has_input(void *sock) {
+  int events = 0;
+  size_t len = sizeof events;
+  return zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+}
 
 int replay_server_run(replay_server *s) {
   s->last_log_s = now_s();
@@ -863,16 +871,32 @@ int replay_server_run(replay_server *s) {
       rc = EMBER_EIO;
       break;
     }
-    if (items[1].revents & ZMQ_POLLIN)
-      for (int i = 0; i < BURST && rate_limiter_can_insert(&s->rl); i++) {
-        int r = handle_one(s, s->insert_sock);
-        if (r == EMBER_EAGAIN) break;
-        if (r == 0) serve_pending(s); /* an insert may have unblocked a parked sample */
-      }
-    if (items[0].revents & ZMQ_POLLIN)
-      for (int i = 0; i < BURST; i++)
-        if (handle_one(s, s->sample_sock) == EMBER_EAGAIN) break;
-    serve_pending(s);
+    /* The learner's requests first (they are few and it waits on them), then inserts in short
+     * bursts, looking at the sample socket again between bursts so a request never waits behind
+     * hundreds of inserts. */
+    bool sample_ready = items[0].revents & ZMQ_POLLIN, insert_ready = items[1].revents & ZMQ_POLLIN;
+    for (int round = 0; round < INSERT_ROUNDS && (sample_ready || insert_ready); round++) {
+      if (sample_ready)
+        for (int i = 0; i < SAMPLE_BURST; i++)
+          if (handle_one(s, s->sample_sock) == EMBER_EAGAIN) {
+            sample_ready = false;
+            break;
+          }
+      if (insert_ready)
+        for (int i = 0; i < INSERT_BURST; i++) {
+          if (!rate_limiter_can_insert(&s->rl)) {
+            insert_ready = false;
+            break;
+          }
+          int r = handle_one(s, s->insert_sock);
+          if (r == EMBER_EAGAIN) {
+            insert_ready = false;
+            break;
+          }
+        }
+      serve_pending(s); /* inserts may have unblocked parked samples */
+      if (!sample_ready) sample_ready = has_input(s->sample_sock);
+    }
     double t = now_s();
     maybe_snapshot(s, t);
     if (s->cfg.log_interval_s > 0 && t - s->last_log_s >= s->cfg.log_interval_s) {

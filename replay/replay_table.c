@@ -189,7 +189,20 @@ int replay_table_sample(replay_table *t, rng_t *rng, size_t n, uint64_t *keys, f
 
 void replay_table_gather(const replay_table *t, const uint64_t *keys, size_t n, const replay_rows *out) {
   size_t od = t->spec.obs_dim, ad = t->spec.act_dim;
+  enum { AHEAD = 8 }; /* rows are random: start fetching a few rows ahead so the misses overlap */
   for (size_t i = 0; i < n; i++) {
+    if (i + AHEAD < n) {
+      size_t p = (size_t)(keys[i + AHEAD] % t->capacity);
+      __builtin_prefetch(t->obs + p * od);
+      __builtin_prefetch(t->next_obs + p * od);
+      __builtin_prefetch(t->action + p * ad);
+      __builtin_prefetch(t->reward + p);
+      __builtin_prefetch(t->behaviour_log_prob + p);
+      __builtin_prefetch(t->terminated + p);
+      __builtin_prefetch(t->truncated + p);
+      __builtin_prefetch(t->policy_version + p);
+      __builtin_prefetch(t->actor_id + p);
+    }
     size_t s = (size_t)(keys[i] % t->capacity);
     if (out->obs) memcpy(out->obs + i * od, t->obs + s * od, od * sizeof(float));
     if (out->next_obs) memcpy(out->next_obs + i * od, t->next_obs + s * od, od * sizeof(float));
