@@ -15,3 +15,10 @@ if(TARGET ember)
   set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 300 LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
+
+# End to end, separate processes over tcp loopback (ember-replay, ember-learner, ember-actor).
+if(TARGET ember-learner AND TARGET ember-actor AND TARGET ember-replay)
+  ember_check_test(test_learner_processes SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_learner_processes.c
+                   LIBS ember_replay ember_common TIMEOUT 300)
+  add_dependencies(test_learner_processes ember-learner ember-actor ember-replay)
+endif()
