@@ -168,10 +168,16 @@ static int inserter(const char *endpoint, int id) {
   Ember__TransitionBatch b;
   make_batch(&b, (uint64_t)id);
   replay_insert_stats st;
+  /* An actor never waits on the socket: it sends when it has credit and otherwise gets on with its
+   * environments (here: a short nap), reading the acks that arrived meanwhile in one go. */
   while (!stop_flag) {
     replay_insert_client_stats(c, &st);
-    if (st.queued == 0) replay_insert_client_send(c, &b, &err); /* send only with credit: no drops */
-    else replay_insert_client_poll(c, 5);
+    if (st.queued == 0) {
+      replay_insert_client_send(c, &b, &err); /* only with credit: no drops */
+    } else {
+      sleep_s(0.0002);
+      replay_insert_client_poll(c, 0);
+    }
   }
   replay_insert_client_destroy(&c);
   zmq_ctx_term(ctx);
@@ -209,12 +215,23 @@ static int sampler(const char *endpoint, int id) {
 
 typedef struct {
   replay_server *server;
+  clockid_t cpu_clock; /* the server thread's CPU-time clock */
 } server_arg;
 
 static void *server_thread(void *arg) {
-  replay_server_run(((server_arg *)arg)->server);
+  server_arg *a = arg;
+  pthread_getcpuclockid(pthread_self(), &a->cpu_clock);
+  replay_server_run(a->server);
   return NULL;
 }
+
+static double cpu_s(clockid_t c) {
+  struct timespec ts;
+  clock_gettime(c, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double server_cpu_share; /* the server thread's CPU time / wall time in the last window */
 
 static void bench_replay(double seconds, double *insert_rate, double *sample_rate) {
   const int inserters = INSERTERS;
@@ -236,7 +253,7 @@ static void bench_replay(double seconds, double *insert_rate, double *sample_rat
   void *ctx = zmq_ctx_new();
   metrics_registry *reg = metrics_new();
   ember_err err = {0};
-  server_arg a = {replay_server_new(&cfg, ctx, reg, &err)};
+  server_arg a = {replay_server_new(&cfg, ctx, reg, &err), 0};
   if (!a.server) {
     fprintf(stderr, "bench_replay: %s\n", err.msg);
     exit(1);
@@ -246,9 +263,10 @@ static void bench_replay(double seconds, double *insert_rate, double *sample_rat
   metric *ins = metrics_counter(reg, "replay_inserted_transitions_total", NULL, NULL);
   metric *smp = metrics_counter(reg, "replay_sampled_transitions_total", NULL, NULL);
   sleep_s(0.5);
-  double i0 = metric_value(ins), s0 = metric_value(smp), t0 = now_s();
+  double i0 = metric_value(ins), s0 = metric_value(smp), t0 = now_s(), c0 = cpu_s(a.cpu_clock);
   sleep_s(seconds);
-  double i1 = metric_value(ins), s1 = metric_value(smp), t1 = now_s();
+  double i1 = metric_value(ins), s1 = metric_value(smp), t1 = now_s(), c1 = cpu_s(a.cpu_clock);
+  server_cpu_share = (c1 - c0) / (t1 - t0);
   *insert_rate = (i1 - i0) / (t1 - t0);
   *sample_rate = (s1 - s0) / (t1 - t0);
   stop_all(pids, inserters + 1);
@@ -279,13 +297,18 @@ int main(int argc, char **argv) {
   log_set_level(LOG_WARN);
   size_t msg_bytes = 0;
   double raw = strcmp(only, "replay") == 0 ? 0 : bench_raw(seconds, &msg_bytes);
-  double ins = 0, smp = 0, ins_free = 0, smp_free = 0;
+  double ins = 0, smp = 0, ins_free = 0, smp_free = 0, cpu_paced = 0;
   if (strcmp(only, "raw") != 0) {
     sample_target = target;
     bench_replay(seconds, &ins, &smp);
+    cpu_paced = server_cpu_share;
     sample_target = 0;
     bench_replay(seconds, &ins_free, &smp_free);
   }
+  FILE *la = fopen("/proc/loadavg", "r");
+  double load = 0;
+  if (la && fscanf(la, "%lf", &load) != 1) load = 0;
+  if (la) fclose(la);
   printf("BENCH zmq_raw_transitions_per_s %.0f transitions/s (%d PUSH processes, %zu-byte messages of %d)\n", raw,
          INSERTERS, msg_bytes, BATCH);
   printf("BENCH replay_insert_transitions_per_s %.0f transitions/s (%d insert clients, %d per batch, acked)\n", ins,
@@ -295,6 +318,9 @@ int main(int argc, char **argv) {
   printf("BENCH replay_insert_vs_raw_zmq %.3f ratio\n", raw > 0 ? ins / raw : 0);
   printf("BENCH replay_sample_unpaced_transitions_per_s %.0f transitions/s (learner as fast as it can; inserts "
          "meanwhile %.0f/s)\n", smp_free, ins_free);
+  printf("BENCH replay_server_thread_cpu_share %.2f cores (server loop's CPU time / wall time, paced run; "
+         "1.00 = the loop is the bottleneck)\n", cpu_paced);
+  printf("BENCH host_load_average %.2f (1-minute, %ld cores online)\n", load, sysconf(_SC_NPROCESSORS_ONLN));
   printf("BENCH replay_memory_vs_raw_uniform %.4f ratio (1M transitions, obs %d act %d)\n",
          memory_ratio(REPLAY_SAMPLER_UNIFORM), OBS, ACT);
   printf("BENCH replay_memory_vs_raw_prioritized %.4f ratio\n", memory_ratio(REPLAY_SAMPLER_PRIORITIZED));
