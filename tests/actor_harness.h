@@ -22,7 +22,7 @@
 #define HARNESS_MAX_KEPT 4096
 #define HARNESS_MAX_EPISODES 4096
 
-/* ACK: acks every batch at once; SLOW: acks one batch per pump (a rate-limited replay); REJECT: refuses
+/* ACK: acks every batch at once; SLOW: acks one batch per 5 ms (a rate-limited replay); REJECT: refuses
  * every batch; SILENT: bound, never reads; ABSENT: nothing bound at the endpoint. */
 typedef enum { REPLAY_ACK, REPLAY_SLOW, REPLAY_REJECT, REPLAY_SILENT, REPLAY_ABSENT } replay_mode;
 
@@ -96,6 +96,9 @@ static inline void harness_init(harness *h, const char *task, int num_envs, repl
   h->cfg.log_interval_s = 0;
   h->cfg.drain_ms = 200;
   h->cfg.eval_every_versions = 0;
+  /* the actor outruns this thread's fake replay by far: let it wait for acks rather than drop, so
+   * that the stream is complete (tests of dropping set 0) */
+  h->cfg.replay_wait_ms = 1000;
   int pid = (int)getpid();
   snprintf(h->cfg.params_endpoint, CONFIG_STRING_MAX, "inproc://params-%d", pid);
   snprintf(h->cfg.control_endpoint, CONFIG_STRING_MAX, "inproc://control-%d", pid);
@@ -152,12 +155,13 @@ static inline void harness_on_batch(harness *h, Ember__Envelope *env, const net_
   Ember__TransitionBatch *b = env->transition_batch;
   h->batches++;
   h->transitions += b->count;
-  if (b->sequence != h->last_sequence + 1) h->sequence_errors++;
+  if (b->sequence != h->last_sequence + 1) h->sequence_errors++; /* a gap: batches dropped in between */
   h->last_sequence = b->sequence;
   if (h->mode == REPLAY_SILENT) {
     net_envelope_free(env);
     return;
   }
+  if (h->mode == REPLAY_SLOW) usleep(5000); /* 200 batches/s at most: far below what the actor makes */
   Ember__InsertAck ack = EMBER__INSERT_ACK__INIT;
   ack.actor_id = b->actor_id;
   ack.sequence = b->sequence;

@@ -52,7 +52,7 @@ START_TEST(transitions_flow_with_correct_columns) {
   ck_assert_uint_eq(h.first_hello.id, 1);
   ck_assert_uint_eq(h.first_hello.obs_dim, (uint32_t)O);
   ck_assert_uint_eq(h.first_hello.act_dim, (uint32_t)A);
-  ck_assert_uint_eq(h.sequence_errors, 0);
+  ck_assert_uint_eq(h.sequence_errors, 0); /* nothing lost: the actor waited for this slow thread */
   ck_assert_int_ge(h.params_requests, 1);
 
   ember_err err = {0};
@@ -353,6 +353,7 @@ START_TEST(replay_gone_means_bounded_queue_and_counted_drops) {
   h.cfg.max_in_flight = 2;
   h.cfg.drain_ms = 50;
   h.cfg.ack_timeout_ms = 20;
+  h.cfg.replay_wait_ms = 0;
   zmq_close(h.control); /* no learner either */
   h.control = net_socket(h.ctx, ZMQ_ROUTER, "inproc://unused", true, &(net_socket_opts){.linger_ms = 0}, NULL);
   ck_assert_ptr_nonnull(h.control);
@@ -379,6 +380,7 @@ START_TEST(silent_replay_is_written_off_and_counted) {
   h.cfg.max_in_flight = 2;
   h.cfg.ack_timeout_ms = 50;
   h.cfg.drain_ms = 100;
+  h.cfg.replay_wait_ms = 0;
   harness_start(&h);
   harness_wait(&h); /* serves the learner side; the run ends by itself at max_env_steps */
   actor_stats s;
@@ -412,6 +414,7 @@ START_TEST(slow_replay_without_wait_drops_and_counts) {
   harness_init(&h, "pendulum", 4, REPLAY_SLOW);
   h.cfg.queue_batches = 2;
   h.cfg.max_in_flight = 2;
+  h.cfg.replay_wait_ms = 0;
   harness_start(&h);
   PUMP_UNTIL(h.accepted >= 20 * 16, "20 batches through a slow replay");
   harness_join(&h);
