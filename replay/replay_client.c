@@ -147,17 +147,21 @@ static void flight_pop(replay_insert_client *c) {
 
 static void handle_ack(replay_insert_client *c, const Ember__InsertAck *a) {
   if (a->error && a->error[0]) snprintf(c->st.last_error, sizeof c->st.last_error, "%s", a->error);
-  /* acks come back in send order on one connection: batches older than this one that are still
-   * waiting were lost with a connection (their ack will never come) */
-  while (c->f_len > 0 && c->flights[c->f_head].sequence < a->sequence) {
+  uint64_t first = a->first_sequence ? a->first_sequence : a->sequence;
+  /* acks come back in send order on one connection: batches older than this ack's range that are
+   * still waiting were lost with a connection (their ack will never come) */
+  while (c->f_len > 0 && c->flights[c->f_head].sequence < first) {
     c->st.transitions_unconfirmed += c->flights[c->f_head].count;
     flight_pop(c);
   }
-  uint64_t n = (uint64_t)a->accepted + a->rejected;
-  if (c->f_len > 0 && c->flights[c->f_head].sequence == a->sequence) {
+  uint64_t covered = 0, n = (uint64_t)a->accepted + a->rejected;
+  while (c->f_len > 0 && c->flights[c->f_head].sequence <= a->sequence) {
+    covered += c->flights[c->f_head].count;
     flight_pop(c);
-  } else { /* late: it had been written off as unconfirmed */
-    c->st.transitions_unconfirmed -= n < c->st.transitions_unconfirmed ? n : c->st.transitions_unconfirmed;
+  }
+  if (n > covered) { /* (part of) it arrived late: it had been written off as unconfirmed */
+    uint64_t late = n - covered;
+    c->st.transitions_unconfirmed -= late < c->st.transitions_unconfirmed ? late : c->st.transitions_unconfirmed;
   }
   c->st.transitions_stored += a->accepted;
   c->st.transitions_rejected += a->rejected;

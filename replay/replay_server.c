@@ -118,6 +118,16 @@ typedef struct {
   uint32_t batch_size;
 } pending_sample;
 
+/* Acks for consecutive stored batches of one peer, held until the end of an insert burst and sent
+ * as one InsertAck covering first..last (fewer messages and wake-ups under load; at light load a
+ * burst is one batch, so every batch is acked at once). */
+#define MAX_ACK_RUNS 32
+typedef struct {
+  peer to;
+  uint64_t actor_id, first, last;
+  uint64_t accepted;
+} ack_run;
+
 /* What each actor last told us: its latest dropped_before (cumulative, per the protocol) and batch
  * sequence, so the server can export how much actors dropped and notice sequence gaps (batches lost
  * in flight). Open addressing; actors beyond MAX_ACTORS are not tracked (counted once in a log). */
@@ -162,6 +172,8 @@ struct replay_server {
   uint64_t snap_inserts, snap_samples, snap_updates, priority_updates; /* what the last snapshot saw */
   bool inserts_blocked;
   uint64_t last_log_inserts, last_log_samples;
+  ack_run runs[MAX_ACK_RUNS];
+  int n_runs;
   actor_entry *actors;
   size_t n_actors;
   double reason_last_log_s[R_COUNT];
@@ -230,8 +242,11 @@ static void count_reject(replay_server *s, reject_reason r, const char *socket_n
 }
 
 /* Rejects a request that has no InsertAck form: ErrorReply to the peer. */
+static void flush_peer(replay_server *s, const peer *to);
+
 static void reject_with_error(replay_server *s, void *sock, const peer *to, reject_reason r, const char *why,
                               uint64_t request_id) {
+  if (sock == s->insert_sock) flush_peer(s, to);
   char text[640];
   snprintf(text, sizeof text, "%s: %s", reason_names[r], why);
   count_reject(s, r, sock == s->insert_sock ? "insert" : "sample", why);
@@ -305,8 +320,55 @@ static void send_ack(replay_server *s, const peer *to, const Ember__TransitionBa
   send_envelope(s, s->insert_sock, to, &env);
 }
 
+static bool same_peer(const peer *a, const peer *b) {
+  return a->route.len == b->route.len && memcmp(a->route.id, b->route.id, a->route.len) == 0;
+}
+
+static void flush_run(replay_server *s, int i) {
+  ack_run *r = &s->runs[i];
+  Ember__InsertAck ack = EMBER__INSERT_ACK__INIT;
+  ack.actor_id = r->actor_id;
+  ack.sequence = r->last;
+  ack.first_sequence = r->first == r->last ? 0 : r->first;
+  ack.accepted = (uint32_t)r->accepted;
+  ack.error = "";
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_INSERT_ACK;
+  env.insert_ack = &ack;
+  send_envelope(s, s->insert_sock, &r->to, &env);
+  s->runs[i] = s->runs[--s->n_runs]; /* order between peers does not matter */
+}
+
+static void flush_acks(replay_server *s) {
+  while (s->n_runs > 0) flush_run(s, s->n_runs - 1);
+}
+
+/* Flushes the held ack of this peer, if any (before anything else is sent to it, to keep order). */
+static void flush_peer(replay_server *s, const peer *to) {
+  for (int i = 0; i < s->n_runs; i++)
+    if (same_peer(&s->runs[i].to, to)) return flush_run(s, i);
+}
+
+static void ack_stored(replay_server *s, const peer *to, const Ember__TransitionBatch *b) {
+  for (int i = 0; i < s->n_runs; i++) {
+    ack_run *r = &s->runs[i];
+    if (!same_peer(&r->to, to)) continue;
+    if (r->actor_id == b->actor_id && b->sequence == r->last + 1 && r->accepted + b->count <= UINT32_MAX) {
+      r->last = b->sequence;
+      r->accepted += b->count;
+      return;
+    }
+    flush_run(s, i);
+    break;
+  }
+  if (s->n_runs == MAX_ACK_RUNS) flush_acks(s);
+  s->runs[s->n_runs++] = (ack_run){.to = *to, .actor_id = b->actor_id, .first = b->sequence, .last = b->sequence,
+                                   .accepted = b->count};
+}
+
 static void reject_batch(replay_server *s, const peer *to, const Ember__TransitionBatch *b, reject_reason r,
                          const char *why) {
+  flush_peer(s, to);
   char text[640];
   snprintf(text, sizeof text, "%s: %s", reason_names[r], why);
   count_reject(s, r, "insert", why);
@@ -381,7 +443,7 @@ static void handle_insert(replay_server *s, const peer *from, const Ember__Trans
   metric_inc(s->m.insert_batches);
   note_actor(s, b);
   if (evicted) metric_add(s->m.evicted, (double)evicted);
-  send_ack(s, from, b, b->count, 0, NULL);
+  ack_stored(s, from, b);
 }
 
 /* ---- samples --------------------------------------------------------------------------------- */
@@ -597,6 +659,7 @@ static int handle_one(replay_server *s, void *sock) {
       handle_priority_update(s, &from, env->priority_update);
       break;
     case EMBER__ENVELOPE__BODY_STATS_REQUEST:
+      if (sock == s->insert_sock) flush_peer(s, &from);
       send_stats(s, sock, &from);
       break;
     case EMBER__ENVELOPE__BODY_HELLO:
@@ -894,6 +957,7 @@ int replay_server_run(replay_server *s) {
             break;
           }
         }
+      flush_acks(s);
       serve_pending(s); /* inserts may have unblocked parked samples */
       if (!sample_ready) sample_ready = has_input(s->sample_sock);
     }

@@ -45,9 +45,9 @@ static uint32_t get32(const unsigned char *h, int off) { uint32_t v; memcpy(&v, 
 static uint64_t get64(const unsigned char *h, int off) { uint64_t v; memcpy(&v, h + off, 8); return v; }
 static double getf64(const unsigned char *h, int off) { double v; memcpy(&v, h + off, 8); return v; }
 
-static size_t row_bytes(uint32_t od, uint32_t ad, int has_prio) {
-  return (2 * (size_t)od + ad + 2) * 4 + 2 + 16 + (has_prio ? 4 : 0);
-}
+/* A record as the table stores it (replay_table_impl.h), plus the priority leaf when present. */
+static size_t record_bytes(uint32_t od, uint32_t ad) { return ((2 * (size_t)od + ad + 2) * 4 + 2 + 16 + 7) & ~(size_t)7; }
+static size_t row_bytes(uint32_t od, uint32_t ad, int has_prio) { return record_bytes(od, ad) + (has_prio ? 4 : 0); }
 
 static void encode_header(unsigned char *h, const replay_snapshot_info *in) {
   memset(h, 0, REPLAY_SNAPSHOT_HEADER_BYTES);
@@ -149,18 +149,10 @@ static void seg_column(segment_list *l, void *base, size_t elem, size_t capacity
 }
 
 static void table_segments(replay_table *t, size_t skip, size_t n, int with_prio, segment_list *l) {
-  size_t od = t->spec.obs_dim, ad = t->spec.act_dim, c = t->capacity;
+  size_t c = t->capacity;
   uint64_t first = t->inserts - n;
   l->n = 0;
-  seg_column(l, t->obs, od * 4, c, skip, first, n);
-  seg_column(l, t->action, ad * 4, c, skip, first, n);
-  seg_column(l, t->reward, 4, c, skip, first, n);
-  seg_column(l, t->next_obs, od * 4, c, skip, first, n);
-  seg_column(l, t->behaviour_log_prob, 4, c, skip, first, n);
-  seg_column(l, t->terminated, 1, c, skip, first, n);
-  seg_column(l, t->truncated, 1, c, skip, first, n);
-  seg_column(l, t->policy_version, 8, c, skip, first, n);
-  seg_column(l, t->actor_id, 8, c, skip, first, n);
+  seg_column(l, t->rows, t->stride, c, skip, first, n);
   if (with_prio) seg_column(l, t->tree ? (void *)sumtree_leaves(t->tree) : NULL, 4, c, skip, first, n);
 }
 

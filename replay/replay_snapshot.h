@@ -4,10 +4,10 @@
  * renamed, and the directory fsynced, so a crash leaves either the old set of files or the new one.
  * Layout: a 256-byte header (magic "EMBRRPLY", format version, spec, counters, sizes, and an FNV-1a
  * 64 checksum of the header itself), then one zstd frame with its content checksum (XXH64) on,
- * holding the items oldest first, column by column: obs, action, reward, next_obs,
- * behaviour_log_prob (float32), terminated, truncated (uint8), policy_version, actor_id (uint64),
- * then the priority leaves p^alpha (float32) when the table was prioritized. Little-endian hosts
- * only (the header records this and a big-endian reader refuses the file).
+ * holding the items oldest first as the table's records (replay_table_impl.h: policy_version,
+ * actor_id, obs, next_obs, action, reward, behaviour_log_prob, terminated, truncated, zero padding
+ * to 8 bytes), then the priority leaves p^alpha (float32) when the table was prioritized.
+ * Little-endian hosts only (the header records this and a big-endian reader refuses the file).
  *
  * Loading verifies first (header checksum, magic, version, sizes, file length, a full decompression
  * that checks the zstd checksum and the byte count) and only then touches the table, so a truncated

@@ -3,8 +3,28 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "replay_table_impl.h"
+
+/* The record array. A big one is 2 MiB-aligned and asked to be backed by transparent huge pages:
+ * sampling touches random records, and with 4 KiB pages nearly every touch is also a TLB miss.
+ * The memory is written once here, so the table really holds its memory from the start (a too-large
+ * capacity fails now, not hours later) and the first fill does not pay the page faults. */
+static void *table_alloc(size_t bytes) {
+  const size_t huge = (size_t)2 << 20;
+  void *p = NULL;
+  if (bytes >= huge) {
+    if (posix_memalign(&p, huge, bytes) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE);
+#endif
+  } else {
+    p = malloc(bytes ? bytes : 1);
+  }
+  if (p) memset(p, 0, bytes);
+  return p;
+}
 
 replay_table *replay_table_new(const replay_table_opts *opts, ember_err *err) {
   if (!opts || opts->capacity == 0) {
@@ -42,15 +62,7 @@ replay_table *replay_table_new(const replay_table_opts *opts, ember_err *err) {
 void replay_table_destroy(replay_table **self_p) {
   if (!self_p || !*self_p) return;
   replay_table *t = *self_p;
-  free(t->obs);
-  free(t->action);
-  free(t->reward);
-  free(t->next_obs);
-  free(t->behaviour_log_prob);
-  free(t->terminated);
-  free(t->truncated);
-  free(t->policy_version);
-  free(t->actor_id);
+  free(t->rows);
   sumtree_destroy(&t->tree);
   free(t);
   *self_p = NULL;
@@ -66,25 +78,18 @@ int replay_table_set_spec(replay_table *t, const replay_spec *spec, ember_err *e
   size_t c = t->capacity, od = spec->obs_dim, ad = spec->act_dim;
   if (od > (1u << 20) || ad > (1u << 20) || c > ((size_t)1 << 40) / (2 * od + ad + 8))
     return ember_fail(err, EMBER_EINVAL, "replay table: capacity %zu x dims (%zu, %zu) is too large", c, od, ad);
-  t->obs = malloc(c * od * sizeof(float));
-  t->next_obs = malloc(c * od * sizeof(float));
-  t->action = malloc(c * ad * sizeof(float));
-  t->reward = malloc(c * sizeof(float));
-  t->behaviour_log_prob = malloc(c * sizeof(float));
-  t->terminated = malloc(c);
-  t->truncated = malloc(c);
-  t->policy_version = malloc(c * sizeof(uint64_t));
-  t->actor_id = malloc(c * sizeof(uint64_t));
-  if (!t->obs || !t->next_obs || !t->action || !t->reward || !t->behaviour_log_prob || !t->terminated ||
-      !t->truncated || !t->policy_version || !t->actor_id) {
-    free(t->obs), free(t->next_obs), free(t->action), free(t->reward), free(t->behaviour_log_prob);
-    free(t->terminated), free(t->truncated), free(t->policy_version), free(t->actor_id);
-    t->obs = t->next_obs = t->action = t->reward = t->behaviour_log_prob = NULL;
-    t->terminated = t->truncated = NULL;
-    t->policy_version = t->actor_id = NULL;
-    return ember_fail(err, EMBER_ENOMEM, "replay table: cannot allocate %zu transitions of obs %zu act %zu", c, od,
-                      ad);
-  }
+  size_t raw = 16 + (2 * od + ad + 2) * sizeof(float) + 2;
+  t->stride = (raw + 7) & ~(size_t)7;
+  t->off_obs = 16;
+  t->off_next_obs = t->off_obs + od * sizeof(float);
+  t->off_action = t->off_next_obs + od * sizeof(float);
+  t->off_reward = t->off_action + ad * sizeof(float);
+  t->off_logp = t->off_reward + sizeof(float);
+  t->off_terminated = t->off_logp + sizeof(float);
+  t->off_truncated = t->off_terminated + 1;
+  if (!(t->rows = table_alloc(c * t->stride)))
+    return ember_fail(err, EMBER_ENOMEM, "replay table: cannot allocate %zu transitions of obs %zu act %zu (%zu bytes)",
+                      c, od, ad, c * t->stride);
   t->spec = *spec;
   t->has_spec = true;
   return 0;
@@ -106,7 +111,7 @@ size_t replay_table_raw_bytes_per_item(const replay_table *t) {
 
 size_t replay_table_memory_bytes(const replay_table *t) {
   size_t bytes = sizeof *t;
-  if (t->has_spec) bytes += t->capacity * replay_table_raw_bytes_per_item(t);
+  if (t->has_spec) bytes += t->capacity * t->stride;
   if (t->tree) bytes += sumtree_memory_bytes(t->tree);
   return bytes;
 }
@@ -116,19 +121,20 @@ static float priority_leaf(const replay_table *t, double p) { return (float)pow(
 /* Copies rows [row, row + n) of b into slots [slot, slot + n). */
 static void copy_rows(replay_table *t, const Ember__TransitionBatch *b, size_t row, size_t slot, size_t n) {
   size_t od = t->spec.obs_dim, ad = t->spec.act_dim;
-  memcpy(t->obs + slot * od, b->obs + row * od, n * od * sizeof(float));
-  memcpy(t->next_obs + slot * od, b->next_obs + row * od, n * od * sizeof(float));
-  memcpy(t->action + slot * ad, b->action + row * ad, n * ad * sizeof(float));
-  memcpy(t->reward + slot, b->reward + row, n * sizeof(float));
-  if (b->n_behaviour_log_prob) /* empty: random actions, no acting policy */
-    memcpy(t->behaviour_log_prob + slot, b->behaviour_log_prob + row, n * sizeof(float));
-  else
-    memset(t->behaviour_log_prob + slot, 0, n * sizeof(float));
+  const float zero = 0.0f;
   for (size_t i = 0; i < n; i++) {
-    t->terminated[slot + i] = b->terminated[row + i] ? 1 : 0;
-    t->truncated[slot + i] = b->truncated[row + i] ? 1 : 0;
-    t->policy_version[slot + i] = b->policy_version;
-    t->actor_id[slot + i] = b->actor_id;
+    uint8_t *r = t->rows + (slot + i) * t->stride;
+    size_t k = row + i;
+    memcpy(r, &b->policy_version, 8);
+    memcpy(r + 8, &b->actor_id, 8);
+    memcpy(r + t->off_obs, b->obs + k * od, od * sizeof(float));
+    memcpy(r + t->off_next_obs, b->next_obs + k * od, od * sizeof(float));
+    memcpy(r + t->off_action, b->action + k * ad, ad * sizeof(float));
+    memcpy(r + t->off_reward, b->reward + k, sizeof(float));
+    /* empty behaviour_log_prob: random actions, no acting policy; stored as 0 */
+    memcpy(r + t->off_logp, b->n_behaviour_log_prob ? b->behaviour_log_prob + k : &zero, sizeof(float));
+    r[t->off_terminated] = b->terminated[k] ? 1 : 0;
+    r[t->off_truncated] = b->truncated[k] ? 1 : 0;
   }
   if (t->tree) sumtree_set_range(t->tree, slot, n, priority_leaf(t, t->max_priority));
 }
@@ -188,31 +194,24 @@ int replay_table_sample(replay_table *t, rng_t *rng, size_t n, uint64_t *keys, f
 }
 
 void replay_table_gather(const replay_table *t, const uint64_t *keys, size_t n, const replay_rows *out) {
-  size_t od = t->spec.obs_dim, ad = t->spec.act_dim;
-  enum { AHEAD = 8 }; /* rows are random: start fetching a few rows ahead so the misses overlap */
+  size_t od = t->spec.obs_dim, ad = t->spec.act_dim, stride = t->stride;
+  enum { AHEAD = 6 }; /* rows are random: fetch a few records ahead so their misses overlap */
   for (size_t i = 0; i < n; i++) {
     if (i + AHEAD < n) {
-      size_t p = (size_t)(keys[i + AHEAD] % t->capacity);
-      __builtin_prefetch(t->obs + p * od);
-      __builtin_prefetch(t->next_obs + p * od);
-      __builtin_prefetch(t->action + p * ad);
-      __builtin_prefetch(t->reward + p);
-      __builtin_prefetch(t->behaviour_log_prob + p);
-      __builtin_prefetch(t->terminated + p);
-      __builtin_prefetch(t->truncated + p);
-      __builtin_prefetch(t->policy_version + p);
-      __builtin_prefetch(t->actor_id + p);
+      const uint8_t *p = t->rows + (size_t)(keys[i + AHEAD] % t->capacity) * stride;
+      for (size_t off = 0; off < stride; off += 64) __builtin_prefetch(p + off);
+      __builtin_prefetch(p + stride - 1);
     }
-    size_t s = (size_t)(keys[i] % t->capacity);
-    if (out->obs) memcpy(out->obs + i * od, t->obs + s * od, od * sizeof(float));
-    if (out->next_obs) memcpy(out->next_obs + i * od, t->next_obs + s * od, od * sizeof(float));
-    if (out->action) memcpy(out->action + i * ad, t->action + s * ad, ad * sizeof(float));
-    if (out->reward) out->reward[i] = t->reward[s];
-    if (out->behaviour_log_prob) out->behaviour_log_prob[i] = t->behaviour_log_prob[s];
-    if (out->terminated) out->terminated[i] = t->terminated[s];
-    if (out->truncated) out->truncated[i] = t->truncated[s];
-    if (out->policy_version) out->policy_version[i] = t->policy_version[s];
-    if (out->actor_id) out->actor_id[i] = t->actor_id[s];
+    const uint8_t *r = t->rows + (size_t)(keys[i] % t->capacity) * stride;
+    if (out->policy_version) memcpy(out->policy_version + i, r, 8);
+    if (out->actor_id) memcpy(out->actor_id + i, r + 8, 8);
+    if (out->obs) memcpy(out->obs + i * od, r + t->off_obs, od * sizeof(float));
+    if (out->next_obs) memcpy(out->next_obs + i * od, r + t->off_next_obs, od * sizeof(float));
+    if (out->action) memcpy(out->action + i * ad, r + t->off_action, ad * sizeof(float));
+    if (out->reward) memcpy(out->reward + i, r + t->off_reward, sizeof(float));
+    if (out->behaviour_log_prob) memcpy(out->behaviour_log_prob + i, r + t->off_logp, sizeof(float));
+    if (out->terminated) out->terminated[i] = r[t->off_terminated];
+    if (out->truncated) out->truncated[i] = r[t->off_truncated];
   }
 }
 

@@ -1,13 +1,16 @@
-/* replay_table.h: the replay table: a preallocated columnar ring of transitions with FIFO eviction,
- * uniform or prioritized sampling, and priority updates by item key.
+/* replay_table.h: the replay table: a preallocated ring of transitions with FIFO eviction, uniform
+ * or prioritized sampling, and priority updates by item key.
  *
  * Keys: the i-th transition ever inserted has key i (0, 1, 2, ...), and lives in slot key % capacity.
  * The table holds keys [inserts - size, inserts); any other key was evicted (or never existed), so an
  * update for it is detected without storing a key per item.
  *
  * Spec: task name and obs/act dims. Given at creation or set once (replay_table_set_spec), which is
- * when the columns are allocated: capacity x (2*obs_dim + act_dim + 2 floats, 2 bytes, 2 uint64),
- * plus 4.8 bytes per slot for the sum-tree when prioritized. Nothing is allocated after that.
+ * when the storage is allocated and touched: capacity records of (2*obs_dim + act_dim + 2 floats,
+ * 2 bytes, 2 uint64) rounded up to 8 bytes (one record per transition, row-major: a sample reads a
+ * few adjacent cache lines per transition instead of one per field), plus about 4.8 bytes per slot
+ * for the sum-tree when prioritized. Batches arrive columnar and are copied into records; samples
+ * are gathered back into columns. Nothing is allocated after that.
  *
  * Prioritized sampling (Schaul et al. 2016): item i is drawn with probability p_i^alpha / sum_j
  * p_j^alpha; its importance weight is (N P(i))^-beta normalised by the largest weight in the table,

@@ -292,6 +292,46 @@ static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   zmq_close(smp);
 }
 
+/* A burst of batches without waiting: the acks (some coalesced under load) cover every sequence
+ * exactly once, in order, with the right totals. */
+START_TEST(acks_cover_every_batch_in_order) {
+  replay_config c;
+  base_config(&c, "inproc://ack-insert", "inproc://ack-sample");
+  running r;
+  start(&r, &c);
+  void *ins = dealer_to("inproc://ack-insert");
+  const int n = 200;
+  for (int i = 0; i < n; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, 5, 5 * (uint64_t)i, 8, (uint64_t)i + 1);
+    send_body(ins, EMBER__ENVELOPE__BODY_TRANSITION_BATCH, &tb.b);
+    test_batch_free(&tb);
+  }
+  uint64_t next = 1, stored = 0;
+  int acks = 0;
+  while (next <= (uint64_t)n) {
+    Ember__Envelope *env = recv_within(ins, 3000);
+    ck_assert_ptr_nonnull(env);
+    ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_INSERT_ACK);
+    const Ember__InsertAck *a = env->insert_ack;
+    uint64_t first = a->first_sequence ? a->first_sequence : a->sequence;
+    ck_assert_uint_eq(first, next);
+    ck_assert_uint_ge(a->sequence, first);
+    ck_assert_uint_eq(a->accepted, 5 * (a->sequence - first + 1));
+    ck_assert_uint_eq(a->actor_id, 8);
+    stored += a->accepted;
+    next = a->sequence + 1;
+    acks++;
+    net_envelope_free(env);
+  }
+  ck_assert_uint_eq(stored, 5 * (uint64_t)n);
+  ck_assert_int_le(acks, n);
+  ck_assert_ptr_null(recv_within(ins, 100));
+  zmq_close(ins);
+  finish(&r);
+}
+END_TEST
+
 START_TEST(bad_input_tcp) {
   replay_config c;
   base_config(&c, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
@@ -501,6 +541,7 @@ int main(void) {
   /* each test in its own process with its own context: a failing check cannot leave a server
    * thread holding sockets that would hang zmq_ctx_term */
   tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, acks_cover_every_batch_in_order);
   tcase_add_test(tc, bad_input_tcp);
   tcase_add_test(tc, bad_input_inproc);
   tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
