@@ -11,6 +11,7 @@ packages=(
   libzmq3-dev
   libmujoco-dev libmujoco-samples
   libqhull-dev   # MuJoCo's CMake package names /usr/include/libqhull_r as an include directory
+  libgl-dev libopengl-dev   # and calls find_dependency(OpenGL), though ember renders nothing
   libopenblas-dev
   check libsubunit-dev
   libcyaml-dev libmicrohttpd-dev libzstd-dev
