@@ -8,7 +8,7 @@
  *   3. memory: bytes the table allocates for 1M HalfCheetah transitions vs the raw bytes.
  *
  * Prints `BENCH <name> <value> <unit>` lines and asserts nothing about time.
- * Usage: bench_replay [seconds per phase, default 3] [raw|replay|all] [learner pace, transitions/s, 1.25e6]
+ * Usage: bench_replay [seconds per phase, 2] [all|raw|replay] [learner pace, transitions/s, 1.25e6] [rounds, 3]
  */
 #include <arpa/inet.h>
 #include <math.h>
@@ -29,6 +29,7 @@
 #include "net.h"
 #include "replay_client.h"
 #include "replay_server.h"
+#include "replay_snapshot.h"
 #include "replay_table.h"
 #include "rng.h"
 
@@ -289,40 +290,101 @@ static double memory_ratio(replay_sampler sampler_kind) {
   return ratio;
 }
 
+/* ---- phase 4: snapshot write and restore of a full 1M-transition table ---------------------- */
+
+static void bench_snapshot(double *write_s, double *load_s, double *mb, double *ratio) {
+  replay_spec spec = {.task = "half_cheetah", .obs_dim = OBS, .act_dim = ACT};
+  replay_table_opts o = {.capacity = 1000000, .sampler = REPLAY_SAMPLER_PRIORITIZED, .alpha = 0.6, .beta = 0.4,
+                         .spec = &spec};
+  replay_table *t = replay_table_new(&o, NULL), *u = replay_table_new(&o, NULL);
+  Ember__TransitionBatch b;
+  for (int i = 0; i < 1000000 / BATCH + 1; i++) {
+    make_batch(&b, (uint64_t)i); /* random rows: a fair test for the compressor */
+    replay_table_insert(t, &b, NULL);
+  }
+  char dir[] = "/tmp/ember-bench-replay-XXXXXX", path[4096], cmd[128];
+  if (!mkdtemp(dir)) return;
+  replay_snapshot_meta meta = {.sequence = 1};
+  ember_err err = {0};
+  double t0 = now_s();
+  if (replay_snapshot_write(dir, t, &meta, 1, path, sizeof path, &err) != 0) fprintf(stderr, "%s\n", err.msg);
+  double t1 = now_s();
+  replay_snapshot_info info = {0};
+  if (replay_snapshot_load(path, u, &info, &err) != 0) fprintf(stderr, "%s\n", err.msg);
+  double t2 = now_s();
+  *write_s = t1 - t0, *load_s = t2 - t1;
+  *mb = (double)info.payload_bytes / 1e6;
+  *ratio = info.payload_bytes ? (double)info.compressed_bytes / (double)info.payload_bytes : 0;
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  replay_table_destroy(&t);
+  replay_table_destroy(&u);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+#define MAX_REPS 9
+
 int main(int argc, char **argv) {
-  double seconds = argc > 1 ? atof(argv[1]) : 3.0;
-  if (!(seconds > 0)) seconds = 3.0;
-  const char *only = argc > 2 ? argv[2] : ""; /* "raw" or "replay": one phase (for profiling) */
+  double seconds = argc > 1 ? atof(argv[1]) : 2.0;
+  if (!(seconds > 0)) seconds = 2.0;
+  const char *only = argc > 2 ? argv[2] : "all"; /* "raw" or "replay": one phase (for profiling) */
   double target = argc > 3 ? atof(argv[3]) : 1.25e6;
+  int reps = argc > 4 ? atoi(argv[4]) : 3;
+  if (reps < 1) reps = 1;
+  if (reps > MAX_REPS) reps = MAX_REPS;
   log_set_level(LOG_WARN);
   size_t msg_bytes = 0;
-  double raw = strcmp(only, "replay") == 0 ? 0 : bench_raw(seconds, &msg_bytes);
-  double ins = 0, smp = 0, ins_free = 0, smp_free = 0, cpu_paced = 0;
-  if (strcmp(only, "raw") != 0) {
-    sample_target = target;
-    bench_replay(seconds, &ins, &smp);
-    cpu_paced = server_cpu_share;
-    sample_target = 0;
-    bench_replay(seconds, &ins_free, &smp_free);
+  /* The phases alternate and repeat, and the figures are medians: on a shared host the load drifts,
+   * and a ratio of two numbers measured minutes apart would measure the drift. */
+  double raw[MAX_REPS] = {0}, ins[MAX_REPS] = {0}, smp[MAX_REPS] = {0}, ratio[MAX_REPS] = {0};
+  double ins_free[MAX_REPS] = {0}, smp_free[MAX_REPS] = {0}, cpu[MAX_REPS] = {0}, per_cpu[MAX_REPS] = {0};
+  for (int r = 0; r < reps; r++) {
+    if (strcmp(only, "replay") != 0) raw[r] = bench_raw(seconds, &msg_bytes);
+    if (strcmp(only, "raw") != 0) {
+      sample_target = target;
+      bench_replay(seconds, &ins[r], &smp[r]);
+      cpu[r] = server_cpu_share;
+      per_cpu[r] = cpu[r] > 0 ? (ins[r] + smp[r]) / cpu[r] : 0;
+      sample_target = 0;
+      bench_replay(seconds, &ins_free[r], &smp_free[r]);
+    }
+    ratio[r] = raw[r] > 0 ? ins[r] / raw[r] : 0;
   }
   FILE *la = fopen("/proc/loadavg", "r");
   double load = 0;
   if (la && fscanf(la, "%lf", &load) != 1) load = 0;
   if (la) fclose(la);
-  printf("BENCH zmq_raw_transitions_per_s %.0f transitions/s (%d PUSH processes, %zu-byte messages of %d)\n", raw,
-         INSERTERS, msg_bytes, BATCH);
-  printf("BENCH replay_insert_transitions_per_s %.0f transitions/s (%d insert clients, %d per batch, acked)\n", ins,
-         INSERTERS, BATCH);
+  printf("BENCH zmq_raw_transitions_per_s %.0f transitions/s (%d PUSH processes, %zu-byte messages of %d; median of %d)\n",
+         median(raw, reps), INSERTERS, msg_bytes, BATCH, reps);
+  printf("BENCH replay_insert_transitions_per_s %.0f transitions/s (%d insert clients, %d per batch, acked)\n",
+         median(ins, reps), INSERTERS, BATCH);
   printf("BENCH replay_sample_transitions_per_s %.0f transitions/s (batch %d, prefetch 8, learner paced at %.0f/s, "
-         "concurrent with the inserts above)\n", smp, SAMPLE_BATCH, target);
-  printf("BENCH replay_insert_vs_raw_zmq %.3f ratio\n", raw > 0 ? ins / raw : 0);
+         "concurrent with the inserts above)\n", median(smp, reps), SAMPLE_BATCH, target);
+  printf("BENCH replay_insert_vs_raw_zmq %.3f ratio (median of the per-round ratios)\n", median(ratio, reps));
   printf("BENCH replay_sample_unpaced_transitions_per_s %.0f transitions/s (learner as fast as it can; inserts "
-         "meanwhile %.0f/s)\n", smp_free, ins_free);
-  printf("BENCH replay_server_thread_cpu_share %.2f cores (server loop's CPU time / wall time, paced run; "
-         "1.00 = the loop is the bottleneck)\n", cpu_paced);
+         "meanwhile %.0f/s)\n", median(smp_free, reps), median(ins_free, reps));
+  printf("BENCH replay_server_thread_cpu_share %.2f cores (server loop CPU time / wall time, paced run)\n",
+         median(cpu, reps));
+  printf("BENCH replay_server_transitions_per_cpu_s %.0f transitions (inserted + sampled per second of server-loop "
+         "CPU: what one dedicated core would serve)\n", median(per_cpu, reps));
   printf("BENCH host_load_average %.2f (1-minute, %ld cores online)\n", load, sysconf(_SC_NPROCESSORS_ONLN));
   printf("BENCH replay_memory_vs_raw_uniform %.4f ratio (1M transitions, obs %d act %d)\n",
          memory_ratio(REPLAY_SAMPLER_UNIFORM), OBS, ACT);
   printf("BENCH replay_memory_vs_raw_prioritized %.4f ratio\n", memory_ratio(REPLAY_SAMPLER_PRIORITIZED));
+  if (strcmp(only, "all") == 0) {
+    double ws = 0, ls = 0, mb = 0, cr = 0;
+    bench_snapshot(&ws, &ls, &mb, &cr);
+    printf("BENCH replay_snapshot_write_s %.2f s (1M HalfCheetah transitions, %.0f MB, zstd level 1, "
+           "compressed to %.2f; verify + load: %.2f s)\n", ws, mb, cr, ls);
+  }
   return 0;
 }
