@@ -58,6 +58,7 @@ static const config_field vmbpo_fields[] = {
     F(nu_max, CONFIG_FLOAT, 0.1, 80, "10", "nu is clamped to [-nu_max, nu_max]"),
     F(mfe_clamp, CONFIG_FLOAT, 0.1, 80, "20", "VMBPO-MFE: tau * delta clamped at this before exp"),
     F(mfe_model_every, CONFIG_INT, 0, 1000000000, "0", "VMBPO-MFE: fit q_d every n updates (0 = never)"),
+    F(qd_weight_temperature, CONFIG_FLOAT, 0, 1, "1", "step 1: weights B softmax(t delta); 1 = eq. (19), 0 = plain likelihood"),
     F(log_std_min, CONFIG_FLOAT, -20, 0, "-5", "lower bound of the policies' log standard deviation"),
     F(log_std_max, CONFIG_FLOAT, -5, 5, "2", "upper bound of the policies' log standard deviation"),
     F(adam_beta1, CONFIG_FLOAT, 0, 0.999999, "0.9", "Adam first-moment decay"),
@@ -477,14 +478,15 @@ static void tanh_gauss_log_prob_du(float *g_u, const float *action, const float 
 /* ---- pure pieces ------------------------------------------------------------------------------- */
 
 void vmbpo_step1_weights(const float *v_next, const float *q, const float *reward, const float *terminated, int n,
-                         float eta, float gamma, float *delta_out, float *w_out, double *ess_fraction,
-                         double *w_max) {
+                         float eta, float gamma, float temperature, float *delta_out, float *w_out,
+                         double *ess_fraction, double *w_max) {
   double dmax = -INFINITY;
   for (int i = 0; i < n; i++) {
     /* delta_i = (1 - d_i) V'(x'_i) - (Q'(x_i,a_i) - eta r_i) / gamma   (eq. 19, per-step reading) */
     double d = (1.0 - terminated[i]) * v_next[i] - ((double)q[i] - (double)eta * reward[i]) / gamma;
-    w_out[i] = (float)d;
     if (delta_out) delta_out[i] = (float)d;
+    d *= temperature;
+    w_out[i] = (float)d;
     if (d > dmax) dmax = d;
   }
   double sum = 0;
@@ -552,7 +554,8 @@ int vmbpo_qd_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss_out, double
   concat2(v->xa, b->obs, O, b->action, A, B);
   const float *qt = nn_mlp_forward(v->net[VMBPO_NET_Q_TARGET], v->ws[VMBPO_NET_Q_TARGET], v->xa, B,
                                    NN_INPUT_SHARED);
-  vmbpo_step1_weights(vt, qt, b->reward, b->terminated, B, v->eta, v->gamma, v->delta, v->w, ess, w_max);
+  vmbpo_step1_weights(vt, qt, b->reward, b->terminated, B, v->eta, v->gamma, (float)v->cfg.qd_weight_temperature,
+                      v->delta, v->w, ess, w_max);
 
   /* L_d = - mean_i w_i log q_d([x'_i - x_i | r_i] | x_i, a_i) + penalty * sum(max_logvar - min_logvar)
    * (eq. 19 as a weighted NLL; every ensemble member gets the same weights). The head's NLL is a

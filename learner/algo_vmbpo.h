@@ -66,6 +66,7 @@ typedef struct {
   double nu_max;                  /* nu clamped to [-nu_max, nu_max] before use */
   double mfe_clamp;               /* VMBPO-MFE: tau * delta clamped at this before exp */
   int64_t mfe_model_every;        /* VMBPO-MFE: fit q_d (step 1) every n updates; 0 = never */
+  double qd_weight_temperature;   /* step 1: w = B softmax(t delta); 1 = eq. (19), 0 = plain likelihood */
   double log_std_min, log_std_max;
   double adam_beta1, adam_beta2, adam_eps;
 } vmbpo_settings;
@@ -98,10 +99,11 @@ int vmbpo_samples_per_real(const vmbpo_t *v); /* K */
 /* ---- pure pieces (no network), checked against the tabular reference ------------------------- */
 
 /* Step 1's self-normalised weights (eq. 19 in the per-step reading, docs/algorithms.md):
- *   delta_i = (1 - d_i) V'(x'_i) - (Q'(x_i,a_i) - eta r_i) / gamma,   w_i = B softmax_i(delta)
+ *   delta_i = (1 - d_i) V'(x'_i) - (Q'(x_i,a_i) - eta r_i) / gamma,   w_i = B softmax_i(t delta)
+ * with t = temperature (1 = the paper's weights; 0 = uniform, an unweighted likelihood).
  * delta_out [n] (may be NULL), w_out [n]; *ess_fraction = ESS / B = B / sum w^2, *w_max = max w. */
 void vmbpo_step1_weights(const float *v_next, const float *q, const float *reward, const float *terminated, int n,
-                         float eta, float gamma, float *delta_out, float *w_out, double *ess_fraction, double *w_max);
+                         float eta, float gamma, float temperature, float *delta_out, float *w_out, double *ess_fraction, double *w_max);
 
 /* Step 2's loss (the negated dual of eq. 21, with means):
  *   L_nu = - mean_j clamp(nu_model_j) + mean_i exp(clamp(nu_real_i)),  clamp to [-nu_max, nu_max].

@@ -242,7 +242,8 @@ static double ref_step1(const ref_t *c) {
     double x[OBS], a[ACT], xn[OBS];
     fvec(x, b->obs + i * OBS, OBS), fvec(a, b->action + i * ACT, ACT), fvec(xn, b->next_obs + i * OBS, OBS);
     double vt = ref1(c, VMBPO_NET_V_TARGET, xn), qt = ref_q(c, VMBPO_NET_Q_TARGET, x, a);
-    delta[i] = (1 - b->terminated[i]) * vt - (qt - settings.eta * b->reward[i]) / settings.gamma;
+    delta[i] = settings.qd_weight_temperature *
+               ((1 - b->terminated[i]) * vt - (qt - settings.eta * b->reward[i]) / settings.gamma);
     dmax = fmax(dmax, delta[i]);
   }
   for (int i = 0; i < b->size; i++) sum += exp(delta[i] - dmax);
@@ -706,7 +707,7 @@ START_TEST(step1_weights_match_the_tabular_reference) {
     tab_sum += tab[i];
   }
   double ess, wmax;
-  vmbpo_step1_weights(vn, q, rew, d, N, 0.7f, 0.9f, NULL, w, &ess, &wmax);
+  vmbpo_step1_weights(vn, q, rew, d, N, 0.7f, 0.9f, 1.0f, NULL, w, &ess, &wmax);
   double sq = 0;
   for (int i = 0; i < N; i++) {
     double want = N * tab[i] / tab_sum; /* B * the tabular weights normalised over the batch */
@@ -714,6 +715,10 @@ START_TEST(step1_weights_match_the_tabular_reference) {
     sq += want * want;
   }
   ck_assert_double_eq_tol(ess, N / sq, 1e-5);
+  /* temperature 0: every weight 1 (the unweighted likelihood), ESS = B */
+  vmbpo_step1_weights(vn, q, rew, d, N, 0.7f, 0.9f, 0.0f, NULL, w, &ess, &wmax);
+  for (int i = 0; i < N; i++) ck_assert_float_eq_tol(w[i], 1.0f, 1e-6);
+  ck_assert_double_eq_tol(ess, 1.0, 1e-9);
   vmbpo_mdp_destroy(&m);
 }
 END_TEST
