@@ -182,16 +182,19 @@ struct env_vec {
   env_vec_stats stats;
 };
 
-/* MuJoCo resets the data itself when it meets NaN/Inf (mj_checkPos/Vel/Acc) and counts a warning. */
+/* Warnings that make a step's physics untrustworthy: MuJoCo met NaN/Inf and reset the data itself
+ * (mj_checkPos/Vel/Acc), or contacts/constraints beyond the model's <size> capacity were dropped. */
+static const int FAULT_WARNINGS[] = {mjWARN_BADQPOS, mjWARN_BADQVEL, mjWARN_BADQACC, mjWARN_CONTACTFULL,
+                                     mjWARN_CNSTRFULL};
+enum { N_FAULT_WARNINGS = sizeof FAULT_WARNINGS / sizeof FAULT_WARNINGS[0] };
+
 static int physics_unstable(const mjData *d) {
-  return d->warning[mjWARN_BADQPOS].number + d->warning[mjWARN_BADQVEL].number +
-             d->warning[mjWARN_BADQACC].number >
-         0;
+  int n = 0;
+  for (int k = 0; k < N_FAULT_WARNINGS; k++) n += d->warning[FAULT_WARNINGS[k]].number;
+  return n > 0;
 }
 static void clear_instability(mjData *d) {
-  d->warning[mjWARN_BADQPOS].number = 0;
-  d->warning[mjWARN_BADQVEL].number = 0;
-  d->warning[mjWARN_BADQACC].number = 0;
+  for (int k = 0; k < N_FAULT_WARNINGS; k++) d->warning[FAULT_WARNINGS[k]].number = 0;
 }
 
 /* After qpos/qvel were set: derived quantities, carry, observation, fresh episode counters. */

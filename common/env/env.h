@@ -21,7 +21,7 @@
  * Stepping: env_vec_step takes K actions in [-1, 1] (clipped to it, then mapped linearly onto each
  * actuator's ctrlrange), advances every env by frame_skip physics steps, and reports per env the
  * observation the action led to, the reward, and two separate flags: terminated (the task ended:
- * do not bootstrap) and truncated (the time limit, or a physics blow-up: bootstrap). An env whose
+ * do not bootstrap) and truncated (the time limit, or a physics fault: see env_vec_stats). An env whose
  * episode ended is reset at once; next_obs keeps its final observation and env_vec_obs() then holds
  * the new episode's first one. No allocation happens after env_vec_new.
  *
@@ -110,8 +110,9 @@ typedef struct {
   uint64_t episodes_total;        /* episodes ended (terminated + truncated) */
   uint64_t terminated_total;
   uint64_t truncated_total;
-  uint64_t physics_unstable_total;/* steps where MuJoCo found NaN/Inf and reset the state itself;
-                                     such a step is reported truncated and the transition is junk */
+  uint64_t physics_unstable_total;/* steps where MuJoCo found NaN/Inf and reset the state itself,
+                                     or dropped contacts beyond the model's capacity; such a step is
+                                     reported truncated and its transition should be dropped */
 } env_vec_stats;
 env_vec_stats env_vec_get_stats(const env_vec_t *vec);
 

@@ -77,10 +77,12 @@ static void carry_root_x(const struct env_model *em, const mjData *d, double *ca
 
 enum { PENDULUM_MAX_SPEED = 8 };
 
-/* Gym's angle_normalize: ((x + pi) mod 2 pi) - pi, with a non-negative mod. */
+/* Gym's angle_normalize: ((x + pi) mod 2 pi) - pi, with a non-negative mod, into [-pi, pi). The
+ * common case needs no division. */
 static double angle_normalize(double x) {
-  double r = fmod(x + M_PI, 2.0 * M_PI);
-  if (r < 0) r += 2.0 * M_PI;
+  if (x >= -M_PI && x < M_PI) return x;
+  double r = x + M_PI;
+  r -= 2.0 * M_PI * floor(r / (2.0 * M_PI));
   return r - M_PI;
 }
 
@@ -119,10 +121,14 @@ static double pendulum_reward(const struct env_model *em, const mjData *d, const
   return -pendulum_cost(before[0], before[1], d->ctrl[0]);
 }
 
+/* The observation is float: reduce the (unbounded) angle in double, then a float sincos, which
+ * is accurate to ~1e-7 and a visible part of this 0.5 us task's step otherwise. */
 static void pendulum_observe(const struct env_model *em, const mjData *d, float *obs) {
   (void)em;
-  obs[0] = (float)cos(d->qpos[0]);
-  obs[1] = (float)sin(d->qpos[0]);
+  float s, c;
+  sincosf((float)angle_normalize(d->qpos[0]), &s, &c);
+  obs[0] = c;
+  obs[1] = s;
   obs[2] = (float)d->qvel[0];
 }
 
