@@ -1,11 +1,14 @@
 /* env vectors: same seed -> same trajectory bit for bit; rewards and terminations of hand-built
  * states equal the hand-computed values, task by task; the time limit truncates and never
  * terminates; auto-reset keeps the final observation; actions are scaled onto ctrlrange; non-finite
- * actions are refused before anything moves; snapshots restore bit-exactly. */
+ * actions are refused before anything moves; physics faults truncate and are counted; snapshots
+ * restore bit-exactly. */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mujoco/mujoco.h>
 
@@ -427,6 +430,51 @@ START_TEST(exact_pure_functions_match_the_env) {
 }
 END_TEST
 
+/* ---- physics faults ---- */
+
+/* A cheetah whose model holds a single contact, pushed into the floor: MuJoCo drops the extra
+ * contacts and warns; the env must truncate that step and count it, not pass it off as physics. */
+START_TEST(contact_overflow_truncates_and_is_counted) {
+  char src[4200], tmp[] = "/tmp/ember_env_cheetah_XXXXXX";
+  snprintf(src, sizeof src, "%s/common/env/models/half_cheetah.xml", getenv("EMBER_SOURCE_DIR"));
+  FILE *in = fopen(src, "rb");
+  ck_assert_ptr_nonnull(in);
+  static char text[16384];
+  size_t n = fread(text, 1, sizeof text - 1, in);
+  fclose(in);
+  text[n] = 0;
+  char *cap = strstr(text, "nconmax=\"30\"");
+  ck_assert_ptr_nonnull(cap);
+  memcpy(cap, "nconmax=\"1\" ", 12); /* same length as nconmax="30" */
+  int fd = mkstemp(tmp);
+  ck_assert_int_ge(fd, 0);
+  FILE *copy = fdopen(fd, "wb");
+  fputs(text, copy);
+  fclose(copy);
+
+  ember_err err = {0};
+  env_model_t *m = NULL;
+  ck_assert_msg(env_model_load_file("half_cheetah", tmp, &m, &err) == EMBER_OK, "%s", err.msg);
+  unlink(tmp);
+  ck_assert_int_eq(env_model_mj(m)->nconmax, 1);
+  env_vec_t *v = NULL;
+  env_vec_config cfg = {.n_envs = 1, .seed = 1};
+  ck_assert_int_eq(env_vec_new(m, &cfg, &v, &err), EMBER_OK);
+  double qpos[9] = {0, -0.6}, qvel[9] = {0}; /* torso 0.1 m above the floor: legs in the ground */
+  ck_assert_int_eq(env_vec_set_qpos_qvel(v, 0, qpos, qvel, &err), EMBER_OK);
+  float a[6] = {0}, next[17], r;
+  uint8_t term = 9, trunc = 9;
+  env_step_out out = {.next_obs = next, .reward = &r, .terminated = &term, .truncated = &trunc};
+  ck_assert_int_eq(env_vec_step(v, a, &out, &err), EMBER_OK);
+  ck_assert_int_eq(term, 0);
+  ck_assert_int_eq(trunc, 1);
+  ck_assert_uint_eq(env_vec_get_stats(v).physics_unstable_total, 1);
+  ck_assert_uint_eq(env_vec_get_stats(v).truncated_total, 1);
+  env_vec_destroy(&v);
+  env_model_destroy(&m);
+}
+END_TEST
+
 /* ---- snapshots ---- */
 
 START_TEST(snapshot_restores_bit_exactly) {
@@ -491,6 +539,7 @@ int main(void) {
   tcase_add_test(tc, humanoid_hand_built);
   tcase_add_loop_test(tc, exact_pure_functions_match_the_env, 0, env_spec_count());
   tcase_add_loop_test(tc, snapshot_restores_bit_exactly, 0, 2);
+  tcase_add_test(tc, contact_overflow_truncates_and_is_counted);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
