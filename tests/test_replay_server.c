@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -332,6 +333,90 @@ START_TEST(acks_cover_every_batch_in_order) {
 }
 END_TEST
 
+/* No server: the insert client never blocks, keeps its bounded queue, drops the oldest batches and
+ * counts them, and stamps the running drop count into the next batch. */
+START_TEST(insert_client_without_server_drops_and_counts) {
+  ember_err err = {0};
+  replay_insert_opts io = {.endpoint = "tcp://127.0.0.1:1", .actor_id = 5, .queue_batches = 8};
+  replay_insert_client *ic = replay_insert_client_new(ctx, &io, &err);
+  ck_assert_msg(ic != NULL, "%s", err.msg);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  uint64_t last_dropped_before = 0;
+  for (int i = 0; i < 100; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, 10, 10 * (uint64_t)i, 0, 0);
+    ck_assert_int_eq(replay_insert_client_send(ic, &tb.b, &err), 0);
+    ck_assert_uint_eq(tb.b.actor_id, 5);
+    ck_assert_uint_eq(tb.b.sequence, (uint64_t)i + 1);
+    ck_assert_uint_ge(tb.b.dropped_before, last_dropped_before);
+    last_dropped_before = tb.b.dropped_before;
+    test_batch_free(&tb);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  ck_assert((t1.tv_sec - t0.tv_sec) < 2); /* never blocked */
+  replay_insert_stats st;
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.queued, 8);
+  ck_assert_uint_eq(st.in_flight, 0);
+  ck_assert_uint_eq(st.transitions_dropped, 920);
+  ck_assert_uint_eq(last_dropped_before, 910);
+  ck_assert_uint_eq(st.transitions_stored + st.transitions_rejected + st.transitions_dropped +
+                        st.transitions_unconfirmed + st.transitions_in_flight + st.transitions_queued,
+                    1000);
+  ck_assert_int_eq(replay_insert_client_flush(ic, 100), EMBER_ETIMEOUT);
+  replay_insert_client_destroy(&ic);
+}
+END_TEST
+
+/* What an actor sees when its batch is over the server's ZMQ_MAXMSGSIZE on tcp: the connection is
+ * dropped, no ack comes, the batch is written off as unconfirmed, and the next batches are stored
+ * after the DEALER reconnected by itself. A sample client gets the server's refusals as codes. */
+START_TEST(oversize_batch_seen_from_the_client) {
+  replay_config c;
+  base_config(&c, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
+  running r;
+  start(&r, &c);
+  char iep[256], sep[256];
+  snprintf(iep, sizeof iep, "%s", replay_server_insert_endpoint(r.server));
+  snprintf(sep, sizeof sep, "%s", replay_server_sample_endpoint(r.server));
+  ember_err err = {0};
+  replay_insert_opts io = {.endpoint = iep, .actor_id = 9, .ack_timeout_ms = 300, .max_message_bytes = 1 << 20};
+  replay_insert_client *ic = replay_insert_client_new(ctx, &io, &err);
+  test_batch small, big;
+  test_batch_fill(&small, "t", 3, 1, 10, 0, 0, 0);
+  test_batch_fill(&big, "t", 3, 1, 4000, 100, 0, 0); /* ~120 KB, over the server's 64 KiB */
+  ck_assert_int_eq(replay_insert_client_send(ic, &small.b, &err), 0);
+  ck_assert_int_eq(replay_insert_client_flush(ic, 3000), 0);
+  ck_assert_int_eq(replay_insert_client_send(ic, &big.b, &err), 0);
+  ck_assert_int_eq(replay_insert_client_flush(ic, 3000), 0); /* written off after 300 ms */
+  replay_insert_stats st;
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.transitions_stored, 10);
+  ck_assert_uint_eq(st.transitions_unconfirmed, 4000);
+  for (int i = 0; i < 20 && st.transitions_stored < 20; i++) { /* reconnects by itself */
+    test_batch again;
+    test_batch_fill(&again, "t", 3, 1, 10, 5000 + 10 * (uint64_t)i, 0, 0);
+    replay_insert_client_send(ic, &again.b, &err);
+    test_batch_free(&again);
+    replay_insert_client_flush(ic, 1000);
+    replay_insert_client_stats(ic, &st);
+  }
+  ck_assert_uint_ge(st.transitions_stored, 20);
+  replay_insert_client_destroy(&ic);
+  test_batch_free(&small);
+  test_batch_free(&big);
+
+  replay_sample_opts so = {.endpoint = sep, .batch_size = 5000};
+  replay_sample_client *sc = replay_sample_client_new(ctx, &so, &err);
+  const Ember__SampleBatch *b = NULL;
+  ck_assert_int_eq(replay_sample_client_next(sc, 3000, &b, &err), EMBER_ETOOBIG);
+  ck_assert_ptr_nonnull(strstr(err.msg, "batch_too_large"));
+  replay_sample_client_destroy(&sc);
+  finish(&r);
+}
+END_TEST
+
 START_TEST(bad_input_tcp) {
   replay_config c;
   base_config(&c, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
@@ -542,6 +627,8 @@ int main(void) {
    * thread holding sockets that would hang zmq_ctx_term */
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, acks_cover_every_batch_in_order);
+  tcase_add_test(tc, insert_client_without_server_drops_and_counts);
+  tcase_add_test(tc, oversize_batch_seen_from_the_client);
   tcase_add_test(tc, bad_input_tcp);
   tcase_add_test(tc, bad_input_inproc);
   tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
