@@ -1,0 +1,343 @@
+/* The learner loop (learner/learner.c) in one process over inproc://, with a real replay server and
+ * a hand-driven "actor" (insert client, SUB and DEALER sockets):
+ *   - Params are published every publish_every updates with versions 1, 2, 3, ... in the form of
+ *     docs/protocol.md, and max_updates stops the run;
+ *   - the control socket answers ParamsRequest only when it has something newer, records episode
+ *     reports, answers StatsRequest, refuses a Hello for another task, an unexpected message and
+ *     undecodable bytes (counted, and the learner keeps serving);
+ *   - the run directory gets curves.csv (header and rows) and the learner state;
+ *   - learner_new refuses an unknown algorithm, an unknown task and a bad endpoint by name. */
+#include <check.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "learner.h"
+#include "log.h"
+#include "net.h"
+#include "replay_client.h"
+#include "replay_server.h"
+
+static void *zmq;
+static replay_server *replay;
+static pthread_t replay_tid;
+static char run_dir[64];
+
+static void *replay_main(void *arg) {
+  replay_server_run(arg);
+  return NULL;
+}
+
+static void setup(void) {
+  log_set_level(LOG_WARN);
+  zmq = zmq_ctx_new();
+  replay_config rc;
+  config_binding b = {&replay_config_section, &rc};
+  ember_err err = {0};
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  snprintf(rc.insert_endpoint, sizeof rc.insert_endpoint, "inproc://t-insert");
+  snprintf(rc.sample_endpoint, sizeof rc.sample_endpoint, "inproc://t-sample");
+  rc.min_size_to_sample = 64;
+  rc.log_interval_s = 0;
+  replay = replay_server_new(&rc, zmq, NULL, &err);
+  ck_assert_msg(replay != NULL, "%s", err.msg);
+  ck_assert_int_eq(pthread_create(&replay_tid, NULL, replay_main, replay), 0);
+  snprintf(run_dir, sizeof run_dir, "/tmp/ember-learner-loop.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(run_dir));
+}
+
+static void teardown(void) {
+  replay_server_stop(replay);
+  pthread_join(replay_tid, NULL);
+  replay_server_destroy(&replay);
+  zmq_ctx_term(zmq);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", run_dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", run_dir);
+}
+
+static void configs(run_config *run, learner_config *cfg) {
+  config_binding b[] = {{&run_config_section, run}, {&learner_config_section, cfg}};
+  ember_err err = {0};
+  ck_assert_int_eq(config_defaults(b, 2, &err), 0);
+  run->steps = 0;
+  snprintf(run->run_dir, sizeof run->run_dir, "%s/run", run_dir);
+  cfg->batch_size = 32;
+  cfg->publish_every = 10;
+  cfg->max_updates = 40;
+  cfg->log_interval_s = 0;
+  cfg->csv_interval_s = 0.05;
+  snprintf(cfg->params_endpoint, sizeof cfg->params_endpoint, "inproc://t-params");
+  snprintf(cfg->control_endpoint, sizeof cfg->control_endpoint, "inproc://t-control");
+  snprintf(cfg->replay_endpoint, sizeof cfg->replay_endpoint, "inproc://t-sample");
+}
+
+/* 256 pendulum-shaped transitions (obs 3, act 1) into replay. */
+static void fill_replay(void) {
+  replay_insert_opts o = {.endpoint = "inproc://t-insert", .actor_id = 9};
+  ember_err err = {0};
+  replay_insert_client *c = replay_insert_client_new(zmq, &o, &err);
+  ck_assert_ptr_nonnull(c);
+  enum { N = 64 };
+  float obs[N * 3], act[N], rew[N], nobs[N * 3];
+  protobuf_c_boolean term[N], trunc[N];
+  for (int round = 0; round < 4; round++) {
+    for (int i = 0; i < N; i++) {
+      for (int j = 0; j < 3; j++) obs[i * 3 + j] = 0.01f * (float)(i + j + round), nobs[i * 3 + j] = obs[i * 3 + j];
+      act[i] = 0.5f, rew[i] = -1.0f, term[i] = 0, trunc[i] = i == N - 1;
+    }
+    Ember__TransitionBatch tb = EMBER__TRANSITION_BATCH__INIT;
+    tb.task = "pendulum";
+    tb.obs_dim = 3, tb.act_dim = 1, tb.count = N;
+    tb.n_obs = tb.n_next_obs = N * 3, tb.obs = obs, tb.next_obs = nobs;
+    tb.n_action = tb.n_reward = tb.n_terminated = tb.n_truncated = N;
+    tb.action = act, tb.reward = rew, tb.terminated = term, tb.truncated = trunc;
+    ck_assert_int_eq(replay_insert_client_send(c, &tb, &err), 0);
+  }
+  ck_assert_int_eq(replay_insert_client_flush(c, 5000), 0);
+  replay_insert_stats st;
+  replay_insert_client_stats(c, &st);
+  ck_assert_uint_eq(st.transitions_stored, 256);
+  replay_insert_client_destroy(&c);
+}
+
+typedef struct {
+  learner_t *l;
+  int rc;
+} run_arg;
+
+static void *learner_main(void *arg) {
+  run_arg *a = arg;
+  ember_err err = {0};
+  a->rc = learner_run(a->l, &err);
+  return NULL;
+}
+
+static Ember__Envelope *recv_within(void *sock, int ms) {
+  zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+  if (zmq_poll(&it, 1, ms) <= 0) return NULL;
+  Ember__Envelope *env = NULL;
+  ember_err err = {0};
+  ck_assert_int_eq(net_recv(sock, &env, NULL, 0, &err), 0);
+  return env;
+}
+
+static double learner_metric(void *dealer, const char *name, const char *labels) {
+  Ember__StatsRequest req = EMBER__STATS_REQUEST__INIT;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_STATS_REQUEST, &req, NULL, 0, NULL), 0);
+  for (;;) {
+    Ember__Envelope *env = recv_within(dealer, 2000);
+    ck_assert_msg(env != NULL, "no Stats from the learner");
+    if (env->body_case != EMBER__ENVELOPE__BODY_STATS) {
+      net_envelope_free(env);
+      continue;
+    }
+    ck_assert_str_eq(env->stats->role, "learner");
+    double v = replay_stats_get(env->stats, name, labels);
+    net_envelope_free(env);
+    return v;
+  }
+}
+
+START_TEST(publishes_versions_in_order_then_stops) {
+  run_config run;
+  learner_config cfg;
+  configs(&run, &cfg);
+  ember_err err = {0};
+  learner_t *l = learner_new(&run, &cfg, NULL, zmq, NULL, &err);
+  ck_assert_msg(l != NULL, "%s", err.msg);
+  ck_assert_str_eq(learner_control_endpoint(l), "inproc://t-control");
+
+  net_socket_opts so = {.linger_ms = 0, .subscribe = ""};
+  void *sub = net_socket(zmq, ZMQ_SUB, "inproc://t-params", false, &so, &err);
+  void *dealer = net_socket(zmq, ZMQ_DEALER, "inproc://t-control", false, &so, &err);
+  ck_assert_ptr_nonnull(sub);
+  ck_assert_ptr_nonnull(dealer);
+
+  /* before any update there is nothing to hand out */
+  Ember__ParamsRequest pr = EMBER__PARAMS_REQUEST__INIT;
+  pr.actor_id = 7;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_PARAMS_REQUEST, &pr, NULL, 0, NULL), 0);
+
+  /* the learner's loop is driven by samples: hold it until we start it */
+  run_arg ra = {l, -1};
+  pthread_t tid;
+  ck_assert_int_eq(pthread_create(&tid, NULL, learner_main, &ra), 0);
+  Ember__Envelope *none = recv_within(dealer, 300);
+  ck_assert_msg(none == NULL, "the learner answered a ParamsRequest before it had Params");
+  fill_replay();
+
+  /* versions 1..4 arrive on the PUB socket, in order, in the acting-policy form */
+  uint64_t last = 0;
+  while (last < 4) {
+    Ember__Envelope *env = recv_within(sub, 10000);
+    ck_assert_msg(env != NULL, "no Params after version %llu", (unsigned long long)last);
+    ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_PARAMS);
+    const Ember__Params *p = env->params;
+    ck_assert_uint_eq(p->version, last + 1);
+    ck_assert_uint_eq(p->learner_updates, 10 * p->version);
+    ck_assert_str_eq(p->policy_kind, "tanh_gaussian_mlp");
+    ck_assert_str_eq(p->task, "pendulum");
+    ck_assert_uint_eq(p->obs_dim, 3);
+    ck_assert_uint_eq(p->act_dim, 1);
+    ck_assert_uint_ge(p->env_steps, 256);
+    last = p->version;
+    net_envelope_free(env);
+  }
+  pthread_join(tid, NULL); /* max_updates = 40 */
+  ck_assert_int_eq(ra.rc, 0);
+  learner_progress pg;
+  learner_get_progress(l, &pg);
+  ck_assert(pg.done);
+  ck_assert_uint_eq(pg.updates, 40);
+  ck_assert_uint_eq(pg.version, 4);
+
+  learner_destroy(&l);
+  zmq_close(sub);
+  zmq_close(dealer);
+
+  char path[128];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/run/curves.csv", run_dir);
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  char line[1024];
+  ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+  ck_assert_str_eq(line, "env_steps,wall_s,updates,train_return,eval_return,critic_loss,q_mean,target_mean,"
+                         "actor_loss,alpha,alpha_loss,entropy\n");
+  int rows = 0;
+  while (fgets(line, sizeof line, f)) rows++;
+  fclose(f);
+  ck_assert_int_ge(rows, 1);
+  snprintf(path, sizeof path, "%s/run/learner_state.bin", run_dir);
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_int_gt(st.st_size, 1000);
+}
+END_TEST
+
+START_TEST(control_socket_serves_and_refuses) {
+  run_config run;
+  learner_config cfg;
+  configs(&run, &cfg);
+  cfg.max_updates = 0; /* runs until stopped */
+  ember_err err = {0};
+  learner_t *l = learner_new(&run, &cfg, NULL, zmq, NULL, &err);
+  ck_assert_msg(l != NULL, "%s", err.msg);
+  net_socket_opts so = {.linger_ms = 0};
+  void *dealer = net_socket(zmq, ZMQ_DEALER, "inproc://t-control", false, &so, &err);
+  run_arg ra = {l, -1};
+  pthread_t tid;
+  ck_assert_int_eq(pthread_create(&tid, NULL, learner_main, &ra), 0);
+  fill_replay();
+  /* wait for a first version, then ask for it */
+  double v = 0;
+  for (int i = 0; i < 200 && !(v >= 1); i++) {
+    v = learner_metric(dealer, "learner_params_version", NULL);
+    usleep(20000);
+  }
+  ck_assert(v >= 1);
+  Ember__ParamsRequest pr = EMBER__PARAMS_REQUEST__INIT;
+  pr.actor_id = 7;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_PARAMS_REQUEST, &pr, NULL, 0, NULL), 0);
+  Ember__Envelope *env = recv_within(dealer, 2000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_PARAMS);
+  ck_assert_uint_ge(env->params->version, 1);
+  net_envelope_free(env);
+  pr.have_version = 1u << 30; /* holds something newer than anything published: no answer */
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_PARAMS_REQUEST, &pr, NULL, 0, NULL), 0);
+  ck_assert_ptr_null(recv_within(dealer, 200));
+
+  /* episode reports: training and evaluation */
+  Ember__EpisodeReport er = EMBER__EPISODE_REPORT__INIT;
+  er.actor_id = 7, er.episode_return = -100, er.policy_version = 1, er.length = 200;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EPISODE, &er, NULL, 0, NULL), 0);
+  er.evaluation = 1, er.episode_return = -50, er.policy_version = 2;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EPISODE, &er, NULL, 0, NULL), 0);
+  er.episode_return = -70;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EPISODE, &er, NULL, 0, NULL), 0);
+  er.episode_return = -1000, er.policy_version = 1; /* a straggler of an older evaluation: ignored */
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EPISODE, &er, NULL, 0, NULL), 0);
+  ck_assert_double_eq(learner_metric(dealer, "learner_episodes_total", "kind=\"train\""), 1);
+  ck_assert_double_eq(learner_metric(dealer, "learner_episodes_total", "kind=\"eval\""), 3);
+  ck_assert_double_eq_tol(learner_metric(dealer, "learner_eval_return", NULL), -60, 1e-9);
+
+  /* heartbeats give each actor's version */
+  Ember__Heartbeat hb = EMBER__HEARTBEAT__INIT;
+  hb.role = "actor", hb.id = 7, hb.policy_version = 1;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_HEARTBEAT, &hb, NULL, 0, NULL), 0);
+  ck_assert_double_eq(learner_metric(dealer, "learner_actor_policy_version", "actor=\"7\""), 1);
+
+  /* refusals: a Hello for another task and an unexpected body get an ErrorReply; garbage is counted */
+  double refused0 = learner_metric(dealer, "learner_messages_refused_total", NULL);
+  Ember__Hello h = EMBER__HELLO__INIT;
+  h.role = "actor", h.id = 8, h.task = "hopper";
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_HELLO, &h, NULL, 0, NULL), 0);
+  env = recv_within(dealer, 2000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_ERROR);
+  ck_assert_ptr_nonnull(strstr(env->error->message, "hopper"));
+  net_envelope_free(env);
+  Ember__SampleRequest sr = EMBER__SAMPLE_REQUEST__INIT;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_SAMPLE_REQUEST, &sr, NULL, 0, NULL), 0);
+  env = recv_within(dealer, 2000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_ERROR);
+  net_envelope_free(env);
+  ck_assert_int_eq(zmq_send(dealer, "not an envelope", 15, 0), 15);
+  double refused = learner_metric(dealer, "learner_messages_refused_total", NULL);
+  ck_assert_double_eq(refused, refused0 + 3);
+  /* and it is still training */
+  double u0 = learner_metric(dealer, "learner_updates_total", NULL);
+  usleep(200000);
+  ck_assert(learner_metric(dealer, "learner_updates_total", NULL) > u0);
+
+  learner_stop(l);
+  pthread_join(tid, NULL);
+  ck_assert_int_eq(ra.rc, 0);
+  zmq_close(dealer);
+  learner_destroy(&l);
+}
+END_TEST
+
+START_TEST(bad_setups_are_refused_by_name) {
+  run_config run;
+  learner_config cfg;
+  configs(&run, &cfg);
+  ember_err err = {0};
+  snprintf(run.algo, sizeof run.algo, "nope");
+  ck_assert_ptr_null(learner_new(&run, &cfg, NULL, zmq, NULL, &err));
+  ck_assert_int_eq(err.code, EMBER_ENOENT);
+  ck_assert_ptr_nonnull(strstr(err.msg, "nope"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "sac")); /* lists the known ones */
+  configs(&run, &cfg);
+  snprintf(run.task, sizeof run.task, "no_such_task");
+  ck_assert_ptr_null(learner_new(&run, &cfg, NULL, zmq, NULL, &err));
+  ck_assert_ptr_nonnull(strstr(err.msg, "run.task"));
+  configs(&run, &cfg);
+  snprintf(cfg.params_endpoint, sizeof cfg.params_endpoint, "bogus://x");
+  ck_assert_ptr_null(learner_new(&run, &cfg, NULL, zmq, NULL, &err));
+  ck_assert_ptr_nonnull(strstr(err.msg, "learner.params_endpoint"));
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("learner_loop");
+  TCase *tc = tcase_create("inproc");
+  tcase_set_timeout(tc, 120);
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, publishes_versions_in_order_then_stops);
+  tcase_add_test(tc, control_socket_serves_and_refuses);
+  tcase_add_test(tc, bad_setups_are_refused_by_name);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
