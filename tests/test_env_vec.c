@@ -520,6 +520,25 @@ START_TEST(snapshot_restores_bit_exactly) {
 }
 END_TEST
 
+/* half_cheetah and walker2d have the same nq, nv and obs_dim: a snapshot still knows its task. */
+START_TEST(snapshot_of_another_task_is_refused) {
+  rig hc, wk;
+  rig_open(&hc, "half_cheetah", 1, 1, 0);
+  rig_open(&wk, "walker2d", 1, 1, 0);
+  size_t n = env_state_size(hc.model);
+  ck_assert_uint_eq(n, env_state_size(wk.model));
+  unsigned char *snap = malloc(n);
+  ember_err err = {0};
+  ck_assert_int_eq(env_vec_save_state(hc.vec, 0, snap, n, &err), EMBER_OK);
+  ck_assert_int_eq(env_vec_load_state(wk.vec, 0, snap, n, &err), EMBER_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err.msg, "walker2d"));
+  ck_assert_int_eq(env_vec_load_state(hc.vec, 0, snap, n, &err), EMBER_OK);
+  free(snap);
+  rig_close(&hc);
+  rig_close(&wk);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("env_vec");
   TCase *tc = tcase_create("vec");
@@ -539,6 +558,7 @@ int main(void) {
   tcase_add_test(tc, humanoid_hand_built);
   tcase_add_loop_test(tc, exact_pure_functions_match_the_env, 0, env_spec_count());
   tcase_add_loop_test(tc, snapshot_restores_bit_exactly, 0, 2);
+  tcase_add_test(tc, snapshot_of_another_task_is_refused);
   tcase_add_test(tc, contact_overflow_truncates_and_is_counted);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);

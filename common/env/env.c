@@ -380,6 +380,7 @@ int env_vec_set_qpos_qvel(env_vec_t *vec, int i, const double *qpos, const doubl
  * observation floats. */
 typedef struct {
   uint32_t magic;
+  int32_t task;  /* position in the task table: half_cheetah and walker2d share every size below */
   int32_t nq, nv, na, obs_dim;
   int32_t ep_step;
   double ep_return;
@@ -387,6 +388,12 @@ typedef struct {
 } env_state_header;
 
 enum { ENV_STATE_MAGIC = 0x656e7673 /* "envs" */ };
+
+static int32_t task_index(const env_task_def *t) {
+  for (int i = 0; i < env_task_def_count(); i++)
+    if (env_task_def_at(i) == t) return i;
+  return -1;
+}
 
 static size_t state_doubles(const mjModel *m) {
   return 1 + (size_t)m->nq + 2 * (size_t)m->nv + (size_t)m->na + ENV_CARRY_MAX;
@@ -406,7 +413,7 @@ int env_vec_save_state(const env_vec_t *vec, int i, void *buf, size_t size, embe
                       vec->task->spec.name, need);
   const mjModel *m = vec->model->m;
   const mjData *d = vec->data[i];
-  env_state_header h = {.magic = ENV_STATE_MAGIC, .nq = m->nq, .nv = m->nv, .na = m->na,
+  env_state_header h = {.magic = ENV_STATE_MAGIC, .task = task_index(vec->task), .nq = m->nq, .nv = m->nv, .na = m->na,
                         .obs_dim = vec->obs_dim, .ep_step = vec->ep_step[i],
                         .ep_return = vec->ep_return[i], .rng = vec->rng[i]};
   unsigned char *p = buf;
@@ -429,7 +436,7 @@ int env_vec_load_state(env_vec_t *vec, int i, const void *buf, size_t size, embe
   size_t need = env_state_size(vec->model);
   env_state_header h;
   if (size == need) memcpy(&h, buf, sizeof h);
-  if (size != need || h.magic != ENV_STATE_MAGIC || h.nq != m->nq || h.nv != m->nv || h.na != m->na ||
+  if (size != need || h.magic != ENV_STATE_MAGIC || h.task != task_index(vec->task) || h.nq != m->nq || h.nv != m->nv || h.na != m->na ||
       h.obs_dim != vec->obs_dim)
     return ember_fail(err, EMBER_ESHAPE, "env_vec_load_state: %zu bytes are not a %s env snapshot", size,
                       vec->task->spec.name);
