@@ -2,7 +2,10 @@
  * MPO, ...), and the registry that finds them by name.
  *
  * An algorithm is a file learner/algo_<name>.c that defines one `const algo_ops algo_<name>` and
- * adds one line to the registry in algo_registry.c; nothing else changes to add one.
+ * adds its entry (an extern declaration and a list line) to algo_registry.c, plus its source line in
+ * learner/CMakeLists.txt; nothing else changes to add one. The learner (learner.h) and the programs
+ * (`ember train`, `ember-learner`, `ember config`) find it, its config section and its stat names
+ * through the registry.
  *
  * One learner update on a batch D sampled from replay is `e_step(D)` then `m_step(D)`: for the EM
  * algorithms the E-step fits the variational distributions (q_d, nu, Q, V, q_c for VMBPO) and the
@@ -18,6 +21,9 @@
  * not made for is refused with EMBER_ENONFINITE / EMBER_ESHAPE and changes nothing; a loss that
  * becomes non-finite is reported as EMBER_ENONFINITE naming the loss, with the parameters left as
  * they were before that update.
+ *
+ * Stats: e_step and m_step each write their own entries of algo_stats (by index into stat_names)
+ * and set count to the number of names; entries a step does not write keep their last values.
  *
  * Thread-safety: one thread per instance.
  */
@@ -63,7 +69,8 @@ typedef struct {
   int max_batch;            /* the largest batch e_step/m_step/act will see */
   uint64_t seed;            /* the run seed; the algorithm derives its RNG streams from it */
   algo_task_fns task;       /* may have NULL functions (see above) */
-  const void *settings;     /* the algorithm's own settings struct, loaded from its config section */
+  const void *settings;     /* the algorithm's own settings struct, loaded from its config section;
+                               NULL = that section's defaults */
 } algo_context;
 
 /* Named scalars an update reports (losses, temperatures, effective sample sizes). The names are
