@@ -255,6 +255,41 @@ START_TEST(pendulum_hand_built) {
 }
 END_TEST
 
+/* A whole episode against Gym's closed-form update, integrated here by hand (pendulum.py):
+ * thdot' = clip(thdot + (3 g / (2 l) sin th + 3 u / (m l^2)) dt, -8, 8), th' = th + thdot' dt. */
+START_TEST(pendulum_matches_gym_closed_form) {
+  rig p;
+  rig_open(&p, "pendulum", 1, 1, 0);
+  ember_err err = {0};
+  double th = 2.5, thdot = -0.5;
+  ck_assert_int_eq(env_vec_set_qpos_qvel(p.vec, 0, &th, &thdot, &err), EMBER_OK);
+  int clipped = 0;
+  for (int t = 1; t <= 200; t++) {
+    float a = thdot >= 0 ? 1.0f : -0.7f; /* pump energy in, so the speed limit is reached */
+    double u = 2.0 * a;
+    double norm = fmod(th + M_PI, 2 * M_PI);
+    if (norm < 0) norm += 2 * M_PI;
+    norm -= M_PI;
+    double expect_reward = -(norm * norm + 0.1 * thdot * thdot + 0.001 * u * u);
+    thdot += (15.0 * sin(th) + 3.0 * u) * 0.05;
+    if (fabs(thdot) > 8) thdot = thdot > 0 ? 8 : -8, clipped++;
+    th += thdot * 0.05;
+    rig_step(&p, &a);
+    const mjData *d = env_vec_data(p.vec, 0);
+    ck_assert_double_eq_tol(p.reward[0], expect_reward, 1e-4 * (1 + fabs(expect_reward)));
+    if (t < 200) { /* at 200 the env has reset */
+      ck_assert_double_eq_tol(d->qpos[0], th, 1e-9);
+      ck_assert_double_eq_tol(d->qvel[0], thdot, 1e-9);
+    }
+    ck_assert_double_eq_tol(p.next_obs[0], cos(th), 1e-6);
+    ck_assert_double_eq_tol(p.next_obs[1], sin(th), 1e-6);
+    ck_assert_int_eq(p.truncated[0], t == 200);
+  }
+  ck_assert_int_gt(clipped, 0); /* the episode did reach the speed limit */
+  rig_close(&p);
+}
+END_TEST
+
 START_TEST(reacher_hand_built) {
   rig r;
   rig_open(&r, "reacher", 1, 1, 0);
@@ -550,6 +585,7 @@ int main(void) {
   tcase_add_test(tc, actions_scale_onto_ctrlrange);
   tcase_add_test(tc, non_finite_action_rejected_before_any_env_moves);
   tcase_add_test(tc, pendulum_hand_built);
+  tcase_add_test(tc, pendulum_matches_gym_closed_form);
   tcase_add_test(tc, reacher_hand_built);
   tcase_add_test(tc, half_cheetah_hand_built);
   tcase_add_test(tc, hopper_hand_built);
