@@ -81,6 +81,7 @@ static void embed(app_settings *s) {
   snprintf(s->replay.task, CONFIG_STRING_MAX, "%s", s->run.task);
   s->actor.seed = s->replay.seed = s->run.seed;
   s->replay.snapshot_dir[0] = 0; /* the embedded table lives and dies with the run */
+  if (strcmp(s->replay.sampler, "prioritized") == 0) s->learner.send_priorities = true;
   /* The update-to-data ratio: replay's rate limiter counts sampled transitions per inserted one. */
   if (s->train.updates_per_step > 0 && s->replay.samples_per_insert == 0) {
     s->replay.samples_per_insert = s->train.updates_per_step * (double)s->learner.batch_size;

@@ -49,6 +49,8 @@ static const config_field learner_fields[] = {
     LF(sample_timeout_ms, CONFIG_INT, 100, 1e9, "30000", "waiting this long for a batch is logged"),
     LF(max_message_bytes, CONFIG_INT, 1024, 2147483647, "16777216", "largest message accepted on the control socket"),
     LF(save_state, CONFIG_BOOL, 0, 0, "true", "write the learner state to run_dir/learner_state.bin at the end"),
+    LF(send_priorities, CONFIG_BOOL, 0, 0, "false",
+       "send the algorithm's new priorities (|TD error|) back to replay: for replay.sampler prioritized"),
 };
 #undef LF
 const config_section learner_config_section = {"learner", learner_fields,
@@ -79,7 +81,7 @@ struct learner {
   metric *m_updates, *m_version, *m_env_steps, *m_refused, *m_episodes, *m_eval_episodes, *m_msgs_refused,
       *m_params_sent, *m_actors, *m_lag, *m_train_return, *m_eval_return, *m_updates_per_s;
 
-  float *terminated, *truncated; /* [batch_size] */
+  float *terminated, *truncated, *priorities; /* [batch_size] */
   algo_stats stats;
   double stat_sum[ALGO_MAX_STATS];
   uint64_t stat_rows;
@@ -144,6 +146,7 @@ void learner_destroy(learner_t **l_p) {
   if (l->csv) fclose(l->csv);
   free(l->terminated);
   free(l->truncated);
+  free(l->priorities);
   metrics_destroy(&l->own_metrics);
   pthread_mutex_destroy(&l->progress_mu);
   free(l);
@@ -235,7 +238,8 @@ learner_t *learner_new(const run_config *run, const learner_config *cfg, const v
   if (!(l->algo = ops->create(&ctx, err))) goto fail;
   l->terminated = calloc((size_t)cfg->batch_size, sizeof(float));
   l->truncated = calloc((size_t)cfg->batch_size, sizeof(float));
-  if (!l->terminated || !l->truncated) {
+  l->priorities = calloc((size_t)cfg->batch_size, sizeof(float));
+  if (!l->terminated || !l->truncated || !l->priorities) {
     ember_fail(err, EMBER_ENOMEM, "learner: out of memory");
     goto fail;
   }
@@ -602,6 +606,10 @@ static void update(learner_t *l, const Ember__SampleBatch *sb) {
     refuse_batch(l, rc, e.msg);
     return;
   }
+  if (l->cfg.send_priorities && l->ops->priorities && b.keys &&
+      (l->ops->priorities(l->algo, l->priorities, &e) != 0 ||
+       replay_sample_client_update_priorities(l->sampler, b.keys, l->priorities, (size_t)b.size, &e) != 0))
+    refuse_batch(l, e.code, e.msg); /* counted; the update itself stands */
   l->updates++;
   metric_inc(l->m_updates);
   for (int i = 0; i < l->stats.count; i++) l->stat_sum[i] += l->stats.values[i];

@@ -16,7 +16,8 @@
  *      outstanding, so the next batch travels while this one is computed.
  *   3. algo e_step(batch) then m_step(batch); a batch the algorithm refuses (non-finite, wrong shape)
  *      is logged once per reason per 10 s, counted (learner_batches_refused_total) and skipped: the
- *      parameters are unchanged. With prioritized replay, new priorities go back to the server.
+ *      parameters are unchanged. With send_priorities (prioritized replay), the algorithm's new
+ *      priorities for the batch's keys go back to the server.
  *   4. every publish_every updates: export the policy as Params (version + 1) and publish it.
  *   5. every stats_interval_s: ask replay for its inserted-transition count (= env steps); stop once
  *      it reaches run->steps. Every csv_interval_s a CSV row, every log_interval_s a log line.
@@ -79,6 +80,7 @@ typedef struct {
   int64_t sample_timeout_ms;        /* a wait this long for a batch is logged (and retried) */
   int64_t max_message_bytes;        /* inbound limit on the control socket */
   bool save_state;                  /* write learner_state.bin into run_dir at the end */
+  bool send_priorities;             /* PriorityUpdate after each update (prioritized replay) */
 } learner_config;
 
 extern const config_section learner_config_section;
