@@ -320,6 +320,8 @@ static void send_ack(replay_server *s, const peer *to, const Ember__TransitionBa
   send_envelope(s, s->insert_sock, to, &env);
 }
 
+static void note_actor(replay_server *s, const Ember__TransitionBatch *b);
+
 static bool same_peer(const peer *a, const peer *b) {
   return a->route.len == b->route.len && memcmp(a->route.id, b->route.id, a->route.len) == 0;
 }
@@ -369,6 +371,7 @@ static void ack_stored(replay_server *s, const peer *to, const Ember__Transition
 static void reject_batch(replay_server *s, const peer *to, const Ember__TransitionBatch *b, reject_reason r,
                          const char *why) {
   flush_peer(s, to);
+  note_actor(s, b); /* a refused batch still tells us its sequence and its actor's drops */
   char text[640];
   snprintf(text, sizeof text, "%s: %s", reason_names[r], why);
   count_reject(s, r, "insert", why);
@@ -386,6 +389,11 @@ static void note_actor(replay_server *s, const Ember__TransitionBatch *b) {
       log_event(LOG_INFO, "replay", "actor_seen", LF_U64("actor_id", b->actor_id), LF_U64("sequence", b->sequence));
     } else if (e->actor_id != b->actor_id) {
       continue;
+    } else if (b->sequence <= e->last_sequence) { /* the actor restarted: its counters start over */
+      log_event(LOG_INFO, "replay", "actor_restarted", LF_U64("actor_id", b->actor_id),
+                LF_U64("sequence", b->sequence), LF_U64("previous_sequence", e->last_sequence));
+      e->last_sequence = 0;
+      e->dropped_before = 0;
     } else if (b->sequence > e->last_sequence + 1 && e->last_sequence != 0) {
       metric_add(s->m.sequence_gaps, (double)(b->sequence - e->last_sequence - 1));
     }
@@ -394,7 +402,7 @@ static void note_actor(replay_server *s, const Ember__TransitionBatch *b) {
       e->dropped_before = b->dropped_before;
       metric_set(s->m.actor_dropped, (double)s->actor_dropped);
     }
-    if (b->sequence > e->last_sequence) e->last_sequence = b->sequence;
+    e->last_sequence = b->sequence;
     return;
   }
 }
@@ -574,6 +582,28 @@ static void handle_priority_update(replay_server *s, const peer *from, const Emb
   if (stale) metric_add(s->m.priority_stale, (double)stale);
 }
 
+/* A peer introduces itself: logged, and refused early when it announces another task or other
+ * dims than the table holds (its batches would all be refused). Nothing is sent when it matches. */
+static void handle_hello(replay_server *s, void *sock, const peer *from, const Ember__Hello *h) {
+  char why[256];
+  const char *task = h->task ? h->task : "";
+  if (replay_table_has_spec(s->table)) {
+    const replay_spec *sp = replay_table_spec(s->table);
+    if (sp->task[0] && task[0] && strcmp(sp->task, task) != 0) {
+      snprintf(why, sizeof why, "peer announces task '%s', the table holds '%s'", task, sp->task);
+      return reject_with_error(s, sock, from, R_TASK_MISMATCH, why, 0);
+    }
+    if ((h->obs_dim && h->obs_dim != sp->obs_dim) || (h->act_dim && h->act_dim != sp->act_dim)) {
+      snprintf(why, sizeof why, "peer announces obs_dim %u act_dim %u, the table holds obs_dim %u act_dim %u",
+               h->obs_dim, h->act_dim, sp->obs_dim, sp->act_dim);
+      return reject_with_error(s, sock, from, R_DIMS_MISMATCH, why, 0);
+    }
+  }
+  log_event(LOG_INFO, "replay", "hello", LF_STR("role", h->role ? h->role : ""), LF_U64("id", h->id),
+            LF_STR("task", task), LF_STR("host", h->hostname ? h->hostname : ""), LF_U64("pid", h->pid),
+            LF_STR("version", h->software_version ? h->software_version : ""));
+}
+
 /* ---- receiving ------------------------------------------------------------------------------- */
 
 static void drain(void *sock) {
@@ -663,6 +693,8 @@ static int handle_one(replay_server *s, void *sock) {
       send_stats(s, sock, &from);
       break;
     case EMBER__ENVELOPE__BODY_HELLO:
+      handle_hello(s, sock, &from, env->hello);
+      break;
     case EMBER__ENVELOPE__BODY_HEARTBEAT:
       break;
     case EMBER__ENVELOPE__BODY__NOT_SET:

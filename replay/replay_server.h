@@ -18,8 +18,9 @@
  *   sample_endpoint (ROUTER, bound): SampleRequest -> SampleBatch (or ErrorReply), PriorityUpdate ->
  *     nothing (ErrorReply when refused). A request the rate limiter must hold is parked, FIFO, and
  *     answered when allowed.
- *   both: StatsRequest -> Stats (role "replay", every replay_* metric). Hello and Heartbeat are
- *     accepted and ignored. Any other body is refused with ErrorReply (reason unexpected_message).
+ *   both: StatsRequest -> Stats (role "replay", every replay_* metric). Hello is logged, and refused
+ *     (ErrorReply) when it announces another task or other dims than the table's; Heartbeat is
+ *     ignored. Any other body is refused with ErrorReply (reason unexpected_message).
  *   Replies echo the request's framing: a DEALER peer gets [routing id][Envelope], a REQ peer
  *   [routing id][empty][Envelope].
  * Bad input is refused (InsertAck with rejected = count and the reason in `error`, or ErrorReply),

@@ -220,6 +220,14 @@ static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   bad.b.count = 0;
   expect_ack(ins, &bad.b, 0, "empty_batch");
   test_batch_free(&bad);
+  /* a Hello announcing other dims is refused early; a matching one is accepted silently */
+  Ember__Hello hello = EMBER__HELLO__INIT;
+  hello.role = "actor", hello.task = "t", hello.obs_dim = 4, hello.act_dim = 1;
+  send_body(ins, EMBER__ENVELOPE__BODY_HELLO, &hello);
+  expect_error(ins, EMBER_ESHAPE, "dims_mismatch");
+  hello.obs_dim = 3;
+  send_body(ins, EMBER__ENVELOPE__BODY_HELLO, &hello);
+  ck_assert_ptr_null(recv_within(ins, 100));
   /* a sample or priority message on the insert socket */
   Ember__SampleRequest req = EMBER__SAMPLE_REQUEST__INIT;
   req.batch_size = 4;
@@ -328,6 +336,20 @@ START_TEST(acks_cover_every_batch_in_order) {
   ck_assert_uint_eq(stored, 5 * (uint64_t)n);
   ck_assert_int_le(acks, n);
   ck_assert_ptr_null(recv_within(ins, 100));
+  ck_assert(stat_of("inproc://ack-sample", "replay_actor_sequence_gaps_total", NULL) == 0);
+
+  /* another actor: batches 1 and 4 arrive (2 and 3 lost on the way), reporting 30 dropped; then it
+   * restarts at sequence 1 with its own count starting over */
+  uint64_t seqs[] = {1, 4, 1, 2}, dropped[] = {0, 30, 0, 5};
+  for (int i = 0; i < 4; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, 5, 0, 11, seqs[i]);
+    tb.b.dropped_before = dropped[i];
+    expect_ack(ins, &tb.b, 5, NULL);
+    test_batch_free(&tb);
+  }
+  ck_assert(stat_of("inproc://ack-sample", "replay_actor_sequence_gaps_total", NULL) == 2);
+  ck_assert(stat_of("inproc://ack-sample", "replay_actor_reported_dropped_transitions", NULL) == 35);
   zmq_close(ins);
   finish(&r);
 }
