@@ -217,10 +217,25 @@ static int sampler(const char *endpoint, int id) {
 typedef struct {
   replay_server *server;
   clockid_t cpu_clock; /* the server thread's CPU-time clock */
+  pid_t tid;
 } server_arg;
+
+/* Seconds the thread spent runnable but waiting for a CPU (the scheduler's run delay). */
+static double run_delay_s(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)tid);
+  FILE *f = fopen(path, "r");
+  unsigned long long on_cpu = 0, waiting = 0;
+  if (f) {
+    if (fscanf(f, "%llu %llu", &on_cpu, &waiting) != 2) waiting = 0;
+    fclose(f);
+  }
+  return (double)waiting * 1e-9;
+}
 
 static void *server_thread(void *arg) {
   server_arg *a = arg;
+  a->tid = gettid();
   pthread_getcpuclockid(pthread_self(), &a->cpu_clock);
   replay_server_run(a->server);
   return NULL;
@@ -232,7 +247,8 @@ static double cpu_s(clockid_t c) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static double server_cpu_share; /* the server thread's CPU time / wall time in the last window */
+static double server_cpu_share;  /* the server thread's CPU time / wall time in the last window */
+static double server_wait_share; /* its time runnable but waiting for a CPU / wall time */
 
 static void bench_replay(double seconds, double *insert_rate, double *sample_rate) {
   const int inserters = INSERTERS;
@@ -254,7 +270,7 @@ static void bench_replay(double seconds, double *insert_rate, double *sample_rat
   void *ctx = zmq_ctx_new();
   metrics_registry *reg = metrics_new();
   ember_err err = {0};
-  server_arg a = {replay_server_new(&cfg, ctx, reg, &err), 0};
+  server_arg a = {replay_server_new(&cfg, ctx, reg, &err), 0, 0};
   if (!a.server) {
     fprintf(stderr, "bench_replay: %s\n", err.msg);
     exit(1);
@@ -265,9 +281,11 @@ static void bench_replay(double seconds, double *insert_rate, double *sample_rat
   metric *smp = metrics_counter(reg, "replay_sampled_transitions_total", NULL, NULL);
   sleep_s(0.5);
   double i0 = metric_value(ins), s0 = metric_value(smp), t0 = now_s(), c0 = cpu_s(a.cpu_clock);
+  double w0 = run_delay_s(a.tid);
   sleep_s(seconds);
   double i1 = metric_value(ins), s1 = metric_value(smp), t1 = now_s(), c1 = cpu_s(a.cpu_clock);
   server_cpu_share = (c1 - c0) / (t1 - t0);
+  server_wait_share = (run_delay_s(a.tid) - w0) / (t1 - t0);
   *insert_rate = (i1 - i0) / (t1 - t0);
   *sample_rate = (s1 - s0) / (t1 - t0);
   stop_all(pids, inserters + 1);
@@ -347,12 +365,14 @@ int main(int argc, char **argv) {
    * and a ratio of two numbers measured minutes apart would measure the drift. */
   double raw[MAX_REPS] = {0}, ins[MAX_REPS] = {0}, smp[MAX_REPS] = {0}, ratio[MAX_REPS] = {0};
   double ins_free[MAX_REPS] = {0}, smp_free[MAX_REPS] = {0}, cpu[MAX_REPS] = {0}, per_cpu[MAX_REPS] = {0};
+  double wait[MAX_REPS] = {0};
   for (int r = 0; r < reps; r++) {
     if (strcmp(only, "replay") != 0) raw[r] = bench_raw(seconds, &msg_bytes);
     if (strcmp(only, "raw") != 0) {
       sample_target = target;
       bench_replay(seconds, &ins[r], &smp[r]);
       cpu[r] = server_cpu_share;
+      wait[r] = server_wait_share;
       per_cpu[r] = cpu[r] > 0 ? (ins[r] + smp[r]) / cpu[r] : 0;
       sample_target = 0;
       bench_replay(seconds, &ins_free[r], &smp_free[r]);
@@ -374,6 +394,8 @@ int main(int argc, char **argv) {
          "meanwhile %.0f/s)\n", median(smp_free, reps), median(ins_free, reps));
   printf("BENCH replay_server_thread_cpu_share %.2f cores (server loop CPU time / wall time, paced run)\n",
          median(cpu, reps));
+  printf("BENCH replay_server_thread_runqueue_wait_share %.2f (time the server loop was runnable but had no CPU / "
+         "wall time, paced run)\n", median(wait, reps));
   printf("BENCH replay_server_transitions_per_cpu_s %.0f transitions (inserted + sampled per second of server-loop "
          "CPU: what one dedicated core would serve)\n", median(per_cpu, reps));
   printf("BENCH host_load_average %.2f (1-minute, %ld cores online)\n", load, sysconf(_SC_NPROCESSORS_ONLN));
