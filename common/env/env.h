@@ -122,7 +122,8 @@ env_vec_stats env_vec_get_stats(const env_vec_t *vec);
  * Non-finite values: EMBER_ENONFINITE. */
 int env_vec_set_qpos_qvel(env_vec_t *vec, int i, const double *qpos, const double *qvel, ember_err *err);
 
-/* The simulator data of env i, read-only (valid until the vector is destroyed). */
+/* The simulator data of env i, read-only (valid until the vector is destroyed); NULL if i is out
+ * of range. */
 const struct mjData_ *env_vec_data(const env_vec_t *vec, int i);
 
 /* A snapshot of one env (physics state, solver warm start, episode counters, RNG, observation) that
