@@ -500,9 +500,13 @@ START_TEST(contact_overflow_truncates_and_is_counted) {
   float a[6] = {0}, next[17], r;
   uint8_t term = 9, trunc = 9;
   env_step_out out = {.next_obs = next, .reward = &r, .terminated = &term, .truncated = &trunc};
+  ck_assert_int_eq(env_vec_physics_faults(v)[0], 0);
   ck_assert_int_eq(env_vec_step(v, a, &out, &err), EMBER_OK);
   ck_assert_int_eq(term, 0);
   ck_assert_int_eq(trunc, 1);
+  ck_assert_int_eq(env_vec_physics_faults(v)[0], 1);
+  ck_assert_int_eq(env_vec_step(v, a, &out, &err), EMBER_OK); /* a fresh episode, standing */
+  ck_assert_int_eq(env_vec_physics_faults(v)[0], 0);
   ck_assert_uint_eq(env_vec_get_stats(v).physics_unstable_total, 1);
   ck_assert_uint_eq(env_vec_get_stats(v).truncated_total, 1);
   env_vec_destroy(&v);

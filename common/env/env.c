@@ -179,6 +179,7 @@ struct env_vec {
   int32_t *ep_step;    /* [K] steps in the current episode */
   double *ep_return;   /* [K] */
   float *obs;          /* [K * obs_dim] current observations */
+  uint8_t *fault;      /* [K] physics fault in the last step */
   env_vec_stats stats;
 };
 
@@ -233,6 +234,7 @@ void env_vec_destroy(env_vec_t **vec_p) {
   free(v->ep_step);
   free(v->ep_return);
   free(v->obs);
+  free(v->fault);
   free(v);
   *vec_p = NULL;
 }
@@ -261,7 +263,8 @@ int env_vec_new(const env_model_t *model, const env_vec_config *cfg, env_vec_t *
   v->ep_step = calloc(k, sizeof *v->ep_step);
   v->ep_return = calloc(k, sizeof *v->ep_return);
   v->obs = calloc(k * (size_t)v->obs_dim, sizeof *v->obs);
-  int ok = v->data && v->rng && v->carry && v->ep_step && v->ep_return && v->obs;
+  v->fault = calloc(k, sizeof *v->fault);
+  int ok = v->data && v->rng && v->carry && v->ep_step && v->ep_return && v->obs && v->fault;
   for (int i = 0; ok && i < v->n_envs; i++) ok = (v->data[i] = mj_makeData(model->m)) != NULL;
   if (!ok) {
     env_vec_destroy(&v);
@@ -277,6 +280,7 @@ int env_vec_size(const env_vec_t *vec) { return vec->n_envs; }
 const env_spec *env_vec_spec(const env_vec_t *vec) { return &vec->task->spec; }
 const float *env_vec_obs(const env_vec_t *vec) { return vec->obs; }
 env_vec_stats env_vec_get_stats(const env_vec_t *vec) { return vec->stats; }
+const uint8_t *env_vec_physics_faults(const env_vec_t *vec) { return vec->fault; }
 const struct mjData_ *env_vec_data(const env_vec_t *vec, int i) {
   return i >= 0 && i < vec->n_envs ? vec->data[i] : NULL;
 }
@@ -294,7 +298,7 @@ static int check_actions(const env_vec_t *v, const float *actions, ember_err *er
 
 /* One env, one step; returns the reward and sets the flags. */
 static double step_one(env_vec_t *v, int i, const float *action, float *next_obs, int *terminated,
-                       int *truncated) {
+                       int *truncated, int *fault) {
   const env_model_t *em = v->model;
   const mjModel *m = em->m;
   const env_task_def *t = v->task;
@@ -314,6 +318,7 @@ static double step_one(env_vec_t *v, int i, const float *action, float *next_obs
   double reward = t->reward(em, d, before, carry);
   *terminated = t->terminated(em, d);
   int unstable = physics_unstable(d);
+  *fault = unstable;
   if (unstable) {
     v->stats.physics_unstable_total++;
     clear_instability(d);
@@ -331,8 +336,9 @@ int env_vec_step(env_vec_t *vec, const float *actions, const env_step_out *out, 
   if (rc) return rc;
   for (int i = 0; i < vec->n_envs; i++) {
     float *next_obs = out->next_obs + (size_t)i * vec->obs_dim;
-    int terminated, truncated;
-    double r = step_one(vec, i, actions + (size_t)i * vec->act_dim, next_obs, &terminated, &truncated);
+    int terminated, truncated, fault;
+    double r = step_one(vec, i, actions + (size_t)i * vec->act_dim, next_obs, &terminated, &truncated, &fault);
+    vec->fault[i] = (uint8_t)fault;
     vec->ep_return[i] += r;
     out->reward[i] = (float)r;
     out->terminated[i] = (uint8_t)terminated;

@@ -90,7 +90,7 @@ void env_vec_reset(env_vec_t *vec);
 const float *env_vec_obs(const env_vec_t *vec);
 
 /* Caller-owned outputs of one step; arrays of K (next_obs: K * obs_dim). The optional ones may be
- * NULL; they are written only for envs whose episode ended at this step. */
+ * NULL; episode_return and episode_length are written only for envs whose episode ended. */
 typedef struct {
   float *next_obs;          /* required: the observation each action led to (final one if ended) */
   float *reward;            /* required */
@@ -103,6 +103,11 @@ typedef struct {
 /* Steps every env once with actions [K * act_dim]. A non-finite action fails the whole call with
  * EMBER_ENONFINITE before any env moves. */
 int env_vec_step(env_vec_t *vec, const float *actions, const env_step_out *out, ember_err *err);
+
+/* Per env, 1 if the last env_vec_step hit a physics fault (see physics_unstable_total): that
+ * step is reported truncated and its transition should be dropped. [K], owned by the vector,
+ * overwritten by every step (all 0 after creation). */
+const uint8_t *env_vec_physics_faults(const env_vec_t *vec);
 
 /* Counters since creation. */
 typedef struct {
