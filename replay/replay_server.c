@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,21 +146,39 @@ typedef struct {
   metric *sequence_gaps, *table_inserted, *table_sampled, *snap_inserted, *snap_sampled;
 } server_metrics;
 
+/* Threads: replay_server_run's thread serves the insert socket (and the timers: snapshots, progress
+ * lines); a second thread, started by run, serves the sample socket. They share the table, the rate
+ * limiter and the counters below under `lock`. Each thread owns its socket, arena and what is
+ * marked as its own. Two threads rather than one: the learner's requests never wait behind a burst
+ * of inserts, the two paths run in parallel on a multi-core host, and on a loaded host the server
+ * is not one thread among many competing for a single fair share of the CPU. */
 struct replay_server {
   replay_config cfg;
   void *ctx;
   void *insert_sock, *sample_sock;
   char insert_ep[CONFIG_STRING_MAX], sample_ep[CONFIG_STRING_MAX];
   atomic_int stop;
+  pthread_mutex_t lock;          /* table, rl, rng, counters, snapshot state */
+  pthread_mutex_t log_lock;      /* rejection log rate limiting, rejected_total */
   replay_table *table;
+  atomic_bool spec_ready;        /* set once (release) by the insert thread after the spec is set */
+  replay_spec spec;              /* a copy, immutable once spec_ready */
   rate_limiter rl;
   rng_t rng;
-  arena arena;
+  arena insert_arena, sample_arena;
   metrics_registry *metrics, *own_metrics;
   server_metrics m;
-  /* parked sample requests, a ring */
+  /* sample thread's own: parked sample requests (a ring) and scratch */
   pending_sample *pending;
   size_t pending_cap, pending_head, pending_len;
+  atomic_size_t pending_count;   /* pending_len, readable from other threads */
+  atomic_bool inserts_waiting;   /* the insert thread is held back by the rate limiter */
+  /* wake-ups between the threads (inproc PAIRs): the insert thread tells the sample thread that
+   * parked requests may be servable now, the sample thread tells the insert thread that inserts
+   * may be allowed again */
+  void *kick_sample_tx, *kick_sample_rx, *kick_insert_tx, *kick_insert_rx;
+  pthread_t sample_thread;
+  int sample_rc;
   /* scratch for building SampleBatches; grows to the largest batch served, then stays */
   size_t scratch_rows;
   float *s_obs, *s_next_obs, *s_action, *s_reward, *s_logp, *s_weights;
@@ -229,6 +248,7 @@ static void send_error(replay_server *s, void *sock, const peer *to, int code, c
  * suppressed in between). */
 static void count_reject(replay_server *s, reject_reason r, const char *socket_name, const char *why) {
   metric_inc(s->m.rejected[r]);
+  pthread_mutex_lock(&s->log_lock);
   s->rejected_total++;
   double t = now_s();
   if (s->reason_last_log_s[r] == 0 || t - s->reason_last_log_s[r] >= LOG_EVERY_MS / 1000.0) {
@@ -239,6 +259,7 @@ static void count_reject(replay_server *s, reject_reason r, const char *socket_n
   } else {
     s->reason_suppressed[r]++;
   }
+  pthread_mutex_unlock(&s->log_lock);
 }
 
 /* Rejects a request that has no InsertAck form: ErrorReply to the peer. */
@@ -274,12 +295,14 @@ static void stats_visit(void *ctx, const char *name, const char *labels, metric_
 }
 
 static void update_gauges(replay_server *s) {
+  pthread_mutex_lock(&s->lock);
   metric_set(s->m.size, (double)replay_table_size(s->table));
-  metric_set(s->m.pending, (double)s->pending_len);
   metric_set(s->m.memory_bytes, (double)replay_table_memory_bytes(s->table));
   metric_set(s->m.table_inserted, (double)replay_table_inserts(s->table));
   metric_set(s->m.table_sampled, (double)s->samples);
   double age = now_s() - (s->last_snapshot_s > 0 ? s->last_snapshot_s : s->started_s);
+  pthread_mutex_unlock(&s->lock);
+  metric_set(s->m.pending, (double)atomic_load(&s->pending_count));
   metric_set(s->m.snapshot_age, age);
 }
 
@@ -412,8 +435,9 @@ static void handle_insert(replay_server *s, const peer *from, const Ember__Trans
   if (b->count == 0) return reject_batch(s, from, b, R_EMPTY_BATCH, "TransitionBatch has count 0");
   const char *task = b->task ? b->task : "";
   if (strlen(task) >= REPLAY_TASK_MAX) return reject_batch(s, from, b, R_TASK_MISMATCH, "task name too long");
-  if (replay_table_has_spec(s->table)) {
-    const replay_spec *sp = replay_table_spec(s->table);
+  bool have_spec = atomic_load_explicit(&s->spec_ready, memory_order_acquire);
+  if (have_spec) {
+    const replay_spec *sp = &s->spec;
     if (sp->task[0] && task[0] && strcmp(sp->task, task) != 0) {
       snprintf(why, sizeof why, "batch is for task '%s', the table holds '%s'", task, sp->task);
       return reject_batch(s, from, b, R_TASK_MISMATCH, why);
@@ -431,22 +455,29 @@ static void handle_insert(replay_server *s, const peer *from, const Ember__Trans
   int rc = net_check_transitions(b, b->obs_dim, b->act_dim, &err);
   if (rc != 0)
     return reject_batch(s, from, b, rc == EMBER_ENONFINITE ? R_NONFINITE : R_INCONSISTENT_LENGTHS, err.msg);
-  if (!replay_table_has_spec(s->table)) {
+  if (!have_spec) { /* only this thread sets the spec: no race with itself */
     replay_spec sp = {.obs_dim = b->obs_dim, .act_dim = b->act_dim};
     memcpy(sp.task, task, strlen(task)); /* checked shorter than REPLAY_TASK_MAX above */
-    if (replay_table_set_spec(s->table, &sp, &err) != 0) {
+    pthread_mutex_lock(&s->lock);
+    rc = replay_table_set_spec(s->table, &sp, &err);
+    pthread_mutex_unlock(&s->lock);
+    if (rc != 0) {
       log_event(LOG_ERROR, "replay", "spec_failed", LF_STR("error", err.msg));
       return reject_batch(s, from, b, R_DIMS_MISMATCH, err.msg);
     }
+    s->spec = sp;
+    atomic_store_explicit(&s->spec_ready, true, memory_order_release);
     log_event(LOG_INFO, "replay", "spec_set", LF_STR("task", sp.task), LF_U64("obs_dim", sp.obs_dim),
               LF_U64("act_dim", sp.act_dim), LF_U64("actor_id", b->actor_id),
               LF_U64("memory_bytes", replay_table_memory_bytes(s->table)));
   }
   uint64_t evicted = 0;
+  pthread_mutex_lock(&s->lock);
   replay_table_insert(s->table, b, &evicted);
   rate_limiter_on_insert(&s->rl, b->count);
   rate_limiter_on_delete(&s->rl, evicted);
   s->insert_batches++;
+  pthread_mutex_unlock(&s->lock);
   metric_add(s->m.inserted, b->count);
   metric_inc(s->m.insert_batches);
   note_actor(s, b);
@@ -458,8 +489,7 @@ static void handle_insert(replay_server *s, const peer *from, const Ember__Trans
 
 static int ensure_scratch(replay_server *s, size_t rows) {
   if (rows <= s->scratch_rows) return 0;
-  const replay_spec *sp = replay_table_spec(s->table);
-  size_t od = sp->obs_dim, ad = sp->act_dim;
+  size_t od = s->spec.obs_dim, ad = s->spec.act_dim;
 #define GROW(p, n) do { void *q = realloc((p), (n)); if (!q) return EMBER_ENOMEM; (p) = q; } while (0)
   GROW(s->s_obs, rows * od * sizeof(float));
   GROW(s->s_next_obs, rows * od * sizeof(float));
@@ -477,26 +507,44 @@ static int ensure_scratch(replay_server *s, size_t rows) {
   return 0;
 }
 
-/* Samples, gathers and sends one batch. The rate limiter counts it only once it was handed to the
- * peer's queue. */
-static void serve_sample(replay_server *s, const peer *to, uint64_t request_id, uint32_t n) {
-  ember_err err = {0};
+static bool can_serve(const replay_server *s, uint32_t n) {
+  return replay_table_size(s->table) > 0 && rate_limiter_can_sample(&s->rl, n);
+}
+
+/* Serves one request if the rate limiter allows it now: samples and gathers under the lock, packs
+ * and sends outside it. Returns false (nothing done) when it must wait. The sample is counted when
+ * taken and uncounted if the peer turns out to be gone, so the limiter only counts delivered ones. */
+static bool try_serve(replay_server *s, const peer *to, uint64_t request_id, uint32_t n) {
+  if (!atomic_load_explicit(&s->spec_ready, memory_order_acquire)) return false;
   if (ensure_scratch(s, n) != 0) {
     send_error(s, s->sample_sock, to, EMBER_ENOMEM, "replay server out of memory for this batch size", request_id);
-    return;
+    return true;
   }
-  if (replay_table_sample(s->table, &s->rng, n, s->s_keys, s->s_weights, &err) != 0) {
-    send_error(s, s->sample_sock, to, err.code, err.msg, request_id);
-    return;
+  ember_err err = {0};
+  pthread_mutex_lock(&s->lock);
+  if (!can_serve(s, n)) {
+    pthread_mutex_unlock(&s->lock);
+    return false;
   }
+  int rc = replay_table_sample(s->table, &s->rng, n, s->s_keys, s->s_weights, &err);
   replay_rows rows = {s->s_obs, s->s_action, s->s_reward, s->s_next_obs, s->s_logp,
                       s->s_term, s->s_trunc, s->s_pv, s->s_aid};
-  replay_table_gather(s->table, s->s_keys, n, &rows);
-  const replay_spec *sp = replay_table_spec(s->table);
-  size_t od = sp->obs_dim, ad = sp->act_dim;
+  if (rc == 0) {
+    replay_table_gather(s->table, s->s_keys, n, &rows);
+    rate_limiter_on_sample(&s->rl, n);
+    s->samples += n;
+    s->sample_batches++;
+  }
+  uint64_t table_size = replay_table_size(s->table);
+  pthread_mutex_unlock(&s->lock);
+  if (rc != 0) {
+    send_error(s, s->sample_sock, to, err.code, err.msg, request_id);
+    return true;
+  }
+  size_t od = s->spec.obs_dim, ad = s->spec.act_dim;
   Ember__TransitionBatch tb = EMBER__TRANSITION_BATCH__INIT;
-  tb.task = (char *)sp->task;
-  tb.obs_dim = sp->obs_dim, tb.act_dim = sp->act_dim, tb.count = n;
+  tb.task = s->spec.task;
+  tb.obs_dim = s->spec.obs_dim, tb.act_dim = s->spec.act_dim, tb.count = n;
   tb.n_obs = tb.n_next_obs = n * od, tb.obs = s->s_obs, tb.next_obs = s->s_next_obs;
   tb.n_action = n * ad, tb.action = s->s_action;
   tb.n_reward = tb.n_behaviour_log_prob = tb.n_terminated = tb.n_truncated = n;
@@ -506,29 +554,30 @@ static void serve_sample(replay_server *s, const peer *to, uint64_t request_id, 
   sb.transitions = &tb;
   sb.n_keys = sb.n_weights = sb.n_policy_versions = sb.n_actor_ids = n;
   sb.keys = s->s_keys, sb.weights = s->s_weights, sb.policy_versions = s->s_pv, sb.actor_ids = s->s_aid;
-  sb.table_size = replay_table_size(s->table);
+  sb.table_size = table_size;
   Ember__Envelope env = EMBER__ENVELOPE__INIT;
   env.body_case = EMBER__ENVELOPE__BODY_SAMPLE_BATCH;
   env.sample_batch = &sb;
-  if (send_envelope(s, s->sample_sock, to, &env) != 0) return;
-  rate_limiter_on_sample(&s->rl, n);
-  s->samples += n;
-  s->sample_batches++;
+  if (send_envelope(s, s->sample_sock, to, &env) != 0) {
+    pthread_mutex_lock(&s->lock);
+    s->rl.samples -= n;
+    s->samples -= n;
+    s->sample_batches--;
+    pthread_mutex_unlock(&s->lock);
+    return true;
+  }
   metric_add(s->m.sampled, n);
   metric_inc(s->m.sample_batches);
-}
-
-static bool can_serve(const replay_server *s, uint32_t n) {
-  return replay_table_has_spec(s->table) && replay_table_size(s->table) > 0 && rate_limiter_can_sample(&s->rl, n);
+  return true;
 }
 
 static void serve_pending(replay_server *s) {
   while (s->pending_len > 0) {
     pending_sample *p = &s->pending[s->pending_head];
-    if (!can_serve(s, p->batch_size)) break;
-    serve_sample(s, &p->from, p->request_id, p->batch_size);
+    if (!try_serve(s, &p->from, p->request_id, p->batch_size)) break;
     s->pending_head = (s->pending_head + 1) % s->pending_cap;
     s->pending_len--;
+    atomic_store(&s->pending_count, s->pending_len);
   }
 }
 
@@ -547,7 +596,7 @@ static void handle_sample_request(replay_server *s, const peer *from, const Embe
              r->batch_size, s->rl.max_diff - s->rl.min_diff);
     return reject_with_error(s, s->sample_sock, from, R_BATCH_EXCEEDS_RATE_LIMITER, why, r->request_id);
   }
-  if (s->pending_len == 0 && can_serve(s, r->batch_size)) return serve_sample(s, from, r->request_id, r->batch_size);
+  if (s->pending_len == 0 && try_serve(s, from, r->request_id, r->batch_size)) return;
   if (s->pending_len == s->pending_cap) {
     snprintf(why, sizeof why, "%zu sample requests are already waiting for the rate limiter", s->pending_len);
     return reject_with_error(s, s->sample_sock, from, R_TOO_MANY_PENDING, why, r->request_id);
@@ -557,6 +606,7 @@ static void handle_sample_request(replay_server *s, const peer *from, const Embe
   p->request_id = r->request_id;
   p->batch_size = r->batch_size;
   s->pending_len++;
+  atomic_store(&s->pending_count, s->pending_len);
   metric_inc(s->m.sample_waits);
 }
 
@@ -575,9 +625,11 @@ static void handle_priority_update(replay_server *s, const peer *from, const Emb
     }
   }
   uint64_t stale = 0;
+  pthread_mutex_lock(&s->lock);
   for (size_t i = 0; i < u->n_keys; i++)
     if (replay_table_update_priority(s->table, u->keys[i], u->priorities[i]) == EMBER_ENOENT) stale++;
   s->priority_updates += u->n_keys;
+  pthread_mutex_unlock(&s->lock);
   metric_add(s->m.priority_updates, (double)(u->n_keys - stale));
   if (stale) metric_add(s->m.priority_stale, (double)stale);
 }
@@ -587,8 +639,8 @@ static void handle_priority_update(replay_server *s, const peer *from, const Emb
 static void handle_hello(replay_server *s, void *sock, const peer *from, const Ember__Hello *h) {
   char why[256];
   const char *task = h->task ? h->task : "";
-  if (replay_table_has_spec(s->table)) {
-    const replay_spec *sp = replay_table_spec(s->table);
+  if (atomic_load_explicit(&s->spec_ready, memory_order_acquire)) {
+    const replay_spec *sp = &s->spec;
     if (sp->task[0] && task[0] && strcmp(sp->task, task) != 0) {
       snprintf(why, sizeof why, "peer announces task '%s', the table holds '%s'", task, sp->task);
       return reject_with_error(s, sock, from, R_TASK_MISMATCH, why, 0);
@@ -619,6 +671,7 @@ static void drain(void *sock) {
 
 /* Handles one message waiting on sock. Returns 0, EMBER_EAGAIN when none was waiting, EMBER_EIO. */
 static int handle_one(replay_server *s, void *sock) {
+  arena *ar = sock == s->insert_sock ? &s->insert_arena : &s->sample_arena;
   const char *sock_name = sock == s->insert_sock ? "insert" : "sample";
   peer from = {.delimiter = false};
   zmq_msg_t frame;
@@ -664,10 +717,10 @@ static int handle_one(replay_server *s, void *sock) {
     reject_with_error(s, sock, &from, R_TOO_BIG, why, 0);
     goto out;
   }
-  Ember__Envelope *env = ember__envelope__unpack(arena_allocator(&s->arena), len, zmq_msg_data(&body));
+  Ember__Envelope *env = ember__envelope__unpack(arena_allocator(ar), len, zmq_msg_data(&body));
   if (!env) {
     snprintf(why, sizeof why, "%zu bytes are not a valid ember Envelope (protobuf decode failed)", len);
-    reject_with_error(s, sock, &from, s->arena.failed ? R_TOO_BIG : R_NOT_PROTOBUF, why, 0);
+    reject_with_error(s, sock, &from, ar->failed ? R_TOO_BIG : R_NOT_PROTOBUF, why, 0);
     goto out;
   }
   if (env->schema_version == 0 || env->schema_version > EMBER_SCHEMA_VERSION) {
@@ -708,14 +761,14 @@ static int handle_one(replay_server *s, void *sock) {
   }
 out:
   zmq_msg_close(&body);
-  arena_reset(&s->arena);
+  arena_reset(ar);
   return 0;
 }
 
 /* ---- snapshots ------------------------------------------------------------------------------- */
 
-int replay_server_snapshot(replay_server *s, ember_err *err) {
-  if (!s->cfg.snapshot_dir[0]) return 0;
+/* Writes a snapshot; the caller holds s->lock (the table must not change while it is written). */
+static int snapshot_locked(replay_server *s, ember_err *err) {
   replay_snapshot_meta meta = {.sequence = s->snapshot_seq, .created_unix_ms = unix_ms(), .samples = s->samples,
                                .sample_batches = s->sample_batches, .insert_batches = s->insert_batches};
   char path[4096];
@@ -745,17 +798,28 @@ int replay_server_snapshot(replay_server *s, ember_err *err) {
   return 0;
 }
 
+int replay_server_snapshot(replay_server *s, ember_err *err) {
+  if (!s->cfg.snapshot_dir[0]) return 0;
+  pthread_mutex_lock(&s->lock);
+  int rc = snapshot_locked(s, err);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
 static void maybe_snapshot(replay_server *s, double t) {
   if (!s->cfg.snapshot_dir[0] || s->cfg.snapshot_interval_s <= 0) return;
+  pthread_mutex_lock(&s->lock);
   double since = t - (s->last_snapshot_s > 0 ? s->last_snapshot_s : s->started_s);
-  if (since < s->cfg.snapshot_interval_s) return;
-  if (replay_table_inserts(s->table) == s->snap_inserts && s->samples == s->snap_samples &&
-      s->priority_updates == s->snap_updates) {
-    s->last_snapshot_s = t; /* nothing changed: the newest file is still current */
-    return;
+  if (since >= s->cfg.snapshot_interval_s) {
+    if (replay_table_inserts(s->table) == s->snap_inserts && s->samples == s->snap_samples &&
+        s->priority_updates == s->snap_updates) {
+      s->last_snapshot_s = t; /* nothing changed: the newest file is still current */
+    } else {
+      ember_err err = {0};
+      snapshot_locked(s, &err); /* blocks the sample thread too: the table must hold still */
+    }
   }
-  ember_err err = {0};
-  replay_server_snapshot(s, &err);
+  pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
@@ -817,6 +881,30 @@ static int bind_router(replay_server *s, const char *endpoint, void **sock, char
   return 0;
 }
 
+static int make_kick_pair(replay_server *s, const char *name, void **tx, void **rx, ember_err *err) {
+  char ep[96];
+  snprintf(ep, sizeof ep, "inproc://ember-replay-kick-%s-%p", name, (void *)s);
+  int zero = 0, hwm = 4;
+  *rx = zmq_socket(s->ctx, ZMQ_PAIR);
+  *tx = zmq_socket(s->ctx, ZMQ_PAIR);
+  if (!*rx || !*tx) return ember_fail(err, EMBER_EIO, "zmq_socket(PAIR): %s", zmq_strerror(zmq_errno()));
+  zmq_setsockopt(*rx, ZMQ_LINGER, &zero, sizeof zero);
+  zmq_setsockopt(*tx, ZMQ_LINGER, &zero, sizeof zero);
+  zmq_setsockopt(*tx, ZMQ_SNDHWM, &hwm, sizeof hwm);
+  if (zmq_bind(*rx, ep) != 0 || zmq_connect(*tx, ep) != 0)
+    return ember_fail(err, EMBER_EIO, "binding %s: %s", ep, zmq_strerror(zmq_errno()));
+  return 0;
+}
+
+/* A wake-up; dropped when one is already waiting (that one will do). */
+static void kick(void *tx) { zmq_send(tx, "", 0, ZMQ_DONTWAIT); }
+
+static void drain_kicks(void *rx) {
+  char b;
+  while (zmq_recv(rx, &b, 1, ZMQ_DONTWAIT) >= 0) {
+  }
+}
+
 replay_server *replay_server_new(const replay_config *cfg, void *zmq_ctx, metrics_registry *metrics, ember_err *err) {
   if (replay_config_validate(cfg, err) != 0) return NULL;
   replay_server *s = calloc(1, sizeof *s);
@@ -829,7 +917,13 @@ replay_server *replay_server_new(const replay_config *cfg, void *zmq_ctx, metric
   atomic_init(&s->stop, 0);
   s->started_s = now_s();
   s->snapshot_seq = 1;
-  arena_init(&s->arena, 1 << 20);
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_mutex_init(&s->log_lock, NULL);
+  atomic_init(&s->spec_ready, false);
+  atomic_init(&s->pending_count, 0);
+  atomic_init(&s->inserts_waiting, false);
+  arena_init(&s->insert_arena, 1 << 20);
+  arena_init(&s->sample_arena, 64 << 10);
   s->metrics = metrics;
   if (!s->metrics) s->metrics = s->own_metrics = metrics_new();
   if (!s->metrics) goto oom;
@@ -848,6 +942,10 @@ replay_server *replay_server_new(const replay_config *cfg, void *zmq_ctx, metric
   parse_sampler(cfg->sampler, &topts.sampler);
   if (!(s->table = replay_table_new(&topts, err))) goto fail;
   metric_set(s->m.capacity, (double)cfg->capacity);
+  if (cfg->obs_dim > 0) {
+    s->spec = spec;
+    atomic_store(&s->spec_ready, true);
+  }
 
   if (cfg->snapshot_dir[0] && cfg->restore) {
     replay_snapshot_info info;
@@ -856,6 +954,10 @@ replay_server *replay_server_new(const replay_config *cfg, void *zmq_ctx, metric
     if (replay_snapshot_restore_newest(cfg->snapshot_dir, s->table, &info, &restored, &s->snapshot_seq, err) != 0)
       goto fail;
     if (restored) {
+      if (!atomic_load(&s->spec_ready)) {
+        s->spec = *replay_table_spec(s->table);
+        atomic_store(&s->spec_ready, replay_table_has_spec(s->table));
+      }
       s->samples = info.meta.samples;
       s->sample_batches = info.meta.sample_batches;
       s->insert_batches = info.meta.insert_batches;
@@ -876,7 +978,9 @@ replay_server *replay_server_new(const replay_config *cfg, void *zmq_ctx, metric
               LF_F64("seconds", now_s() - t0));
   }
   if (bind_router(s, cfg->insert_endpoint, &s->insert_sock, s->insert_ep, err) != 0 ||
-      bind_router(s, cfg->sample_endpoint, &s->sample_sock, s->sample_ep, err) != 0)
+      bind_router(s, cfg->sample_endpoint, &s->sample_sock, s->sample_ep, err) != 0 ||
+      make_kick_pair(s, "sample", &s->kick_sample_tx, &s->kick_sample_rx, err) != 0 ||
+      make_kick_pair(s, "insert", &s->kick_insert_tx, &s->kick_insert_rx, err) != 0)
     goto fail;
   update_gauges(s);
   log_event(LOG_INFO, "replay", "listening", LF_STR("insert_endpoint", s->insert_ep),
@@ -896,8 +1000,15 @@ void replay_server_destroy(replay_server **self_p) {
   replay_server *s = *self_p;
   if (s->insert_sock) zmq_close(s->insert_sock);
   if (s->sample_sock) zmq_close(s->sample_sock);
+  if (s->kick_sample_tx) zmq_close(s->kick_sample_tx);
+  if (s->kick_sample_rx) zmq_close(s->kick_sample_rx);
+  if (s->kick_insert_tx) zmq_close(s->kick_insert_tx);
+  if (s->kick_insert_rx) zmq_close(s->kick_insert_rx);
   replay_table_destroy(&s->table);
-  arena_free(&s->arena);
+  arena_free(&s->insert_arena);
+  arena_free(&s->sample_arena);
+  pthread_mutex_destroy(&s->lock);
+  pthread_mutex_destroy(&s->log_lock);
   free(s->pending);
   free(s->actors);
   free(s->s_obs), free(s->s_next_obs), free(s->s_action), free(s->s_reward), free(s->s_logp), free(s->s_weights);
@@ -913,6 +1024,9 @@ const char *replay_server_insert_endpoint(const replay_server *s) { return s->in
 const char *replay_server_sample_endpoint(const replay_server *s) { return s->sample_ep; }
 
 void replay_server_get_counters(const replay_server *s, replay_server_counters *out) {
+  replay_server *w = (replay_server *)s; /* the locks are not part of the value */
+  pthread_mutex_lock(&w->lock);
+  pthread_mutex_lock(&w->log_lock);
   *out = (replay_server_counters){.size = replay_table_size(s->table),
                                   .capacity = replay_table_capacity(s->table),
                                   .inserts = replay_table_inserts(s->table),
@@ -922,76 +1036,104 @@ void replay_server_get_counters(const replay_server *s, replay_server_counters *
                                   .insert_batches = s->insert_batches,
                                   .rejected = s->rejected_total,
                                   .restored = s->restored,
-                                  .pending_samples = s->pending_len};
+                                  .pending_samples = atomic_load(&w->pending_count)};
+  pthread_mutex_unlock(&w->log_lock);
+  pthread_mutex_unlock(&w->lock);
 }
 
 static void log_progress(replay_server *s, double t) {
   double dt = t - s->last_log_s;
-  uint64_t ins = replay_table_inserts(s->table);
-  log_event(LOG_INFO, "replay", "progress", LF_U64("size", replay_table_size(s->table)), LF_U64("inserts", ins),
-            LF_U64("samples", s->samples), LF_F64("insert_per_s", (double)(ins - s->last_log_inserts) / dt),
-            LF_F64("sample_per_s", (double)(s->samples - s->last_log_samples) / dt),
-            LF_U64("pending_samples", s->pending_len), LF_BOOL("inserts_blocked", s->inserts_blocked),
-            LF_U64("rejected", s->rejected_total));
+  replay_server_counters k;
+  replay_server_get_counters(s, &k);
+  log_event(LOG_INFO, "replay", "progress", LF_U64("size", k.size), LF_U64("inserts", k.inserts),
+            LF_U64("samples", k.samples), LF_F64("insert_per_s", (double)(k.inserts - s->last_log_inserts) / dt),
+            LF_F64("sample_per_s", (double)(k.samples - s->last_log_samples) / dt),
+            LF_U64("pending_samples", k.pending_samples), LF_BOOL("inserts_blocked", s->inserts_blocked),
+            LF_U64("rejected", k.rejected));
   s->last_log_s = t;
-  s->last_log_inserts = ins;
-  s->last_log_samples = s->samples;
+  s->last_log_inserts = k.inserts;
+  s->last_log_samples = k.samples;
 }
 
 #define SAMPLE_BURST 64  /* sample-socket messages per round */
-#define INSERT_BURST 16  /* insert messages per round */
-#define INSERT_ROUNDS 32 /* rounds per poll */
+#define INSERT_BURST 16  /* insert messages between ack flushes */
+#define INSERT_ROUNDS 32 /* bursts per poll */
 
-static bool has_input(void *sock) {
-  int events = 0;
-  size_t len = sizeof events;
-  return zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+static bool can_insert_now(replay_server *s) {
+  pthread_mutex_lock(&s->lock);
+  bool ok = rate_limiter_can_insert(&s->rl);
+  pthread_mutex_unlock(&s->lock);
+  return ok;
+}
+
+static int poll_failed(const char *who) {
+  if (zmq_errno() == EINTR) return 0;
+  if (zmq_errno() == ETERM) return 1;
+  log_event(LOG_ERROR, "replay", "poll_failed", LF_STR("thread", who), LF_STR("error", zmq_strerror(zmq_errno())));
+  return 2;
+}
+
+/* The sample thread: SampleRequests, PriorityUpdates, Stats on the sample socket, and parked
+ * requests whenever the insert thread says inserts happened. */
+static void *sample_main(void *arg) {
+  replay_server *s = arg;
+  pthread_setname_np(pthread_self(), "replay-sample"); /* for top -H, perf, and the benchmark */
+  while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+    zmq_pollitem_t items[2] = {{s->sample_sock, 0, ZMQ_POLLIN, 0}, {s->kick_sample_rx, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, 2, (long)s->cfg.poll_interval_ms) < 0) {
+      int f = poll_failed("sample");
+      if (f == 0) continue;
+      if (f == 2) s->sample_rc = EMBER_EIO;
+      break;
+    }
+    if (items[1].revents & ZMQ_POLLIN) drain_kicks(s->kick_sample_rx);
+    uint64_t served_before = s->sample_batches;
+    if (items[0].revents & ZMQ_POLLIN)
+      for (int i = 0; i < SAMPLE_BURST; i++)
+        if (handle_one(s, s->sample_sock) == EMBER_EAGAIN) break;
+    serve_pending(s);
+    /* samples move the rate limiter: a held-back insert thread may go on now */
+    if (atomic_load(&s->inserts_waiting) && s->sample_batches != served_before) kick(s->kick_insert_tx);
+  }
+  return NULL;
 }
 
 int replay_server_run(replay_server *s) {
+  replay_server_counters k;
+  replay_server_get_counters(s, &k);
   s->last_log_s = now_s();
-  s->last_log_inserts = replay_table_inserts(s->table);
-  s->last_log_samples = s->samples;
+  s->last_log_inserts = k.inserts;
+  s->last_log_samples = k.samples;
+  s->sample_rc = 0;
+  if (pthread_create(&s->sample_thread, NULL, sample_main, s) != 0) {
+    log_event(LOG_ERROR, "replay", "thread_failed", LF_STR("error", "cannot start the sample thread"));
+    return EMBER_EIO;
+  }
   int rc = 0;
   while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
-    bool can_insert = rate_limiter_can_insert(&s->rl);
+    bool can_insert = can_insert_now(s);
     if (!can_insert && !s->inserts_blocked) metric_inc(s->m.insert_waits);
     s->inserts_blocked = !can_insert;
-    zmq_pollitem_t items[2] = {{s->sample_sock, 0, ZMQ_POLLIN, 0}, {s->insert_sock, 0, can_insert ? ZMQ_POLLIN : 0, 0}};
-    int n = zmq_poll(items, 2, (long)s->cfg.poll_interval_ms);
-    if (n < 0) {
-      if (zmq_errno() == EINTR) continue;
-      if (zmq_errno() == ETERM) break;
-      log_event(LOG_ERROR, "replay", "poll_failed", LF_STR("error", zmq_strerror(zmq_errno())));
-      rc = EMBER_EIO;
+    atomic_store(&s->inserts_waiting, !can_insert);
+    zmq_pollitem_t items[2] = {{s->insert_sock, 0, can_insert ? ZMQ_POLLIN : 0, 0},
+                               {s->kick_insert_rx, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, 2, (long)s->cfg.poll_interval_ms) < 0) {
+      int f = poll_failed("insert");
+      if (f == 0) continue;
+      if (f == 2) rc = EMBER_EIO;
       break;
     }
-    /* The learner's requests first (they are few and it waits on them), then inserts in short
-     * bursts, looking at the sample socket again between bursts so a request never waits behind
-     * hundreds of inserts. */
-    bool sample_ready = items[0].revents & ZMQ_POLLIN, insert_ready = items[1].revents & ZMQ_POLLIN;
-    for (int round = 0; round < INSERT_ROUNDS && (sample_ready || insert_ready); round++) {
-      if (sample_ready)
-        for (int i = 0; i < SAMPLE_BURST; i++)
-          if (handle_one(s, s->sample_sock) == EMBER_EAGAIN) {
-            sample_ready = false;
-            break;
-          }
-      if (insert_ready)
-        for (int i = 0; i < INSERT_BURST; i++) {
-          if (!rate_limiter_can_insert(&s->rl)) {
-            insert_ready = false;
-            break;
-          }
-          int r = handle_one(s, s->insert_sock);
-          if (r == EMBER_EAGAIN) {
-            insert_ready = false;
-            break;
-          }
+    if (items[1].revents & ZMQ_POLLIN) drain_kicks(s->kick_insert_rx);
+    bool ready = items[0].revents & ZMQ_POLLIN;
+    for (int round = 0; round < INSERT_ROUNDS && ready; round++) {
+      for (int i = 0; i < INSERT_BURST; i++) {
+        if (!can_insert_now(s) || handle_one(s, s->insert_sock) == EMBER_EAGAIN) {
+          ready = false;
+          break;
         }
+      }
       flush_acks(s);
-      serve_pending(s); /* inserts may have unblocked parked samples */
-      if (!sample_ready) sample_ready = has_input(s->sample_sock);
+      if (atomic_load(&s->pending_count) > 0) kick(s->kick_sample_tx); /* parked requests may go now */
     }
     double t = now_s();
     maybe_snapshot(s, t);
@@ -1000,8 +1142,12 @@ int replay_server_run(replay_server *s) {
       log_progress(s, t);
     }
   }
+  atomic_store(&s->stop, 1);
+  pthread_join(s->sample_thread, NULL);
+  if (rc == 0) rc = s->sample_rc;
   update_gauges(s);
-  log_event(LOG_INFO, "replay", "stopped", LF_U64("size", replay_table_size(s->table)),
-            LF_U64("inserts", replay_table_inserts(s->table)), LF_U64("samples", s->samples));
+  replay_server_get_counters(s, &k);
+  log_event(LOG_INFO, "replay", "stopped", LF_U64("size", k.size), LF_U64("inserts", k.inserts),
+            LF_U64("samples", k.samples));
   return rc;
 }
