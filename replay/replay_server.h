@@ -27,11 +27,16 @@
  * logged once per reason per 10 s (with how many were suppressed), counted in
  * replay_rejected_total{reason="..."}, and the server goes on serving.
  *
- * Ownership: the server owns its sockets, table and scratch buffers; the zmq context and the metrics
- * registry belong to the caller and must outlive the server (metrics may be NULL: the server then
- * keeps a registry of its own). Thread-safety: run, snapshot and destroy from one thread at a time;
- * stop from anywhere (it only sets an atomic flag, so it is async-signal-safe; run notices it within
- * poll_interval_ms).
+ * Threads: replay_server_run serves the insert socket (and the timers: periodic snapshots, progress
+ * lines) on the caller's thread and starts one more thread, named "replay-sample", for the sample
+ * socket; the two share the table under a mutex, and run joins the second before it returns.
+ *
+ * Ownership: the server owns its sockets, table, threads and scratch buffers; the zmq context and
+ * the metrics registry belong to the caller and must outlive the server (metrics may be NULL: the
+ * server then keeps a registry of its own). Thread-safety: run, snapshot and destroy from one thread
+ * at a time (snapshot is also safe while run is running, it takes the table's lock); stop from
+ * anywhere (it only sets an atomic flag, so it is async-signal-safe; run notices it within
+ * poll_interval_ms); get_counters from anywhere.
  */
 #ifndef EMBER_REPLAY_SERVER_H
 #define EMBER_REPLAY_SERVER_H
@@ -86,7 +91,7 @@ void replay_server_destroy(replay_server **self_p);
 int replay_server_run(replay_server *s);
 void replay_server_stop(replay_server *s);
 
-/* Writes a snapshot now (not while run() is running on another thread). No-op (returns 0) without a
+/* Writes a snapshot now (blocking both server threads while it writes). No-op (returns 0) without a
  * snapshot_dir. */
 int replay_server_snapshot(replay_server *s, ember_err *err);
 
@@ -95,7 +100,7 @@ int replay_server_snapshot(replay_server *s, ember_err *err);
 const char *replay_server_insert_endpoint(const replay_server *s);
 const char *replay_server_sample_endpoint(const replay_server *s);
 
-/* Counters, for the owner (and tests). Read them when run() is not running, or accept a racy read. */
+/* Counters, for the owner (and tests): a consistent copy, taken under the table's lock. */
 typedef struct {
   uint64_t size, capacity, inserts, evicted, samples, sample_batches, insert_batches, rejected;
   uint64_t restored;             /* transitions restored from a snapshot at start */
