@@ -14,7 +14,8 @@ packages=(
   libgl-dev libopengl-dev   # and calls find_dependency(OpenGL), though ember renders nothing
   libopenblas-dev
   check libsubunit-dev
-  libcyaml-dev libmicrohttpd-dev libzstd-dev
+  libcyaml-dev libyaml-dev   # libcyaml's pkg-config links -lyaml, which its -dev package does not pull in
+  libmicrohttpd-dev libzstd-dev
   gnuplot-nox
   iproute2 procps
 )
