@@ -611,6 +611,52 @@ START_TEST(owner_snapshot_restores_in_a_new_server) {
 }
 END_TEST
 
+/* Prioritized sampling through the server: the learner zeroes every priority but one, and from
+ * then on every sample is that key, with weight 1. */
+START_TEST(prioritized_updates_steer_sampling) {
+  replay_config c;
+  base_config(&c, "inproc://prio-insert", "inproc://prio-sample");
+  strcpy(c.sampler, "prioritized");
+  running r;
+  start(&r, &c);
+  ember_err err = {0};
+  replay_insert_opts io = {.endpoint = "inproc://prio-insert", .actor_id = 3};
+  replay_insert_client *ic = replay_insert_client_new(ctx, &io, &err);
+  for (int i = 0; i < 4; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, 25, 25 * (uint64_t)i, 0, 0);
+    replay_insert_client_send(ic, &tb.b, &err);
+    test_batch_free(&tb);
+  }
+  ck_assert_int_eq(replay_insert_client_flush(ic, 3000), 0);
+  replay_insert_client_destroy(&ic);
+  replay_sample_opts so = {.endpoint = "inproc://prio-sample", .batch_size = 64, .prefetch = 1};
+  replay_sample_client *sc = replay_sample_client_new(ctx, &so, &err);
+  const Ember__SampleBatch *b = NULL;
+  ck_assert_int_eq(replay_sample_client_next(sc, 3000, &b, &err), 0);
+  for (size_t i = 0; i < b->n_weights; i++) ck_assert(b->weights[i] == 1.0f); /* all at max priority */
+  uint64_t keys[100];
+  float prios[100];
+  for (int i = 0; i < 100; i++) keys[i] = (uint64_t)i, prios[i] = i == 42 ? 3.0f : 0.0f;
+  ck_assert_int_eq(replay_sample_client_update_priorities(sc, keys, prios, 100, &err), 0);
+  /* the batch requested by prefetch before the update may still come; after it, only key 42 */
+  int only_42 = 0;
+  for (int round = 0; round < 5; round++) {
+    ck_assert_int_eq(replay_sample_client_next(sc, 3000, &b, &err), 0);
+    int all = 1;
+    for (size_t i = 0; i < b->n_keys; i++) all &= b->keys[i] == 42 && b->weights[i] == 1.0f;
+    if (all) {
+      only_42++;
+      ck_assert(b->transitions->obs[0] == test_value(42, 0, 0));
+    }
+  }
+  ck_assert_int_ge(only_42, 3);
+  ck_assert(stat_of("inproc://prio-sample", "replay_priority_updates_total", NULL) == 100);
+  replay_sample_client_destroy(&sc);
+  finish(&r);
+}
+END_TEST
+
 START_TEST(config_validation) {
   replay_config c;
   base_config(&c, "inproc://a", "inproc://b");
@@ -656,6 +702,7 @@ int main(void) {
   tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
   tcase_add_test(tc, req_peers_and_prompt_stop);
   tcase_add_test(tc, owner_snapshot_restores_in_a_new_server);
+  tcase_add_test(tc, prioritized_updates_steer_sampling);
   tcase_add_test(tc, config_validation);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
