@@ -25,8 +25,8 @@ typedef struct {
 } task_preset;
 
 static const char *const pendulum_preset[] = {
-    "run.steps=15000",  "sac.hidden_size=64", "learner.batch_size=128", "learner.publish_every=20",
-    "actor.num_envs=1", "actor.eval_every_versions=50", "actor.eval_episodes=3", NULL};
+    "run.steps=15000",        "sac.hidden_size=128", "learner.batch_size=128", "learner.publish_every=100",
+    "actor.num_envs=1",       "actor.eval_every_versions=5", "actor.eval_episodes=5", NULL};
 static const task_preset presets[] = {{"pendulum", pendulum_preset}, {NULL, NULL}};
 
 int app_settings_init(app_settings *s, ember_err *err) {
@@ -53,6 +53,10 @@ int app_settings_init(app_settings *s, ember_err *err) {
 void app_settings_free(app_settings *s) {
   for (size_t i = 0; i < s->n_algos; i++) free(s->algo_settings[i]);
   s->n_algos = 0;
+  for (size_t i = 0; i < APP_MAX_SECTIONS; i++) {
+    free(s->patched_fields[i]);
+    s->patched_fields[i] = NULL;
+  }
 }
 
 const void *app_algo_settings(const app_settings *s) {
@@ -123,63 +127,45 @@ void app_flags_free(app_flags *f) {
   memset(f, 0, sizeof *f);
 }
 
-static const config_field *find_field(const app_settings *s, const char *key, void **target) {
-  const char *dot = strchr(key, '.');
-  if (!dot) return NULL;
+/* A preset becomes the defaults of its keys: the bound sections are replaced by copies whose
+ * default_value is the preset's, so the file, the variables and the flags still override it (even
+ * with a value equal to the built-in default). */
+static int apply_preset(app_settings *s, const task_preset *p, ember_err *err) {
   for (size_t i = 0; i < s->n_bindings; i++) {
     const config_section *sec = s->bindings[i].section;
-    if (strlen(sec->name) != (size_t)(dot - key) || strncmp(sec->name, key, (size_t)(dot - key)) != 0) continue;
-    for (size_t j = 0; j < sec->nfields; j++)
-      if (strcmp(sec->fields[j].name, dot + 1) == 0) {
-        *target = s->bindings[i].target;
-        return &sec->fields[j];
+    config_field *fields = NULL;
+    for (const char *const *set = p->sets; *set; set++) {
+      const char *dot = strchr(*set, '.'), *eq = strchr(*set, '=');
+      if (strlen(sec->name) != (size_t)(dot - *set) || strncmp(sec->name, *set, (size_t)(dot - *set)) != 0) continue;
+      for (size_t f = 0; f < sec->nfields; f++) {
+        if (strlen(sec->fields[f].name) != (size_t)(eq - dot - 1) ||
+            strncmp(sec->fields[f].name, dot + 1, (size_t)(eq - dot - 1)) != 0)
+          continue;
+        if (!fields) {
+          if (!(fields = malloc(sec->nfields * sizeof *fields))) return ember_fail(err, EMBER_ENOMEM, "out of memory");
+          memcpy(fields, sec->fields, sec->nfields * sizeof *fields);
+          s->patched_fields[i] = fields;
+          s->patched[i] = *sec;
+          s->patched[i].fields = fields;
+          s->bindings[i].section = &s->patched[i];
+        }
+        fields[f].default_value = eq + 1; /* points into the static preset table */
       }
-  }
-  return NULL;
-}
-
-/* Whether the field holds its built-in default. */
-static int at_default(const config_field *f, const void *target, const void *defaults) {
-  const char *a = (const char *)target + f->offset, *b = (const char *)defaults + f->offset;
-  switch (f->type) {
-    case CONFIG_INT: return memcmp(a, b, sizeof(int64_t)) == 0;
-    case CONFIG_FLOAT: return memcmp(a, b, sizeof(double)) == 0;
-    case CONFIG_BOOL: return memcmp(a, b, sizeof(bool)) == 0;
-    case CONFIG_STRING: return strcmp(a, b) == 0;
-  }
-  return 0;
-}
-
-static int apply_preset(app_settings *s, ember_err *err) {
-  const task_preset *p = NULL;
-  for (const task_preset *q = presets; q->task; q++)
-    if (strcmp(q->task, s->run.task) == 0) p = q;
-  if (!p) return 0;
-  app_settings d;
-  int rc = app_settings_init(&d, err);
-  if (rc) return rc;
-  for (const char *const *set = p->sets; *set && rc == 0; set++) {
-    char key[128];
-    const char *eq = strchr(*set, '=');
-    snprintf(key, sizeof key, "%.*s", (int)(eq - *set), *set);
-    void *target, *dtarget;
-    const config_field *f = find_field(s, key, &target);
-    if (!f || !find_field(&d, key, &dtarget)) continue; /* a section this program does not bind */
-    if (at_default(f, target, dtarget)) {
-      char source[160];
-      snprintf(source, sizeof source, "the %s preset", p->task);
-      rc = config_set(s->bindings, s->n_bindings, key, eq + 1, source, err);
     }
   }
-  app_settings_free(&d);
-  return rc;
+  return 0;
 }
 
 int app_settings_load(app_settings *s, const app_flags *f, char *const *envp, ember_err *err) {
   int rc = config_load(s->bindings, s->n_bindings, f->config_path, envp, (const char *const *)f->sets, f->nsets,
                        err);
   if (rc) return rc;
-  return apply_preset(s, err);
+  const task_preset *p = NULL;
+  for (const task_preset *q = presets; q->task; q++)
+    if (strcmp(q->task, s->run.task) == 0) p = q;
+  if (!p) return 0;
+  if ((rc = apply_preset(s, p, err)) != 0) return rc;
+  return config_load(s->bindings, s->n_bindings, f->config_path, envp, (const char *const *)f->sets, f->nsets, err);
 }
 
 void app_print_settings(const app_settings *s, FILE *out, bool markdown) {

@@ -11,8 +11,9 @@
  *   --actors N             shorthand for train.actors
  *
  * Presets: a task may come with defaults of its own (pendulum: smaller networks and batches, so
- * that `make run` finishes in minutes). A preset value applies only to a key still at its built-in
- * default after the file, the variables and the flags were read.
+ * that `make run` finishes in minutes). A preset replaces the built-in defaults of its keys, below
+ * the file, the variables and the flags: any of those still wins, even with the built-in value.
+ * (The task is read first, then everything is loaded again over the preset's defaults.)
  *
  * Ownership: app_settings owns the algorithm settings buffers; app_settings_free releases them.
  * Not thread-safe (start-up only).
@@ -54,6 +55,8 @@ typedef struct {
   size_t n_algos;
   config_binding bindings[APP_MAX_SECTIONS];
   size_t n_bindings;
+  config_section patched[APP_MAX_SECTIONS];     /* sections whose defaults a task preset changed */
+  config_field *patched_fields[APP_MAX_SECTIONS];
 } app_settings;
 
 /* Parsed flags. sets[] point into argv or into owned strings (freed by app_flags_free). */
@@ -72,7 +75,7 @@ void app_settings_free(app_settings *s);
 int app_flags_parse(int argc, char **argv, int first, app_flags *f, bool *help, ember_err *err);
 void app_flags_free(app_flags *f);
 
-/* Defaults, the file, EMBER_* variables, the flags, then the task's preset (see above). */
+/* Defaults (with the task's preset, see above), the file, EMBER_* variables, the flags. */
 int app_settings_load(app_settings *s, const app_flags *f, char *const *envp, ember_err *err);
 
 /* The settings struct of the algorithm run.algo (NULL when unknown). */
