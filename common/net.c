@@ -55,6 +55,7 @@ void *net_socket(void *zmq_context, int type, const char *endpoint, bool bind, c
   if (!rc && o->recv_hwm > 0) rc = set_int(sock, ZMQ_RCVHWM, o->recv_hwm, "ZMQ_RCVHWM", err);
   if (!rc && o->send_timeout_ms > 0) rc = set_int(sock, ZMQ_SNDTIMEO, o->send_timeout_ms, "ZMQ_SNDTIMEO", err);
   if (!rc && o->recv_timeout_ms > 0) rc = set_int(sock, ZMQ_RCVTIMEO, o->recv_timeout_ms, "ZMQ_RCVTIMEO", err);
+  if (!rc && o->immediate) rc = set_int(sock, ZMQ_IMMEDIATE, 1, "ZMQ_IMMEDIATE", err);
   if (!rc && type == ZMQ_SUB) {
     const char *prefix = o->subscribe ? o->subscribe : "";
     if (zmq_setsockopt(sock, ZMQ_SUBSCRIBE, prefix, strlen(prefix)) != 0)
@@ -146,25 +147,33 @@ int net_send_body(void *sock, Ember__Envelope__BodyCase body_case, void *body, c
   return net_send(sock, &env, route, flags, err);
 }
 
-int net_decode(const void *data, size_t len, size_t max_bytes, Ember__Envelope **out, ember_err *err) {
+int net_decode_with(const void *data, size_t len, size_t max_bytes, ProtobufCAllocator *allocator,
+                    Ember__Envelope **out, ember_err *err) {
   *out = NULL;
   size_t limit = effective_limit(max_bytes);
   if (len > limit) return ember_fail(err, EMBER_ETOOBIG, "message of %zu bytes is over the %zu-byte limit", len, limit);
-  Ember__Envelope *env = ember__envelope__unpack(NULL, len, data);
+  Ember__Envelope *env = ember__envelope__unpack(allocator, len, data);
   if (!env) return ember_fail(err, EMBER_EDECODE, "%zu bytes are not a valid ember Envelope (protobuf decode failed)", len);
   if (env->schema_version == 0 || env->schema_version > EMBER_SCHEMA_VERSION) {
     unsigned v = env->schema_version;
-    ember__envelope__free_unpacked(env, NULL);
+    ember__envelope__free_unpacked(env, allocator);
     if (v == 0) return ember_fail(err, EMBER_ESCHEMA, "message carries no schema version");
     return ember_fail(err, EMBER_ESCHEMA, "message has schema version %u, newer than this build's %u", v,
                       EMBER_SCHEMA_VERSION);
   }
-  if (env->body_case == EMBER__ENVELOPE__BODY__NOT_SET) {
-    ember__envelope__free_unpacked(env, NULL);
-    return ember_fail(err, EMBER_EDECODE, "message has no body (empty Envelope, or a body type this build does not know)");
-  }
   *out = env;
+  if (env->body_case == EMBER__ENVELOPE__BODY__NOT_SET)
+    return ember_fail(err, EMBER_EDECODE, "message has no body (empty Envelope, or a body type this build does not know)");
   return 0;
+}
+
+int net_decode(const void *data, size_t len, size_t max_bytes, Ember__Envelope **out, ember_err *err) {
+  int rc = net_decode_with(data, len, max_bytes, NULL, out, err);
+  if (rc && *out) {
+    ember__envelope__free_unpacked(*out, NULL);
+    *out = NULL;
+  }
+  return rc;
 }
 
 /* Discards the remaining frames of a multi-part message so the next receive starts clean. */

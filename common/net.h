@@ -29,6 +29,7 @@ typedef struct {
   int linger_ms;             /* -1 = libzmq's default; ember's default is 0 (never hang on exit) */
   int send_timeout_ms, recv_timeout_ms; /* 0 = no timeout (-1 in libzmq terms) */
   const char *subscribe;     /* SUB sockets: prefix to subscribe to ("" = everything) */
+  bool immediate;            /* ZMQ_IMMEDIATE: queue nothing for peers that are not connected */
   /* CurveZMQ: 40-character Z85 keys. A server sets curve_secret_key (and curve_public_key); a
    * client sets all three, curve_server_key being the server's public key. NULL = plain. */
   const char *curve_public_key, *curve_secret_key, *curve_server_key;
@@ -62,6 +63,13 @@ int net_recv(void *sock, Ember__Envelope **out, net_route *route, int flags, emb
 
 /* Decodes bytes into an owned Envelope with the same checks as net_recv. max_bytes 0 = default. */
 int net_decode(const void *data, size_t len, size_t max_bytes, Ember__Envelope **out, ember_err *err);
+
+/* As net_decode, but protobuf-c allocates through `allocator` (e.g. an arena a server resets per
+ * message). The Envelope then belongs to that allocator: free it through it, not net_envelope_free.
+ * A message with no body is EMBER_EDECODE with *out still set, so a caller can tell "no body"
+ * (*out != NULL) from "not protobuf" (*out == NULL). */
+int net_decode_with(const void *data, size_t len, size_t max_bytes, ProtobufCAllocator *allocator,
+                    Ember__Envelope **out, ember_err *err);
 
 /* Encodes env into a malloc'd buffer (caller frees); stamps the schema version. */
 int net_encode(Ember__Envelope *env, uint8_t **out, size_t *len, ember_err *err);

@@ -17,28 +17,18 @@ static int64_t mono_ms(void) {
 }
 
 /* A DEALER connected to endpoint. ZMQ_IMMEDIATE keeps libzmq from queueing messages for a server
- * that is not connected (net_socket_opts has no such option, so the socket is made here). */
-static void *dealer(void *ctx, const char *endpoint, int64_t max_bytes, int sndhwm, ember_err *err) {
+ * that is not connected, so a vanished server shows up as credits that do not come back. */
+static void *dealer(void *ctx, const char *endpoint, int64_t max_bytes, int sndhwm, const char *const curve[3],
+                    ember_err *err) {
   if (!endpoint || !*endpoint) {
     ember_fail(err, EMBER_EINVAL, "replay client: empty endpoint");
     return NULL;
   }
-  void *sock = zmq_socket(ctx, ZMQ_DEALER);
-  if (!sock) {
-    ember_fail(err, EMBER_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
-    return NULL;
-  }
-  int zero = 0, one = 1, rcvhwm = 100000;
-  zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
-  zmq_setsockopt(sock, ZMQ_IMMEDIATE, &one, sizeof one);
-  zmq_setsockopt(sock, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
-  zmq_setsockopt(sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
-  zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes);
-  if (zmq_connect(sock, endpoint) != 0) {
-    ember_fail(err, EMBER_EINVAL, "replay client: cannot connect to '%s': %s", endpoint, zmq_strerror(zmq_errno()));
-    zmq_close(sock);
-    return NULL;
-  }
+  net_socket_opts o = {.max_message_bytes = max_bytes, .send_hwm = sndhwm, .recv_hwm = 100000, .linger_ms = 0,
+                       .immediate = true, .curve_public_key = curve[0], .curve_secret_key = curve[1],
+                       .curve_server_key = curve[2]};
+  void *sock = net_socket(ctx, ZMQ_DEALER, endpoint, false, &o, err);
+  if (!sock) ember_err_prefix(err, "replay client: ");
   return sock;
 }
 
@@ -54,8 +44,7 @@ static Ember__Envelope *recv_envelope(void *sock, arena *a, int *got_any) {
   *got_any = 1;
   Ember__Envelope *env = NULL;
   if (!zmq_msg_more(&msg)) {
-    env = ember__envelope__unpack(arena_allocator(a), zmq_msg_size(&msg), zmq_msg_data(&msg));
-    if (env && (env->schema_version == 0 || env->schema_version > EMBER_SCHEMA_VERSION)) env = NULL;
+    if (net_decode_with(zmq_msg_data(&msg), zmq_msg_size(&msg), 0, arena_allocator(a), &env, NULL) != 0) env = NULL;
   } else { /* not ember framing: discard the rest */
     int more = 1;
     size_t sz = sizeof more;
@@ -119,7 +108,8 @@ replay_insert_client *replay_insert_client_new(void *ctx, const replay_insert_op
     replay_insert_client_destroy(&c);
     return NULL;
   }
-  if (!(c->sock = dealer(ctx, c->o.endpoint, c->o.max_message_bytes, c->o.max_in_flight + 1, err))) {
+  if (!(c->sock = dealer(ctx, c->o.endpoint, c->o.max_message_bytes, c->o.max_in_flight + 1,
+                         (const char *const[3]){c->o.curve_public_key, c->o.curve_secret_key, c->o.curve_server_key}, err))) {
     replay_insert_client_destroy(&c);
     return NULL;
   }
@@ -314,7 +304,8 @@ replay_sample_client *replay_sample_client_new(void *ctx, const replay_sample_op
   if (c->o.max_message_bytes <= 0) c->o.max_message_bytes = (int64_t)NET_DEFAULT_MAX_MESSAGE_BYTES;
   c->next_request_id = 1;
   arena_init(&c->arena, 1 << 20);
-  if (!(c->sock = dealer(ctx, c->o.endpoint, c->o.max_message_bytes, 1000, err))) {
+  if (!(c->sock = dealer(ctx, c->o.endpoint, c->o.max_message_bytes, 1000,
+                         (const char *const[3]){c->o.curve_public_key, c->o.curve_secret_key, c->o.curve_server_key}, err))) {
     replay_sample_client_destroy(&c);
     return NULL;
   }

@@ -42,6 +42,8 @@ typedef struct {
   int queue_batches;          /* local queue; 0 = 64 */
   int ack_timeout_ms;         /* 0 = 5000 */
   int64_t max_message_bytes;  /* 0 = 64 MiB */
+  /* CurveZMQ (NULL = plain tcp): this client's key pair and the server's public key, Z85 text */
+  const char *curve_public_key, *curve_secret_key, *curve_server_key;
 } replay_insert_opts;
 
 typedef struct {
@@ -79,6 +81,7 @@ typedef struct {
   int prefetch;               /* requests kept outstanding; 0 = 2 */
   int request_timeout_ms;     /* 0 = 30000 */
   int64_t max_message_bytes;  /* 0 = 256 MiB */
+  const char *curve_public_key, *curve_secret_key, *curve_server_key; /* as for inserts */
 } replay_sample_opts;
 
 typedef struct replay_sample_client replay_sample_client;

@@ -717,15 +717,16 @@ static int handle_one(replay_server *s, void *sock) {
     reject_with_error(s, sock, &from, R_TOO_BIG, why, 0);
     goto out;
   }
-  Ember__Envelope *env = ember__envelope__unpack(arena_allocator(ar), len, zmq_msg_data(&body));
-  if (!env) {
-    snprintf(why, sizeof why, "%zu bytes are not a valid ember Envelope (protobuf decode failed)", len);
-    reject_with_error(s, sock, &from, ar->failed ? R_TOO_BIG : R_NOT_PROTOBUF, why, 0);
+  Ember__Envelope *env = NULL;
+  ember_err derr = {0};
+  int drc = net_decode_with(zmq_msg_data(&body), len, (size_t)s->cfg.max_message_bytes, arena_allocator(ar), &env,
+                            &derr);
+  if (drc == EMBER_ESCHEMA) {
+    reject_with_error(s, sock, &from, R_SCHEMA_VERSION, derr.msg, 0);
     goto out;
   }
-  if (env->schema_version == 0 || env->schema_version > EMBER_SCHEMA_VERSION) {
-    snprintf(why, sizeof why, "schema version %u, this server speaks %u", env->schema_version, EMBER_SCHEMA_VERSION);
-    reject_with_error(s, sock, &from, R_SCHEMA_VERSION, why, 0);
+  if (drc && !env) { /* a body-less Envelope decodes (env set) and is refused in the switch below */
+    reject_with_error(s, sock, &from, ar->failed ? R_TOO_BIG : R_NOT_PROTOBUF, derr.msg, 0);
     goto out;
   }
   switch (env->body_case) {
