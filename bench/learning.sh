@@ -21,7 +21,7 @@ out=${LEARN_OUT:-bench-learning-out}
 extra=()
 for s in ${LEARN_SETS:-}; do extra+=(--set "$s"); done
 [ -x "$ember" ] || { echo "bench/learning.sh: $ember is not built" >&2; exit 1; }
-mkdir -p "$out"
+mkdir -p "$out/runs"
 echo "# learning: algos [$algos] tasks [$tasks] seeds [$seeds] steps $steps, out $out, $(date -u +%F)"
 
 # mean of the last 5 non-missing eval_return values of one curves.csv ("nan" when there are none)

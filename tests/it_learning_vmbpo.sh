@@ -2,14 +2,16 @@
 # Learning test for VMBPO: `ember train --algo vmbpo` on pendulum (replay, learner, two actors in one
 # process), seed fixed, must reach an average evaluation return better than -400 within 15,000
 # environment steps. Evaluation = the actors' deterministic-policy episodes, averaged by the learner
-# per evaluated policy version into curves.csv's eval_return column. Usage: it_learning_vmbpo.sh EMBER [ALGO]
+# per evaluated policy version into curves.csv's eval_return column.
+# Usage: it_learning_vmbpo.sh EMBER [ALGO [--set k=v ...]]  (extra arguments go to `ember train`)
 set -euo pipefail
 ember=$1
 algo=${2:-vmbpo}
+shift $(( $# < 2 ? $# : 2 ))
 dir=$(mktemp -d /tmp/ember-it-vmbpo.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 "$ember" train --task pendulum --algo "$algo" --steps 15000 --seed 1 --actors 2 --run-dir "$dir/run" \
-  --set train.progress_interval_s=30
+  --set train.progress_interval_s=30 "$@"
 csv=$dir/run/curves.csv
 test -s "$csv"
 read -r first_steps best_eval last_eval < <(awk -F, '
