@@ -90,8 +90,6 @@ typedef struct {
   int64_t max_env_steps;           /* stop after this many env steps (all K envs); 0 = until stopped */
   int64_t drain_ms;                /* on stop, wait this long for acks of what is in flight */
   int64_t max_message_bytes;       /* size limit on every socket; 0 = net's default */
-  char metrics_address[CONFIG_STRING_MAX]; /* ember-actor only: where /metrics is served */
-  int64_t metrics_port;            /* ember-actor only: 0 = any free port (logged), -1 = none */
 } actor_config;
 
 extern const config_section actor_config_section;

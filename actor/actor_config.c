@@ -6,8 +6,9 @@
 #define F(name, type, member, lo, hi, def, help) \
   {name, type, offsetof(actor_config, member), lo, hi, def, help}
 static const config_field actor_fields[] = {
-    F("id", CONFIG_INT, id, 1, 1e9, "1", "actor id (>= 1), unique among the actors of a run"),
-    F("task", CONFIG_STRING, task, 0, 0, "pendulum", "task to act in (half_cheetah, hopper, pendulum, ...)"),
+    F("id", CONFIG_INT, id, 0, 1e9, "0",
+      "actor id, unique among the actors of a run; 0 = ember-actor derives one from host name and pid"),
+    F("task", CONFIG_STRING, task, 0, 0, "", "task to act in; empty = run.task"),
     F("num_envs", CONFIG_INT, num_envs, 1, 4096, "8",
       "environments stepped together; the policy runs one batched forward over them"),
     F("seed", CONFIG_INT, seed, 0, 9.2e18, "0", "run seed (env and action noise streams derive from it)"),
@@ -39,10 +40,6 @@ static const config_field actor_fields[] = {
     F("drain_ms", CONFIG_INT, drain_ms, 0, 3.6e6, "1000", "on stop, wait up to this long for outstanding acks"),
     F("max_message_bytes", CONFIG_INT, max_message_bytes, 0, 2147483647, "0",
       "largest message on the actor's sockets; 0 = the defaults (64 MiB replay, 256 MiB learner)"),
-    F("metrics_address", CONFIG_STRING, metrics_address, 0, 0, "0.0.0.0",
-      "ember-actor: address of the Prometheus /metrics endpoint"),
-    F("metrics_port", CONFIG_INT, metrics_port, -1, 65535, "0",
-      "ember-actor: port of /metrics; 0 = any free port (logged), -1 = none"),
 };
 #undef F
 

@@ -18,6 +18,29 @@ static const config_field train_fields[] = {
 #undef TF
 const config_section train_config_section = {"train", train_fields, sizeof train_fields / sizeof *train_fields};
 
+#define MF(name, type, lo, hi, def, help) {#name, type, offsetof(metrics_config, name), lo, hi, def, help}
+static const config_field metrics_fields[] = {
+    MF(address, CONFIG_STRING, 0, 0, "0.0.0.0", "address the Prometheus /metrics endpoints listen on"),
+    MF(replay_port, CONFIG_INT, -1, 65535, "9101", "ember-replay's /metrics port; 0 = any free port, -1 = none"),
+    MF(learner_port, CONFIG_INT, -1, 65535, "9102", "ember-learner's /metrics port; 0 = any free port, -1 = none"),
+    MF(actor_port, CONFIG_INT, -1, 65535, "0",
+       "ember-actor's /metrics port; 0 = any free port (logged; several actors share a host), -1 = none"),
+    MF(train_port, CONFIG_INT, -1, 65535, "-1", "`ember train`'s /metrics port (all components); -1 = none"),
+};
+#undef MF
+const config_section metrics_config_section = {"metrics", metrics_fields,
+                                               sizeof metrics_fields / sizeof *metrics_fields};
+
+#define SF(name, def, help) {#name, CONFIG_STRING, offsetof(security_config, name), 0, 0, def, help}
+static const config_field security_fields[] = {
+    SF(key_file, "", "this program's CurveZMQ key pair (NAME.key from `ember keygen`); empty = plain tcp"),
+    SF(server_key_file, "", "public key (.pub) of the replay server and learner this program connects to"),
+    SF(allow_dir, "", "servers: directory of the .pub files of the clients admitted; others are refused"),
+};
+#undef SF
+const config_section security_config_section = {"security", security_fields,
+                                                sizeof security_fields / sizeof *security_fields};
+
 /* Task presets: applied to keys still at their built-in defaults. */
 typedef struct {
   const char *task;
@@ -37,6 +60,8 @@ int app_settings_init(app_settings *s, ember_err *err) {
   b[s->n_bindings++] = (config_binding){&train_config_section, &s->train};
   b[s->n_bindings++] = (config_binding){&replay_config_section, &s->replay};
   b[s->n_bindings++] = (config_binding){&actor_config_section, &s->actor};
+  b[s->n_bindings++] = (config_binding){&metrics_config_section, &s->metrics};
+  b[s->n_bindings++] = (config_binding){&security_config_section, &s->security};
   for (const algo_ops *const *a = algo_all(); *a; a++) {
     if (s->n_bindings >= APP_MAX_SECTIONS) return ember_fail(err, EMBER_EINVAL, "too many config sections");
     void *buf = calloc(1, (*a)->settings_size);

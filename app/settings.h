@@ -43,6 +43,22 @@ typedef struct {
 
 extern const config_section train_config_section;
 
+/* The "metrics" section: where each program serves Prometheus /metrics (port -1 = not served,
+ * 0 = any free port, logged at start). */
+typedef struct {
+  char address[CONFIG_STRING_MAX];
+  int64_t replay_port, learner_port, actor_port, train_port;
+} metrics_config;
+extern const config_section metrics_config_section;
+
+/* The "security" section: CurveZMQ across machines (docs/operations.md). Empty = plain tcp. */
+typedef struct {
+  char key_file[CONFIG_STRING_MAX];        /* this program's key pair (NAME.key from `ember keygen`) */
+  char server_key_file[CONFIG_STRING_MAX]; /* the servers' public key (.pub), for programs that connect */
+  char allow_dir[CONFIG_STRING_MAX];       /* servers: directory of the .pub files of admitted clients */
+} security_config;
+extern const config_section security_config_section;
+
 #define APP_MAX_SECTIONS 32
 
 typedef struct {
@@ -51,6 +67,8 @@ typedef struct {
   train_config train;
   replay_config replay;
   actor_config actor;
+  metrics_config metrics;
+  security_config security;
   void *algo_settings[APP_MAX_SECTIONS]; /* in algo_all() order */
   size_t n_algos;
   config_binding bindings[APP_MAX_SECTIONS];

@@ -209,7 +209,7 @@ int app_train(int argc, char **argv) {
   }
   for (int64_t i = 0; i < s.train.actors; i++) {
     actor_config ac = s.actor;
-    ac.id = s.actor.id + i;
+    ac.id = (s.actor.id ? s.actor.id : 1) + i; /* actor.id 0 = ids 1..N here */
     if (!(actors[i].actor = actor_new(&ac, zmq, metrics, &err))) {
       fprintf(stderr, "ember train: actor %lld: %s\n", (long long)ac.id, err.msg);
       goto out;

@@ -32,10 +32,31 @@ static int apply_curve(void *sock, const net_socket_opts *o, ember_err *err) {
   return 0;
 }
 
+static net_security default_security;
+static bool default_security_on;
+
+void net_set_default_security(const net_security *security) {
+  default_security_on = security != NULL;
+  if (security) default_security = *security;
+}
+
 void *net_socket(void *zmq_context, int type, const char *endpoint, bool bind, const net_socket_opts *opts,
                  ember_err *err) {
   net_socket_opts defaults = {0};
   const net_socket_opts *o = opts ? opts : &defaults;
+  net_socket_opts secured;
+  if (default_security_on && !o->curve_secret_key && endpoint && strncmp(endpoint, "inproc://", 9) != 0) {
+    secured = *o;
+    secured.curve_public_key = default_security.public_key;
+    secured.curve_secret_key = default_security.secret_key;
+    secured.curve_server = bind;
+    secured.curve_server_key = bind ? NULL : default_security.server_key;
+    if (!bind && !default_security.server_key[0]) {
+      ember_fail(err, EMBER_EINVAL, "cannot connect to '%s' with CurveZMQ: no server public key configured", endpoint);
+      return NULL;
+    }
+    o = &secured;
+  }
   if (!endpoint || !*endpoint) {
     ember_fail(err, EMBER_EINVAL, "empty endpoint");
     return NULL;

@@ -36,6 +36,18 @@ typedef struct {
   bool curve_server;
 } net_socket_opts;
 
+/* Process-wide CurveZMQ defaults. A program that runs across machines calls this once at start-up,
+ * before making sockets; from then on every tcp:// and ipc:// socket that net_socket makes without
+ * keys of its own uses CURVE: a socket that binds is a CURVE server with this process's key pair,
+ * a socket that connects is a CURVE client that expects server_key. inproc:// sockets stay plain
+ * (they never leave the process). Keys are copied. NULL turns the defaults off. Not thread-safe:
+ * call it before any other thread makes sockets. */
+typedef struct {
+  char public_key[41], secret_key[41]; /* this process's key pair, Z85 */
+  char server_key[41];                 /* the servers' public key; empty on a process that only binds */
+} net_security;
+void net_set_default_security(const net_security *security);
+
 /* A ROUTER peer's routing id (the first frame). */
 typedef struct {
   unsigned char id[255];

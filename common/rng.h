@@ -22,9 +22,11 @@ enum {
   RNG_STREAM_REPLAY = 2,
   RNG_STREAM_EVAL = 3,
   RNG_STREAM_TEST = 4,
-  RNG_STREAM_ENV = 1000,      /* + environment index */
-  RNG_STREAM_ACTOR = 1000000, /* + actor id */
+  RNG_STREAM_ACTOR = 1000000, /* + actor id (ids up to 1e9) */
 };
+/* Environments: + a global environment index (actor id x envs per actor + i). Above every other
+ * stream, so no id or env count can run into them. */
+#define RNG_STREAM_ENV (1ULL << 62)
 
 void rng_seed(rng_t *r, uint64_t seed, uint64_t stream);
 uint64_t rng_u64(rng_t *r);

@@ -87,6 +87,7 @@ static inline void harness_init(harness *h, const char *task, int num_envs, repl
   config_binding b = {&actor_config_section, &h->cfg};
   ck_assert_msg(config_defaults(&b, 1, &err) == 0, "%s", err.msg);
   snprintf(h->cfg.task, sizeof h->cfg.task, "%s", task);
+  h->cfg.id = 1; /* the default 0 means "derive one" in ember-actor; the library needs a real id */
   ck_assert_int_eq(env_spec_find(task, &h->spec, &err), 0);
   h->cfg.num_envs = num_envs;
   h->cfg.max_episode_steps = 10;

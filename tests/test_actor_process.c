@@ -87,7 +87,7 @@ static int wait_exit(pid_t pid, int timeout_ms) {
 static void setup(void) {
   const char *dir = getenv("EMBER_BINARY_DIR");
   ck_assert_msg(dir != NULL, "EMBER_BINARY_DIR is not set (run through ctest)");
-  snprintf(binary, sizeof binary, "%s/actor/ember-actor", dir);
+  snprintf(binary, sizeof binary, "%s/app/ember-actor", dir);
   ck_assert_msg(access(binary, X_OK) == 0, "%s is not built", binary);
 }
 
@@ -97,7 +97,7 @@ static void stops_cleanly_on(int sig) {
                         "--set", "actor.replay_endpoint=tcp://127.0.0.1:1",
                         "--set", "actor.params_endpoint=tcp://127.0.0.1:2",
                         "--set", "actor.control_endpoint=tcp://127.0.0.1:3",
-                        "--set", "actor.metrics_port=-1", "--set", "actor.drain_ms=100",
+                        "--set", "metrics.actor_port=-1", "--set", "actor.drain_ms=100",
                         "--set", "actor.log_interval_s=1", NULL};
   int fd;
   pid_t pid = spawn(args, &fd);
@@ -131,7 +131,7 @@ START_TEST(bad_setting_is_refused_naming_the_key) {
 END_TEST
 
 START_TEST(unknown_task_is_refused) {
-  const char *args[] = {"--set", "actor.task=no_such_task", "--set", "actor.metrics_port=-1", NULL};
+  const char *args[] = {"--set", "actor.task=no_such_task", "--set", "metrics.actor_port=-1", NULL};
   int fd;
   pid_t pid = spawn(args, &fd);
   int status = wait_exit(pid, 10000);

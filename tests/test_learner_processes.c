@@ -85,7 +85,7 @@ static void read_ready(const char *name, char *a, char *b, pid_t pid) {
 
 static pid_t start_actor(int id) {
   char prog[600], sid[64], p[300], c[300], r[300];
-  snprintf(prog, sizeof prog, "%s/actor/ember-actor", bin);
+  snprintf(prog, sizeof prog, "%s/app/ember-actor", bin);
   snprintf(sid, sizeof sid, "actor.id=%d", id);
   snprintf(p, sizeof p, "actor.params_endpoint=%s", learner_params);
   snprintf(c, sizeof c, "actor.control_endpoint=%s", learner_control);
@@ -93,7 +93,7 @@ static pid_t start_actor(int id) {
   char log[32];
   snprintf(log, sizeof log, "actor%d.log", id);
   char *argv[] = {prog,  "--set", sid, "--set", p, "--set", c, "--set", r, "--set", "actor.task=pendulum",
-                  "--set", "actor.num_envs=2", "--set", "actor.metrics_port=-1", "--set", "actor.seed=2",
+                  "--set", "actor.num_envs=2", "--set", "metrics.actor_port=-1", "--set", "actor.seed=2",
                   "--set", "actor.heartbeat_ms=100", "--set", "actor.eval_every_versions=0", NULL};
   return spawn(log, argv);
 }
@@ -179,7 +179,7 @@ START_TEST(replay_learner_and_actors_as_processes) {
   zmq = zmq_ctx_new();
 
   char prog[600], ready[600];
-  snprintf(prog, sizeof prog, "%s/replay/ember-replay", bin);
+  snprintf(prog, sizeof prog, "%s/app/ember-replay", bin);
   snprintf(ready, sizeof ready, "%s/replay.ready", dir);
   char *replay_argv[] = {prog, "--set", "replay.insert_endpoint=tcp://127.0.0.1:*", "--set",
                          "replay.sample_endpoint=tcp://127.0.0.1:*", "--set", "replay.min_size_to_sample=200",

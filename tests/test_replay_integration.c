@@ -36,7 +36,7 @@ static pid_t start_server(const char *insert_ep, const char *sample_ep) {
   const char *bin_dir = getenv("EMBER_BINARY_DIR");
   ck_assert_msg(bin_dir != NULL, "EMBER_BINARY_DIR is not set (run through ctest)");
   char bin[512], a_ins[320], a_smp[320], a_dir[400];
-  snprintf(bin, sizeof bin, "%s/replay/ember-replay", bin_dir);
+  snprintf(bin, sizeof bin, "%s/app/ember-replay", bin_dir);
   snprintf(a_ins, sizeof a_ins, "replay.insert_endpoint=%s", insert_ep);
   snprintf(a_smp, sizeof a_smp, "replay.sample_endpoint=%s", sample_ep);
   snprintf(a_dir, sizeof a_dir, "replay.snapshot_dir=%s", snapdir);

@@ -71,7 +71,7 @@ typedef struct {
   int n_envs;                /* K >= 1 */
   uint64_t seed;             /* run seed */
   uint64_t first_env_id;     /* env i uses RNG stream RNG_STREAM_ENV + first_env_id + i: give each
-                                actor its own range (actor a with K envs: a * K); keep below 999000 */
+                                actor its own range (actor a with K envs: a * K); below 2^62 */
   int max_episode_steps;     /* 0: the task's own limit; > 0 overrides it (tests, other horizons) */
 } env_vec_config;
 
