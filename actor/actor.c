@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "auth.h"
 #include "env.h"
 #include "log.h"
 #include "net.h"
@@ -32,7 +33,7 @@ typedef struct {
   metric *made, *sent, *stored, *rejected, *dropped, *unconfirmed, *pending;
   metric *batches, *episodes, *eval_episodes, *evaluations;
   metric *params_received, *params_refused, *params_stale, *messages_refused, *reports_dropped;
-  metric *nonfinite_actions, *replay_wait;
+  metric *nonfinite_actions, *replay_wait, *auth_refused;
   metric *policy_version, *last_return, *eval_return, *eval_version;
 } actor_metrics_t;
 
@@ -64,6 +65,7 @@ struct actor {
   rng_t rng; /* eps of the stochastic policy and the uniform actions */
 
   void *sub, *dealer;
+  auth_watch *watch_sub, *watch_dealer; /* CurveZMQ refusals of our key, when security is on */
   replay_insert_client *insert;
 
   /* one step of the K training envs */
@@ -174,6 +176,8 @@ static void register_metrics(actor_t *a) {
                                          "steps where the policy gave non-finite actions (uniform ones used)");
   m->replay_wait = metrics_counter(r, "actor_replay_wait_seconds_total", labels,
                                    "time spent waiting for replay acks (actor.replay_wait_ms > 0)");
+  m->auth_refused = metrics_counter(r, "actor_auth_refused_total", labels,
+                                    "CurveZMQ handshakes in which a server refused this actor's key");
   m->policy_version = metrics_gauge(r, "actor_policy_version", labels, "Params version acted with (0 = random)");
   m->last_return = metrics_gauge(r, "actor_episode_return", labels, "return of the last training episode");
   m->eval_return = metrics_gauge(r, "actor_eval_return", labels, "mean return of the last evaluation");
@@ -318,6 +322,12 @@ static int open_sockets(actor_t *a, ember_err *err) {
   io.max_message_bytes = a->cfg.max_message_bytes;
   a->insert = replay_insert_client_new(a->ctx, &io, err);
   if (!a->insert) return ember_err_prefix(err, "actor.replay_endpoint: ");
+  if (net_default_security_enabled() && strncmp(a->cfg.control_endpoint, "inproc://", 9) != 0) {
+    /* A server that refuses our key says nothing to us; the socket monitor does. */
+    if (!(a->watch_sub = auth_watch_new(a->ctx, a->sub, err)) ||
+        !(a->watch_dealer = auth_watch_new(a->ctx, a->dealer, err)))
+      return ember_err_prefix(err, "actor: watching for CurveZMQ refusals: ");
+  }
   return EMBER_OK;
 }
 
@@ -384,6 +394,8 @@ void actor_destroy(actor_t **a_p) {
   if (!a_p || !*a_p) return;
   actor_t *a = *a_p;
   replay_insert_client_destroy(&a->insert);
+  auth_watch_destroy(&a->watch_sub);
+  auth_watch_destroy(&a->watch_dealer);
   if (a->sub) zmq_close(a->sub);
   if (a->dealer) zmq_close(a->dealer);
   policy_destroy(&a->policy);
@@ -720,7 +732,16 @@ static int step_once(actor_t *a, ember_err *err) {
   }
   replay_insert_client_poll(a->insert, 0);
 
-  if (t - a->last_heartbeat_ms >= a->cfg.heartbeat_ms) send_heartbeat(a, t);
+  if (t - a->last_heartbeat_ms >= a->cfg.heartbeat_ms) {
+    send_heartbeat(a, t);
+    if (a->watch_dealer && (auth_watch_refusals(a->watch_dealer) || auth_watch_refusals(a->watch_sub))) {
+      metric_inc(a->m.auth_refused);
+      return ember_fail(err, EMBER_EAUTH,
+                        "the learner at %s refused this actor's CurveZMQ key (is its .pub in the servers' "
+                        "security.allow_dir, and security.server_key_file the servers' key?)",
+                        a->cfg.control_endpoint);
+    }
+  }
   int64_t silent_since = a->last_params_ms > a->last_request_ms ? a->last_params_ms : a->last_request_ms;
   if (t - silent_since >= a->cfg.params_request_ms) send_params_request(a, t);
   if (a->cfg.log_interval_s > 0 && t - a->last_log_ms >= a->cfg.log_interval_s * 1000) log_progress(a, t);

@@ -40,6 +40,8 @@ void net_set_default_security(const net_security *security) {
   if (security) default_security = *security;
 }
 
+bool net_default_security_enabled(void) { return default_security_on; }
+
 void *net_socket(void *zmq_context, int type, const char *endpoint, bool bind, const net_socket_opts *opts,
                  ember_err *err) {
   net_socket_opts defaults = {0};

@@ -47,6 +47,8 @@ typedef struct {
   char server_key[41];                 /* the servers' public key; empty on a process that only binds */
 } net_security;
 void net_set_default_security(const net_security *security);
+/* Whether net_socket applies those defaults (to tcp:// and ipc:// endpoints). */
+bool net_default_security_enabled(void);
 
 /* A ROUTER peer's routing id (the first frame). */
 typedef struct {

@@ -8,80 +8,14 @@
  *   - SIGKILL of an actor mid-run neither stops nor corrupts training (updates go on, no batch is
  *     refused, no message rejected), and a new actor joins and receives the current parameters;
  *   - SIGTERM stops every program cleanly (exit 0, curves.csv and the learner state written). */
-#include <check.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <math.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include <zmq.h>
 
-#include "net.h"
-#include "replay_client.h"
+#include "proc_harness.h"
 
-static char dir[256], bin[512];
+static char bin[512];
 static char replay_insert[256], replay_sample[256], learner_params[256], learner_control[256];
 static void *zmq;
-static pid_t children[16];
-static int n_children;
-
-/* On a failed assertion the test returns early: no program it started may outlive it. */
-static void kill_children(void) {
-  for (int i = 0; i < n_children; i++)
-    if (children[i] > 0 && waitpid(children[i], NULL, WNOHANG) == 0) {
-      kill(children[i], SIGKILL);
-      waitpid(children[i], NULL, 0);
-    }
-  n_children = 0;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Starts a program with its stdout+stderr in dir/<log>. */
-static pid_t spawn(const char *log, char *const argv[]) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, log);
-  pid_t pid = fork();
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) _exit(126);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    setenv("EMBER_LOG_LEVEL", "info", 1);
-    setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  if (n_children < 16) children[n_children++] = pid;
-  return pid;
-}
-
-/* Reads the two lines of a ready file (waits for it). */
-static void read_ready(const char *name, char *a, char *b, pid_t pid) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  double t0 = now_s();
-  FILE *f = NULL;
-  while (!(f = fopen(path, "r"))) {
-    int st;
-    ck_assert_msg(waitpid(pid, &st, WNOHANG) == 0, "%s: the program exited before it was ready", name);
-    ck_assert_msg(now_s() - t0 < 30, "%s never appeared", path);
-    usleep(20000);
-  }
-  ck_assert(fscanf(f, "%255s %255s", a, b) == 2);
-  fclose(f);
-}
 
 static pid_t start_actor(int id) {
   char prog[600], sid[64], p[300], c[300], r[300];
@@ -95,17 +29,11 @@ static pid_t start_actor(int id) {
   char *argv[] = {prog,  "--set", sid, "--set", p, "--set", c, "--set", r, "--set", "actor.task=pendulum",
                   "--set", "actor.num_envs=2", "--set", "metrics.actor_port=-1", "--set", "actor.seed=2",
                   "--set", "actor.heartbeat_ms=100", "--set", "actor.eval_every_versions=0", NULL};
-  return spawn(log, argv);
+  return proc_spawn(log, argv);
 }
 
-/* One metric from a server's Stats (NaN when the server does not answer). */
 static double metric_of(const char *endpoint, const char *name, const char *labels) {
-  Ember__Envelope *env = NULL;
-  ember_err err = {0};
-  double v = NAN;
-  if (replay_client_stats(zmq, endpoint, 2000, &env, &err) == 0) v = replay_stats_get(env->stats, name, labels);
-  if (env) net_envelope_free(env);
-  return v;
+  return proc_metric(zmq, endpoint, name, labels);
 }
 
 static double actor_version(int id) {
@@ -114,104 +42,62 @@ static double actor_version(int id) {
   return metric_of(learner_control, "learner_actor_policy_version", labels);
 }
 
-/* Waits until cond() holds, for up to seconds. */
-#define WAIT_UNTIL(cond, seconds, what)                                           \
-  do {                                                                            \
-    double t0_ = now_s();                                                         \
-    while (!(cond)) {                                                             \
-      ck_assert_msg(now_s() - t0_ < (seconds), "timed out waiting for %s", what); \
-      usleep(50000);                                                              \
-    }                                                                             \
-  } while (0)
-
-static int exit_status(pid_t pid, double seconds) {
-  double t0 = now_s();
-  int st;
-  for (;;) {
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    if (now_s() - t0 > seconds) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &st, 0);
-      return -1;
-    }
-    usleep(20000);
-  }
-}
-
 typedef struct {
   unsigned long long env_steps, stored, rejected, dropped, unconfirmed, in_flight, policy_version;
 } actor_final;
 
-static unsigned long long json_u64(const char *line, const char *key) {
-  char k[64];
-  snprintf(k, sizeof k, "\"%s\":", key);
-  const char *p = strstr(line, k);
-  ck_assert_msg(p != NULL, "no %s in: %s", key, line);
-  return strtoull(p + strlen(k), NULL, 10);
-}
-
 static actor_final actor_stopped_line(int id) {
-  char path[512], line[4096];
-  snprintf(path, sizeof path, "%s/actor%d.log", dir, id);
-  FILE *f = fopen(path, "r");
-  ck_assert_ptr_nonnull(f);
-  actor_final a = {0};
-  int found = 0;
-  while (fgets(line, sizeof line, f))
-    if (strstr(line, "\"msg\":\"stopped\"")) {
-      found = 1;
-      a = (actor_final){json_u64(line, "env_steps"), json_u64(line, "stored"),      json_u64(line, "rejected"),
-                        json_u64(line, "dropped"),   json_u64(line, "unconfirmed"), json_u64(line, "in_flight"),
-                        json_u64(line, "policy_version")};
-    }
-  fclose(f);
-  ck_assert_msg(found, "actor %d wrote no 'stopped' line", id);
-  return a;
+  char log[32], line[4096];
+  snprintf(log, sizeof log, "actor%d.log", id);
+  ck_assert_msg(proc_log_line(log, "\"msg\":\"stopped\"", line, sizeof line), "actor %d wrote no 'stopped' line", id);
+  return (actor_final){proc_json_u64(line, "env_steps"), proc_json_u64(line, "stored"),
+                       proc_json_u64(line, "rejected"),  proc_json_u64(line, "dropped"),
+                       proc_json_u64(line, "unconfirmed"), proc_json_u64(line, "in_flight"),
+                       proc_json_u64(line, "policy_version")};
 }
 
 START_TEST(replay_learner_and_actors_as_processes) {
   const char *bd = getenv("EMBER_BINARY_DIR");
   ck_assert_msg(bd != NULL, "EMBER_BINARY_DIR is not set (ctest sets it)");
   snprintf(bin, sizeof bin, "%s", bd);
-  snprintf(dir, sizeof dir, "/tmp/ember-it-procs.XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(proc_dir, sizeof proc_dir, "/tmp/ember-it-procs.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(proc_dir));
   zmq = zmq_ctx_new();
 
   char prog[600], ready[600];
   snprintf(prog, sizeof prog, "%s/app/ember-replay", bin);
-  snprintf(ready, sizeof ready, "%s/replay.ready", dir);
+  snprintf(ready, sizeof ready, "%s/replay.ready", proc_dir);
   char *replay_argv[] = {prog, "--set", "replay.insert_endpoint=tcp://127.0.0.1:*", "--set",
                          "replay.sample_endpoint=tcp://127.0.0.1:*", "--set", "replay.min_size_to_sample=200",
                          "--set", "replay.log_interval_s=0", "--ready-file", ready, NULL};
-  pid_t replay = spawn("replay.log", replay_argv);
-  read_ready("replay.ready", replay_insert, replay_sample, replay);
+  pid_t replay = proc_spawn("replay.log", replay_argv);
+  proc_read_ready("replay.ready", replay_insert, replay_sample, replay);
 
   char lprog[600], lready[600], rep[300], run_dir[600];
   snprintf(lprog, sizeof lprog, "%s/app/ember-learner", bin);
-  snprintf(lready, sizeof lready, "%s/learner.ready", dir);
+  snprintf(lready, sizeof lready, "%s/learner.ready", proc_dir);
   snprintf(rep, sizeof rep, "learner.replay_endpoint=%s", replay_sample);
-  snprintf(run_dir, sizeof run_dir, "%s/run", dir);
+  snprintf(run_dir, sizeof run_dir, "%s/run", proc_dir);
   char *learner_argv[] = {lprog, "--task", "pendulum", "--steps", "0", "--seed", "2", "--run-dir", run_dir,
                           "--set", "learner.params_endpoint=tcp://127.0.0.1:*", "--set",
                           "learner.control_endpoint=tcp://127.0.0.1:*", "--set", rep, "--set", "sac.hidden_size=32",
                           "--set", "learner.batch_size=64", "--set", "learner.publish_every=10", "--set",
                           "learner.csv_interval_s=0.5", "--ready-file", lready, NULL};
-  pid_t learner = spawn("learner.log", learner_argv);
-  read_ready("learner.ready", learner_params, learner_control, learner);
+  pid_t learner = proc_spawn("learner.log", learner_argv);
+  proc_read_ready("learner.ready", learner_params, learner_control, learner);
 
   /* Phase 1: two actors; transitions flow, versions advance and reach both. */
   pid_t a1 = start_actor(1), a2 = start_actor(2);
-  WAIT_UNTIL(metric_of(replay_sample, "replay_inserted_transitions_total", NULL) >= 1000, 60, "1000 stored transitions");
-  WAIT_UNTIL(metric_of(learner_control, "learner_params_version", NULL) >= 5, 60, "5 parameter versions");
+  PROC_WAIT_UNTIL(metric_of(replay_sample, "replay_inserted_transitions_total", NULL) >= 1000, 60, "1000 stored transitions");
+  PROC_WAIT_UNTIL(metric_of(learner_control, "learner_params_version", NULL) >= 5, 60, "5 parameter versions");
   double v = metric_of(learner_control, "learner_params_version", NULL);
-  WAIT_UNTIL(actor_version(1) >= v && actor_version(2) >= v, 30, "both actors acting with the published version");
+  PROC_WAIT_UNTIL(actor_version(1) >= v && actor_version(2) >= v, 30, "both actors acting with the published version");
 
   /* counters agree: stop both cleanly, then every transition made is accounted for */
   kill(a1, SIGTERM);
   kill(a2, SIGTERM);
-  ck_assert_int_eq(exit_status(a1, 30), 0);
-  ck_assert_int_eq(exit_status(a2, 30), 0);
+  ck_assert_int_eq(proc_exit_status(a1, 30), 0);
+  ck_assert_int_eq(proc_exit_status(a2, 30), 0);
   actor_final f1 = actor_stopped_line(1), f2 = actor_stopped_line(2);
   const actor_final *fs[] = {&f1, &f2};
   for (int i = 0; i < 2; i++) {
@@ -238,17 +124,17 @@ START_TEST(replay_learner_and_actors_as_processes) {
 
   /* Phase 2: SIGKILL one actor mid-run; training goes on and a newcomer gets the parameters. */
   pid_t a3 = start_actor(3), a4 = start_actor(4);
-  WAIT_UNTIL(actor_version(3) > 0 && actor_version(4) > 0, 60, "actors 3 and 4 to receive parameters");
+  PROC_WAIT_UNTIL(actor_version(3) > 0 && actor_version(4) > 0, 60, "actors 3 and 4 to receive parameters");
   kill(a4, SIGKILL);
-  ck_assert_int_eq(exit_status(a4, 10), 128 + SIGKILL);
+  ck_assert_int_eq(proc_exit_status(a4, 10), 128 + SIGKILL);
   double u0 = metric_of(learner_control, "learner_updates_total", NULL);
   double stored0 = metric_of(replay_sample, "replay_inserted_transitions_total", NULL);
-  WAIT_UNTIL(metric_of(learner_control, "learner_updates_total", NULL) > u0 + 50, 30, "updates after the SIGKILL");
-  WAIT_UNTIL(metric_of(replay_sample, "replay_inserted_transitions_total", NULL) > stored0 + 200, 30,
+  PROC_WAIT_UNTIL(metric_of(learner_control, "learner_updates_total", NULL) > u0 + 50, 30, "updates after the SIGKILL");
+  PROC_WAIT_UNTIL(metric_of(replay_sample, "replay_inserted_transitions_total", NULL) > stored0 + 200, 30,
              "transitions from the surviving actor");
   pid_t a5 = start_actor(5);
   double v5 = metric_of(learner_control, "learner_params_version", NULL);
-  WAIT_UNTIL(actor_version(5) >= v5, 60, "the new actor to act with the current parameters");
+  PROC_WAIT_UNTIL(actor_version(5) >= v5, 60, "the new actor to act with the current parameters");
   ck_assert_int_eq(waitpid(learner, NULL, WNOHANG), 0);
   ck_assert_int_eq(waitpid(replay, NULL, WNOHANG), 0);
   ck_assert_double_eq(metric_of(learner_control, "learner_batches_refused_total", NULL), 0);
@@ -256,12 +142,12 @@ START_TEST(replay_learner_and_actors_as_processes) {
   /* everyone stops cleanly */
   kill(a3, SIGTERM);
   kill(a5, SIGTERM);
-  ck_assert_int_eq(exit_status(a3, 30), 0);
-  ck_assert_int_eq(exit_status(a5, 30), 0);
+  ck_assert_int_eq(proc_exit_status(a3, 30), 0);
+  ck_assert_int_eq(proc_exit_status(a5, 30), 0);
   kill(learner, SIGTERM);
-  ck_assert_int_eq(exit_status(learner, 30), 0);
+  ck_assert_int_eq(proc_exit_status(learner, 30), 0);
   kill(replay, SIGTERM);
-  ck_assert_int_eq(exit_status(replay, 30), 0);
+  ck_assert_int_eq(proc_exit_status(replay, 30), 0);
   char path[700];
   struct stat st;
   snprintf(path, sizeof path, "%s/curves.csv", run_dir);
@@ -271,7 +157,7 @@ START_TEST(replay_learner_and_actors_as_processes) {
   ck_assert_int_eq(stat(path, &st), 0);
   zmq_ctx_term(zmq);
   char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", proc_dir);
   ck_assert_int_eq(system(cmd), 0);
 }
 END_TEST
@@ -280,7 +166,7 @@ int main(void) {
   Suite *s = suite_create("learner_processes");
   TCase *tc = tcase_create("tcp");
   tcase_set_timeout(tc, 240);
-  tcase_add_checked_fixture(tc, NULL, kill_children);
+  tcase_add_checked_fixture(tc, NULL, proc_kill_children);
   tcase_add_test(tc, replay_learner_and_actors_as_processes);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
