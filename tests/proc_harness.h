@@ -20,11 +20,14 @@
 #include "net.h"
 #include "replay_client.h"
 
+/* Each test uses some of these; the rest are not warnings. */
+#define PROC_FN static __attribute__((unused))
+
 static char proc_dir[256]; /* logs and ready files of this test */
 static pid_t proc_children[32];
 static int proc_n_children;
 
-static void proc_kill_children(void) {
+PROC_FN void proc_kill_children(void) {
   for (int i = 0; i < proc_n_children; i++)
     if (proc_children[i] > 0 && waitpid(proc_children[i], NULL, WNOHANG) == 0) {
       kill(proc_children[i], SIGKILL);
@@ -33,14 +36,14 @@ static void proc_kill_children(void) {
   proc_n_children = 0;
 }
 
-static double proc_now_s(void) {
+PROC_FN double proc_now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Starts argv with stdout+stderr in proc_dir/<log>, logging at info level. */
-static pid_t proc_spawn(const char *log, char *const argv[]) {
+PROC_FN pid_t proc_spawn(const char *log, char *const argv[]) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", proc_dir, log);
   pid_t pid = fork();
@@ -60,7 +63,7 @@ static pid_t proc_spawn(const char *log, char *const argv[]) {
 }
 
 /* Reads the two lines of proc_dir/<name> (a --ready-file), waiting for it while pid lives. */
-static void proc_read_ready(const char *name, char *a, char *b, pid_t pid) {
+PROC_FN void proc_read_ready(const char *name, char *a, char *b, pid_t pid) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", proc_dir, name);
   double t0 = proc_now_s();
@@ -76,7 +79,7 @@ static void proc_read_ready(const char *name, char *a, char *b, pid_t pid) {
 }
 
 /* Exit code of pid (128 + signal when killed), waiting up to seconds; -1 (and SIGKILL) on timeout. */
-static int proc_exit_status(pid_t pid, double seconds) {
+PROC_FN int proc_exit_status(pid_t pid, double seconds) {
   double t0 = proc_now_s();
   int st;
   for (;;) {
@@ -102,7 +105,7 @@ static int proc_exit_status(pid_t pid, double seconds) {
   } while (0)
 
 /* One metric from a server's Stats reply (NaN when it does not answer within 2 s). */
-static double proc_metric(void *zmq, const char *endpoint, const char *name, const char *labels) {
+PROC_FN double proc_metric(void *zmq, const char *endpoint, const char *name, const char *labels) {
   Ember__Envelope *env = NULL;
   ember_err err = {0};
   double v = NAN;
@@ -112,7 +115,7 @@ static double proc_metric(void *zmq, const char *endpoint, const char *name, con
 }
 
 /* The unsigned number after "key": in a JSON log line (fails when absent). */
-static unsigned long long proc_json_u64(const char *line, const char *key) {
+PROC_FN unsigned long long proc_json_u64(const char *line, const char *key) {
   char k[64];
   snprintf(k, sizeof k, "\"%s\":", key);
   const char *p = strstr(line, k);
@@ -121,7 +124,7 @@ static unsigned long long proc_json_u64(const char *line, const char *key) {
 }
 
 /* The last line of proc_dir/<log> containing needle, copied into out (0 when none). */
-static int proc_log_line(const char *log, const char *needle, char *out, size_t cap) {
+PROC_FN int proc_log_line(const char *log, const char *needle, char *out, size_t cap) {
   char path[512], line[4096];
   snprintf(path, sizeof path, "%s/%s", proc_dir, log);
   FILE *f = fopen(path, "r");
