@@ -61,10 +61,15 @@ static void *replay_thread(void *arg) {
 static void usage(FILE *out) {
   fprintf(out,
           "usage: ember train [--task T] [--algo A] [--steps N] [--seed S] [--actors N] [--run-dir DIR]\n"
-          "                   [--config FILE] [--set section.key=value ...]\n"
+          "                   [--deterministic] [--config FILE] [--set section.key=value ...]\n"
           "Trains an agent with replay, learner and N actors as threads of this process (inproc://).\n"
           "Every setting is listed by `ember config`. The run directory (default runs/<task>-<algo>-<time>)\n"
-          "receives config.yaml (the settings really used), curves.csv and the final learner state.\n");
+          "receives config.yaml (the settings really used), curves.csv, tb/ (TensorBoard), checkpoints/\n"
+          "and the final learner state. Run again with the same --run-dir to resume from its newest\n"
+          "checkpoint (learner.resume). Ctrl-C or SIGTERM stops cleanly with a final checkpoint.\n"
+          "--deterministic: one actor and the replay table in lock-step with the learner in one thread;\n"
+          "the run is a function of the seed, and a stopped run resumed with the same settings ends\n"
+          "bit-identical to an uninterrupted one (learner.max_updates stops it early for tests).\n");
 }
 
 /* The embedded run: every endpoint inproc, the run section copied into each component. */
@@ -156,8 +161,15 @@ int app_train(int argc, char **argv) {
   app_settings s;
   app_flags flags;
   ember_err err = {0};
-  bool help = false;
+  bool help = false, deterministic = false;
   int rc = 1;
+  for (int i = 2; i < argc; i++) /* our own flag; the shared parser must not see it */
+    if (strcmp(argv[i], "--deterministic") == 0) {
+      deterministic = true;
+      for (int j = i; j + 1 <= argc; j++) argv[j] = argv[j + 1];
+      argc--;
+      break;
+    }
   if (app_settings_init(&s, &err) != 0) {
     fprintf(stderr, "ember train: %s\n", err.msg);
     return 2;
@@ -191,21 +203,48 @@ int app_train(int argc, char **argv) {
   void *zmq = zmq_ctx_new();
   metrics_registry *metrics = metrics_new();
   replay_server *replay = NULL;
+  det_source *det = NULL;
   learner_slot ls = {0};
-  actor_slot *actors = calloc((size_t)s.train.actors, sizeof *actors);
+  if (deterministic) s.train.actors = 0; /* the one actor lives in the learner's thread */
+  actor_slot *actors = calloc((size_t)s.train.actors + 1, sizeof *actors);
   pthread_t replay_tid, learner_tid;
   bool replay_started = false, learner_started = false;
   if (!zmq || !metrics || !actors) {
     fprintf(stderr, "ember train: out of memory\n");
     goto out;
   }
-  if (!(replay = replay_server_new(&s.replay, zmq, metrics, &err))) {
+  if (!deterministic && !(replay = replay_server_new(&s.replay, zmq, metrics, &err))) {
     fprintf(stderr, "ember train: replay: %s\n", err.msg);
     goto out;
   }
   if (!(ls.learner = learner_new(&s.run, &s.learner, app_algo_settings(&s), zmq, metrics, &err))) {
     fprintf(stderr, "ember train: learner: %s\n", err.msg);
     goto out;
+  }
+  if (deterministic) {
+    learner_source src;
+    if (!(det = det_source_new(&s, ls.learner, &err))) {
+      fprintf(stderr, "ember train: --deterministic: %s\n", err.msg);
+      goto out;
+    }
+    det_source_attach(det, &src);
+    if (learner_set_source(ls.learner, &src, &err) != 0) {
+      fprintf(stderr, "ember train: %s\n", err.msg);
+      goto out;
+    }
+  }
+  /* resume before anything runs, so a checkpoint this run cannot take stops it at once */
+  int resumed = 0;
+  if (learner_resume(ls.learner, &resumed, &err) != 0) {
+    fprintf(stderr, "ember train: learner: %s\n", err.msg);
+    goto out;
+  }
+  if (resumed) {
+    learner_progress rp;
+    learner_get_progress(ls.learner, &rp);
+    printf("ember train: resumed: parameter version %llu, %llu updates, %llu env steps (checkpoints in %s)\n",
+           (unsigned long long)rp.version, (unsigned long long)rp.updates, (unsigned long long)rp.env_steps,
+           s.learner.checkpoint_dir[0] ? s.learner.checkpoint_dir : "run_dir/checkpoints");
   }
   for (int64_t i = 0; i < s.train.actors; i++) {
     actor_config ac = s.actor;
@@ -215,8 +254,9 @@ int app_train(int argc, char **argv) {
       goto out;
     }
   }
-  printf("ember train: %s on %s, %lld env steps, %lld actors x %lld envs, batch %lld; run dir %s\n", s.run.algo,
-         s.run.task, (long long)s.run.steps, (long long)s.train.actors, (long long)s.actor.num_envs,
+  printf("ember train: %s on %s, %lld env steps, %lld actors x %lld envs%s, batch %lld; run dir %s\n", s.run.algo,
+         s.run.task, (long long)s.run.steps, deterministic ? 1 : (long long)s.train.actors,
+         (long long)s.actor.num_envs, deterministic ? " (deterministic, one thread)" : "",
          (long long)s.learner.batch_size, s.run.run_dir);
   fflush(stdout);
 
@@ -225,8 +265,8 @@ int app_train(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
 
-  replay_started = pthread_create(&replay_tid, NULL, replay_thread, replay) == 0;
-  learner_started = replay_started && pthread_create(&learner_tid, NULL, learner_thread, &ls) == 0;
+  replay_started = !deterministic && pthread_create(&replay_tid, NULL, replay_thread, replay) == 0;
+  learner_started = (replay_started || deterministic) && pthread_create(&learner_tid, NULL, learner_thread, &ls) == 0;
   for (int64_t i = 0; learner_started && i < s.train.actors; i++)
     actors[i].started = pthread_create(&actors[i].thread, NULL, actor_thread, &actors[i]) == 0;
 
@@ -288,6 +328,7 @@ out:
   for (int64_t i = 0; actors && i < s.train.actors; i++) actor_destroy(&actors[i].actor);
   free(actors);
   learner_destroy(&ls.learner);
+  det_source_destroy(&det);
   replay_server_destroy(&replay);
   metrics_destroy(&metrics);
   if (zmq) zmq_ctx_term(zmq);

@@ -15,10 +15,12 @@
 #include <zmq.h>
 
 #include "algo.h"
+#include "checkpoint.h"
 #include "env_task.h"
 #include "log.h"
 #include "net.h"
 #include "replay_client.h"
+#include "tb.h"
 
 /* ---- settings ----------------------------------------------------------------------------------- */
 
@@ -51,6 +53,13 @@ static const config_field learner_fields[] = {
     LF(save_state, CONFIG_BOOL, 0, 0, "true", "write the learner state to run_dir/learner_state.bin at the end"),
     LF(send_priorities, CONFIG_BOOL, 0, 0, "false",
        "send the algorithm's new priorities (|TD error|) back to replay: for replay.sampler prioritized"),
+    LF(checkpoint_interval_s, CONFIG_FLOAT, 0, 1e9, "60",
+       "seconds between checkpoints of the whole learner state; 0 = only when the run ends or is stopped"),
+    LF(checkpoint_dir, CONFIG_STRING, 0, 0, "", "directory of the learner's checkpoints; empty = run_dir/checkpoints"),
+    LF(checkpoint_keep, CONFIG_INT, 1, 1000, "3", "checkpoint files kept (the newest)"),
+    LF(checkpoints, CONFIG_BOOL, 0, 0, "true", "write checkpoints (periodically and at the end)"),
+    LF(resume, CONFIG_BOOL, 0, 0, "true", "at start, resume from the newest valid checkpoint in checkpoint_dir"),
+    LF(tensorboard, CONFIG_BOOL, 0, 0, "true", "write TensorBoard event files to run_dir/tb"),
 };
 #undef LF
 const config_section learner_config_section = {"learner", learner_fields,
@@ -101,6 +110,16 @@ struct learner {
   int n_actors;
 
   FILE *csv;
+  bool csv_ready;      /* header written or kept (after the resume decision) */
+  tb_writer *tb;
+  char ckpt_dir[CONFIG_STRING_MAX];
+  double last_ckpt;
+  bool resume_done, running;
+  uint64_t env_base;   /* added to replay's count when replay restarted below what was seen */
+  double wall_offset;  /* wall time of the run before the resume */
+  learner_source src;
+  bool has_src;
+
   double t0, last_log, last_csv, last_stats, last_progress, last_refusal_log, last_wait_log, last_control_log;
   uint64_t updates_at_last_log, steps_at_last_log;
   double rate_updates, rate_steps;
@@ -144,6 +163,7 @@ void learner_destroy(learner_t **l_p) {
   if (l->pub) zmq_close(l->pub);
   if (l->control) zmq_close(l->control);
   if (l->csv) fclose(l->csv);
+  tb_writer_close(&l->tb);
   free(l->terminated);
   free(l->truncated);
   free(l->priorities);
@@ -179,12 +199,26 @@ static int open_csv(learner_t *l, ember_err *err) {
   if (rc) return rc;
   char path[CONFIG_STRING_MAX + 32];
   snprintf(path, sizeof path, "%s/curves.csv", l->run.run_dir);
-  if (!(l->csv = fopen(path, "w"))) return ember_fail(err, EMBER_EIO, "cannot write %s: %s", path, strerror(errno));
-  fprintf(l->csv, "env_steps,wall_s,updates,train_return,eval_return");
-  for (int i = 0; l->ops->stat_names[i]; i++) fprintf(l->csv, ",%s", l->ops->stat_names[i]);
-  fprintf(l->csv, "\n");
-  fflush(l->csv);
+  /* append mode: a resumed run continues the file (learner_resume cuts it back to the checkpoint's
+   * length); a fresh run empties it there and writes the header */
+  if (!(l->csv = fopen(path, "a"))) return ember_fail(err, EMBER_EIO, "cannot write %s: %s", path, strerror(errno));
   return 0;
+}
+
+/* Cuts curves.csv to `bytes` (0: a fresh file with its header). */
+static void csv_reset(learner_t *l, uint64_t bytes) {
+  if (!l->csv) return;
+  fflush(l->csv);
+  struct stat st;
+  if (fstat(fileno(l->csv), &st) == 0 && (uint64_t)st.st_size > bytes && ftruncate(fileno(l->csv), (off_t)bytes) != 0)
+    log_event(LOG_WARN, "learner", "csv_truncate_failed", LF_STR("error", strerror(errno)));
+  if (fstat(fileno(l->csv), &st) == 0 && st.st_size == 0) {
+    fprintf(l->csv, "env_steps,wall_s,updates,train_return,eval_return");
+    for (int i = 0; l->ops->stat_names[i]; i++) fprintf(l->csv, ",%s", l->ops->stat_names[i]);
+    fprintf(l->csv, "\n");
+    fflush(l->csv);
+  }
+  l->csv_ready = true;
 }
 
 static void *bind_socket(learner_t *l, int type, const char *endpoint, char *bound, ember_err *err) {
@@ -258,6 +292,10 @@ learner_t *learner_new(const run_config *run, const learner_config *cfg, const v
     goto fail;
   }
   if (open_csv(l, err) != 0) goto fail;
+  if (cfg->checkpoint_dir[0])
+    snprintf(l->ckpt_dir, sizeof l->ckpt_dir, "%s", cfg->checkpoint_dir);
+  else if (run->run_dir[0])
+    snprintf(l->ckpt_dir, sizeof l->ckpt_dir, "%.*s/checkpoints", CONFIG_STRING_MAX - 16, run->run_dir);
   l->progress.train_return = l->progress.eval_return = NAN;
   return l;
 fail:
@@ -278,6 +316,7 @@ static int publish(learner_t *l, ember_err *err) {
   if (net_send_body(l->pub, EMBER__ENVELOPE__BODY_PARAMS, &l->current, NULL, ZMQ_DONTWAIT, &e) == 0)
     metric_inc(l->m_params_sent);
   metric_set(l->m_version, (double)l->version);
+  if (l->has_src && l->src.published) return l->src.published(l->src.ctx, &l->current, false, err);
   return 0;
 }
 
@@ -360,30 +399,31 @@ static void answer_stats(learner_t *l, const net_route *route) {
   free(c.items), free(c.ptrs), free(c.labels), free(c.names);
 }
 
-static void episode_report(learner_t *l, const Ember__EpisodeReport *r) {
-  note_actor(l, r->actor_id, 0, false);
-  if (!isfinite(r->episode_return)) {
+void learner_report_episode(learner_t *l, uint64_t actor_id, uint64_t policy_version, double episode_return,
+                            bool evaluation) {
+  note_actor(l, actor_id, 0, false);
+  if (!isfinite(episode_return)) {
     metric_inc(l->m_msgs_refused);
     return;
   }
-  if (r->evaluation) {
+  if (evaluation) {
     l->eval_episodes++;
     metric_inc(l->m_eval_episodes);
-    if (r->policy_version < l->eval_version) return; /* a straggler of an older evaluation */
-    if (r->policy_version > l->eval_version) {        /* a newer evaluation starts */
-      l->eval_version = r->policy_version;
+    if (policy_version < l->eval_version) return; /* a straggler of an older evaluation */
+    if (policy_version > l->eval_version) {        /* a newer evaluation starts */
+      l->eval_version = policy_version;
       l->eval_sum = 0;
       l->eval_count = 0;
     }
-    l->eval_sum += r->episode_return;
+    l->eval_sum += episode_return;
     l->eval_count++;
     metric_set(l->m_eval_return, l->eval_sum / (double)l->eval_count);
-    log_event(LOG_INFO, "learner", "evaluation", LF_U64("version", r->policy_version),
-              LF_F64("return", r->episode_return), LF_U64("actor", r->actor_id), LF_U64("env_steps", l->env_steps));
+    log_event(LOG_INFO, "learner", "evaluation", LF_U64("version", policy_version), LF_F64("return", episode_return),
+              LF_U64("actor", actor_id), LF_U64("env_steps", l->env_steps));
   } else {
     l->episodes++;
     metric_inc(l->m_episodes);
-    l->train_returns[l->train_next] = r->episode_return;
+    l->train_returns[l->train_next] = episode_return;
     l->train_next = (l->train_next + 1) % TRAIN_WINDOW;
     if (l->train_n < TRAIN_WINDOW) l->train_n++;
   }
@@ -417,7 +457,8 @@ static void handle_control(learner_t *l) {
           metric_inc(l->m_params_sent);
         break;
       case EMBER__ENVELOPE__BODY_EPISODE:
-        episode_report(l, env->episode);
+        learner_report_episode(l, env->episode->actor_id, env->episode->policy_version,
+                               env->episode->episode_return, env->episode->evaluation);
         break;
       case EMBER__ENVELOPE__BODY_HELLO: {
         const Ember__Hello *h = env->hello;
@@ -456,7 +497,11 @@ static void query_env_steps(learner_t *l) {
   ember_err e = {0};
   if (replay_client_stats(l->zmq, l->cfg.replay_endpoint, 1000, &env, &e) == 0 && env->stats) {
     double v = replay_stats_get(env->stats, "replay_inserted_transitions_total", NULL);
-    if (isfinite(v) && v >= (double)l->env_steps) l->env_steps = (uint64_t)v;
+    if (isfinite(v) && v >= 0) {
+      /* replay restarted below what this learner has seen (no snapshot, or after a resume): count on */
+      if ((double)l->env_base + v < (double)l->env_steps) l->env_base = l->env_steps;
+      if ((double)l->env_base + v > (double)l->env_steps) l->env_steps = l->env_base + (uint64_t)v;
+    }
     metric_set(l->m_env_steps, (double)l->env_steps);
   }
   if (env) net_envelope_free(env);
@@ -485,6 +530,28 @@ static void write_csv_row(learner_t *l, double t) {
   l->stat_rows = 0;
 }
 
+/* The CSV row's scalars as TensorBoard events (step = env steps, the plots' x axis), written just
+ * before write_csv_row resets the averages. */
+static void write_tb(learner_t *l) {
+  if (!l->tb) return;
+  ember_err e = {0};
+  int64_t step = (int64_t)l->env_steps;
+  double tr = train_return(l), ev = eval_return(l);
+  int rc = 0;
+  if (!isnan(tr)) rc |= tb_scalar(l->tb, "return/train", step, tr, &e);
+  if (!isnan(ev)) rc |= tb_scalar(l->tb, "return/eval", step, ev, &e);
+  rc |= tb_scalar(l->tb, "progress/updates", step, (double)l->updates, &e);
+  rc |= tb_scalar(l->tb, "progress/version", step, (double)l->version, &e);
+  rc |= tb_scalar(l->tb, "rate/updates_per_s", step, l->rate_updates, &e);
+  rc |= tb_scalar(l->tb, "rate/env_steps_per_s", step, l->rate_steps, &e);
+  for (int i = 0; l->stat_rows && l->ops->stat_names[i]; i++) {
+    char tag[160];
+    snprintf(tag, sizeof tag, "loss/%s", l->ops->stat_names[i]);
+    rc |= tb_scalar(l->tb, tag, step, l->stat_sum[i] / (double)l->stat_rows, &e);
+  }
+  if (rc) log_event(LOG_WARN, "learner", "tensorboard_failed", LF_STR("error", e.msg));
+}
+
 static void log_progress(learner_t *l) {
   log_field f[8 + ALGO_MAX_STATS + 1];
   int n = 0;
@@ -503,7 +570,7 @@ static void log_progress(learner_t *l) {
 
 static void periodic(learner_t *l, bool force) {
   double t = now_s();
-  if (force || t - l->last_stats >= l->cfg.stats_interval_s) {
+  if (!l->has_src && (force || t - l->last_stats >= l->cfg.stats_interval_s)) {
     query_env_steps(l);
     l->last_stats = t;
   }
@@ -519,13 +586,25 @@ static void periodic(learner_t *l, bool force) {
     metric_set(l->m_updates_per_s, l->rate_updates);
     metric_set(l->m_train_return, train_return(l));
   }
-  if (l->cfg.log_interval_s > 0 && (force || t - l->last_log >= l->cfg.log_interval_s)) {
+  bool log_now = l->cfg.log_interval_s > 0 && (force || t - l->last_log >= l->cfg.log_interval_s);
+  if (log_now) {
     log_progress(l);
     l->last_log = t;
   }
   if (force || (l->cfg.csv_interval_s > 0 && t - l->last_csv >= l->cfg.csv_interval_s)) {
+    write_tb(l);
     write_csv_row(l, t);
     l->last_csv = t;
+  }
+  if (l->tb && (log_now || force)) {
+    ember_err e = {0};
+    if (tb_flush(l->tb, &e) != 0) log_event(LOG_WARN, "learner", "tensorboard_failed", LF_STR("error", e.msg));
+  }
+  if (!force && l->cfg.checkpoints && l->cfg.checkpoint_interval_s > 0 &&
+      t - l->last_ckpt >= l->cfg.checkpoint_interval_s) {
+    ember_err e = {0};
+    if (learner_checkpoint(l, &e) != 0) log_event(LOG_ERROR, "learner", "checkpoint_failed", LF_STR("error", e.msg));
+    l->last_ckpt = t;
   }
   uint64_t actors, lag;
   live_actors(l, &actors, &lag);
@@ -593,29 +672,300 @@ static int to_algo_batch(learner_t *l, const Ember__SampleBatch *sb, algo_batch 
   return 0;
 }
 
-static void update(learner_t *l, const Ember__SampleBatch *sb) {
-  /* The table size travels with every batch: a fresh lower bound on the transitions stored (exact
-   * until the table first evicts), between the periodic Stats queries. */
-  if (sb->table_size > l->env_steps) l->env_steps = sb->table_size;
-  algo_batch b;
+/* One E-step + M-step on b. Returns 0, or an error of the local source's published hook (which ends
+ * the run); refused batches and export failures are counted and logged, not returned. */
+static int update_batch(learner_t *l, const algo_batch *b, bool from_replay, ember_err *err) {
   ember_err e = {0};
-  int rc = to_algo_batch(l, sb, &b, &e);
-  if (rc == 0) rc = l->ops->e_step(l->algo, &b, &l->stats, &e);
-  if (rc == 0) rc = l->ops->m_step(l->algo, &b, &l->stats, &e);
+  int rc = l->ops->e_step(l->algo, b, &l->stats, &e);
+  if (rc == 0) rc = l->ops->m_step(l->algo, b, &l->stats, &e);
   if (rc != 0) {
     refuse_batch(l, rc, e.msg);
-    return;
+    return 0;
   }
-  if (l->cfg.send_priorities && l->ops->priorities && b.keys &&
+  if (from_replay && l->cfg.send_priorities && l->ops->priorities && b->keys &&
       (l->ops->priorities(l->algo, l->priorities, &e) != 0 ||
-       replay_sample_client_update_priorities(l->sampler, b.keys, l->priorities, (size_t)b.size, &e) != 0))
+       replay_sample_client_update_priorities(l->sampler, b->keys, l->priorities, (size_t)b->size, &e) != 0))
     refuse_batch(l, e.code, e.msg); /* counted; the update itself stands */
   l->updates++;
   metric_inc(l->m_updates);
   for (int i = 0; i < l->stats.count; i++) l->stat_sum[i] += l->stats.values[i];
   l->stat_rows++;
-  if (l->updates % (uint64_t)l->cfg.publish_every == 0 && publish(l, &e) != 0)
+  if (l->updates % (uint64_t)l->cfg.publish_every == 0 && (rc = publish(l, &e)) != 0) {
+    if (l->has_src) return ember_fail(err, rc, "%s", e.msg);
     log_event(LOG_ERROR, "learner", "export_failed", LF_STR("error", e.msg));
+  }
+  return 0;
+}
+
+static void update(learner_t *l, const Ember__SampleBatch *sb) {
+  /* The table size travels with every batch: a fresh lower bound on the transitions stored (exact
+   * until the table first evicts), between the periodic Stats queries. */
+  if (l->env_base + sb->table_size > l->env_steps) l->env_steps = l->env_base + sb->table_size;
+  algo_batch b;
+  ember_err e = {0};
+  int rc = to_algo_batch(l, sb, &b, &e);
+  if (rc != 0) {
+    refuse_batch(l, rc, e.msg);
+    return;
+  }
+  update_batch(l, &b, true, &e);
+}
+
+/* ---- checkpoints --------------------------------------------------------------------------------- */
+
+#define CKPT_PREFIX "learner"
+#define CKPT_FORMAT 1u
+
+typedef struct {
+  char magic[8];                 /* "EMBRLRNR" */
+  uint32_t format, has_source;
+  uint32_t obs_dim, act_dim;
+  char algo[64], task[64];
+} ckpt_identity;
+
+typedef struct {
+  uint64_t updates, version, env_steps, env_base, episodes, eval_episodes, batches_refused;
+  uint64_t eval_version, eval_count, stat_rows, csv_bytes;
+  double eval_sum, wall_s;
+  double train_returns[TRAIN_WINDOW];
+  int32_t train_n, train_next;
+  double stat_sum[ALGO_MAX_STATS];
+  algo_stats stats;
+} ckpt_counters;
+
+static void identity_of(const learner_t *l, ckpt_identity *id) {
+  memset(id, 0, sizeof *id);
+  memcpy(id->magic, "EMBRLRNR", 8);
+  id->format = CKPT_FORMAT;
+  id->has_source = l->has_src;
+  id->obs_dim = (uint32_t)l->spec->obs_dim;
+  id->act_dim = (uint32_t)l->spec->act_dim;
+  snprintf(id->algo, sizeof id->algo, "%.63s", l->ops->name);
+  snprintf(id->task, sizeof id->task, "%.63s", l->run.task);
+}
+
+/* A variable-length record: its length, then its bytes. */
+static int put_blob(FILE *out, const char *name, const void *data, uint64_t n, ember_err *err) {
+  char len_name[64];
+  snprintf(len_name, sizeof len_name, "%s_bytes", name);
+  int rc = checkpoint_put(out, len_name, &n, sizeof n, err);
+  return rc ? rc : checkpoint_put(out, name, data, n, err);
+}
+
+/* Reads a blob into a malloc'd buffer (*data, the caller frees). */
+static int get_blob(FILE *in, const char *name, void **data, uint64_t *n, ember_err *err) {
+  char len_name[64];
+  snprintf(len_name, sizeof len_name, "%s_bytes", name);
+  int rc = checkpoint_get(in, len_name, n, sizeof *n, err);
+  if (rc) return rc;
+  if (*n > ((uint64_t)1 << 34)) return ember_fail(err, EMBER_ECORRUPT, "checkpoint record '%s' claims %llu bytes",
+                                                  name, (unsigned long long)*n);
+  if (!(*data = malloc(*n ? *n : 1))) return ember_fail(err, EMBER_ENOMEM, "out of memory reading '%s'", name);
+  rc = checkpoint_get(in, name, *data, *n, err);
+  if (rc) {
+    free(*data);
+    *data = NULL;
+  }
+  return rc;
+}
+
+static int ckpt_write(void *ctx, FILE *out, ember_err *err) {
+  learner_t *l = ctx;
+  ckpt_identity id;
+  identity_of(l, &id);
+  ckpt_counters c;
+  memset(&c, 0, sizeof c);
+  c.updates = l->updates, c.version = l->version, c.env_steps = l->env_steps, c.env_base = l->env_base;
+  c.episodes = l->episodes, c.eval_episodes = l->eval_episodes, c.batches_refused = l->batches_refused;
+  c.eval_version = l->eval_version, c.eval_count = l->eval_count, c.eval_sum = l->eval_sum;
+  c.stat_rows = l->stat_rows;
+  c.wall_s = now_s() - l->t0;
+  memcpy(c.train_returns, l->train_returns, sizeof c.train_returns);
+  c.train_n = l->train_n, c.train_next = l->train_next;
+  memcpy(c.stat_sum, l->stat_sum, sizeof c.stat_sum);
+  c.stats = l->stats;
+  if (l->csv) {
+    fflush(l->csv);
+    struct stat st;
+    if (fstat(fileno(l->csv), &st) == 0) c.csv_bytes = (uint64_t)st.st_size;
+  }
+  int rc = checkpoint_put(out, "identity", &id, sizeof id, err);
+  if (!rc) rc = checkpoint_put(out, "counters", &c, sizeof c, err);
+  if (rc) return rc;
+
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *mem = open_memstream(&buf, &len);
+  if (!mem) return ember_fail(err, EMBER_ENOMEM, "checkpoint: no memory for the algorithm state");
+  rc = l->ops->save(l->algo, mem, err);
+  if (fclose(mem) != 0 && !rc) rc = ember_fail(err, EMBER_EIO, "checkpoint: writing the algorithm state failed");
+  if (!rc) rc = put_blob(out, "algo", buf, len, err);
+  free(buf);
+  if (rc) return rc;
+
+  size_t plen = l->version ? ember__params__get_packed_size(&l->current) : 0;
+  uint8_t *pbuf = malloc(plen ? plen : 1);
+  if (!pbuf) return ember_fail(err, EMBER_ENOMEM, "checkpoint: no memory for the Params");
+  if (plen) ember__params__pack(&l->current, pbuf);
+  rc = put_blob(out, "params", pbuf, plen, err);
+  free(pbuf);
+  if (!rc && l->has_src && l->src.save) rc = l->src.save(l->src.ctx, out, err);
+  return rc;
+}
+
+static char *dup_str(const char *s) {
+  if (!s) return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+/* A deep copy of p in the form algo_params_free releases (what export_params makes). */
+static int params_copy(const Ember__Params *p, Ember__Params *out) {
+  ember__params__init(out);
+  out->version = p->version;
+  out->learner_updates = p->learner_updates;
+  out->env_steps = p->env_steps;
+  out->log_std_min = p->log_std_min;
+  out->log_std_max = p->log_std_max;
+  out->obs_dim = p->obs_dim;
+  out->act_dim = p->act_dim;
+  out->algorithm = dup_str(p->algorithm);
+  out->task = dup_str(p->task);
+  out->policy_kind = dup_str(p->policy_kind);
+  out->policy_activation = dup_str(p->policy_activation);
+  out->tensors = calloc(p->n_tensors ? p->n_tensors : 1, sizeof *out->tensors);
+  if (!out->tensors) return EMBER_ENOMEM;
+  out->n_tensors = p->n_tensors;
+  for (size_t i = 0; i < p->n_tensors; i++) {
+    const Ember__Tensor *t = p->tensors[i];
+    Ember__Tensor *c = malloc(sizeof *c);
+    if (!c) return EMBER_ENOMEM;
+    ember__tensor__init(c);
+    out->tensors[i] = c;
+    c->name = dup_str(t->name);
+    c->n_shape = t->n_shape;
+    c->shape = malloc((t->n_shape ? t->n_shape : 1) * sizeof *c->shape);
+    c->n_data = t->n_data;
+    c->data = malloc((t->n_data ? t->n_data : 1) * sizeof *c->data);
+    if (!c->shape || !c->data) return EMBER_ENOMEM;
+    memcpy(c->shape, t->shape, t->n_shape * sizeof *c->shape);
+    memcpy(c->data, t->data, t->n_data * sizeof *c->data);
+  }
+  return 0;
+}
+
+static int ckpt_read(void *ctx, FILE *in, ember_err *err) {
+  learner_t *l = ctx;
+  ckpt_identity id, mine;
+  identity_of(l, &mine);
+  int rc = checkpoint_get(in, "identity", &id, sizeof id, err);
+  if (rc) return rc;
+  id.algo[sizeof id.algo - 1] = id.task[sizeof id.task - 1] = 0;
+  if (memcmp(id.magic, "EMBRLRNR", 8) != 0 || id.format != CKPT_FORMAT)
+    return ember_fail(err, EMBER_ESCHEMA, "not a learner checkpoint of format %u", CKPT_FORMAT);
+  if (strcmp(id.algo, mine.algo) != 0 || strcmp(id.task, mine.task) != 0 || id.obs_dim != mine.obs_dim ||
+      id.act_dim != mine.act_dim)
+    return ember_fail(err, EMBER_ESHAPE,
+                      "the checkpoint is of algorithm %s on task %s (obs %u, act %u), this learner runs %s on %s "
+                      "(obs %u, act %u): use another checkpoint_dir or run_dir, or learner.resume=false",
+                      id.algo, id.task, id.obs_dim, id.act_dim, mine.algo, mine.task, mine.obs_dim, mine.act_dim);
+  if (id.has_source != mine.has_source)
+    return ember_fail(err, EMBER_ESHAPE,
+                      "the checkpoint was written %s `ember train --deterministic` (its actor and replay state), "
+                      "this learner runs %s it",
+                      id.has_source ? "by" : "without", mine.has_source ? "with" : "without");
+  ckpt_counters c;
+  if ((rc = checkpoint_get(in, "counters", &c, sizeof c, err)) != 0) return rc;
+  void *buf = NULL;
+  uint64_t n = 0;
+  if ((rc = get_blob(in, "algo", &buf, &n, err)) != 0) return rc;
+  FILE *mem = fmemopen(buf, n ? n : 1, "rb");
+  if (!mem) rc = ember_fail(err, EMBER_ENOMEM, "checkpoint: cannot read the algorithm state");
+  else rc = l->ops->load(l->algo, mem, err);
+  if (mem) fclose(mem);
+  free(buf);
+  if (rc) return rc;
+  if ((rc = get_blob(in, "params", &buf, &n, err)) != 0) return rc;
+  algo_params_free(&l->current);
+  if (n) {
+    Ember__Params *p = ember__params__unpack(NULL, n, buf);
+    if (!p) rc = ember_fail(err, EMBER_ECORRUPT, "checkpoint: its Params do not decode");
+    else if (params_copy(p, &l->current) != 0) rc = ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
+    if (p) ember__params__free_unpacked(p, NULL);
+  }
+  free(buf);
+  if (rc) return rc;
+  if (l->has_src && l->src.load && (rc = l->src.load(l->src.ctx, in, err)) != 0) return rc;
+
+  l->updates = c.updates, l->version = c.version, l->env_steps = c.env_steps, l->env_base = c.env_base;
+  l->episodes = c.episodes, l->eval_episodes = c.eval_episodes, l->batches_refused = c.batches_refused;
+  l->eval_version = c.eval_version, l->eval_count = c.eval_count, l->eval_sum = c.eval_sum;
+  l->stat_rows = c.stat_rows;
+  l->wall_offset = c.wall_s;
+  memcpy(l->train_returns, c.train_returns, sizeof c.train_returns);
+  l->train_n = c.train_n < 0 || c.train_n > TRAIN_WINDOW ? 0 : c.train_n;
+  l->train_next = c.train_next < 0 || c.train_next >= TRAIN_WINDOW ? 0 : c.train_next;
+  memcpy(l->stat_sum, c.stat_sum, sizeof c.stat_sum);
+  l->stats = c.stats;
+  csv_reset(l, c.csv_bytes);
+  return 0;
+}
+
+int learner_checkpoint(learner_t *l, ember_err *err) {
+  if (!l->cfg.checkpoints || !l->ckpt_dir[0]) return 0;
+  int rc = checkpoint_save(l->ckpt_dir, CKPT_PREFIX, l->updates, (int)l->cfg.checkpoint_keep, ckpt_write, l, err);
+  if (rc) return ember_err_prefix(err, "checkpoint in %s: ", l->ckpt_dir);
+  log_event(LOG_INFO, "learner", "checkpoint", LF_STR("dir", l->ckpt_dir), LF_U64("updates", l->updates),
+            LF_U64("version", l->version), LF_U64("env_steps", l->env_steps));
+  return 0;
+}
+
+int learner_resume(learner_t *l, int *resumed, ember_err *err) {
+  if (resumed) *resumed = 0;
+  if (l->resume_done) return 0;
+  l->resume_done = true;
+  if (!l->cfg.resume || !l->ckpt_dir[0]) {
+    csv_reset(l, 0);
+    return 0;
+  }
+  int found = 0;
+  uint64_t step = 0;
+  int rc = checkpoint_load_newest(l->ckpt_dir, CKPT_PREFIX, ckpt_read, l, &found, &step, err);
+  if (rc) return ember_err_prefix(err, "resuming from %s: ", l->ckpt_dir);
+  if (!found) {
+    csv_reset(l, 0);
+    return 0;
+  }
+  metric_set(l->m_version, (double)l->version);
+  metric_set(l->m_env_steps, (double)l->env_steps);
+  if (l->version > 0) {
+    /* actors that kept running get the restored policy again; a fresh one asks for it */
+    if (net_send_body(l->pub, EMBER__ENVELOPE__BODY_PARAMS, &l->current, NULL, ZMQ_DONTWAIT, NULL) == 0)
+      metric_inc(l->m_params_sent);
+    if (l->has_src && l->src.published && (rc = l->src.published(l->src.ctx, &l->current, true, err)) != 0)
+      return rc;
+  }
+  char path[CONFIG_STRING_MAX + 64];
+  snprintf(path, sizeof path, "%s/%s-%020llu.ckpt", l->ckpt_dir, CKPT_PREFIX, (unsigned long long)step);
+  log_event(LOG_INFO, "learner", "resumed", LF_STR("checkpoint", path), LF_U64("version", l->version),
+            LF_U64("updates", l->updates), LF_U64("env_steps", l->env_steps), LF_F64("wall_s", l->wall_offset));
+  pthread_mutex_lock(&l->progress_mu);
+  l->progress.env_steps = l->env_steps, l->progress.updates = l->updates, l->progress.version = l->version;
+  l->progress.wall_s = l->wall_offset;
+  pthread_mutex_unlock(&l->progress_mu);
+  if (resumed) *resumed = 1;
+  return 0;
+}
+
+int learner_set_source(learner_t *l, const learner_source *src, ember_err *err) {
+  if (l->resume_done || l->running)
+    return ember_fail(err, EMBER_ESTATE, "learner_set_source after learner_resume or learner_run");
+  if (!src || !src->next) return ember_fail(err, EMBER_EINVAL, "learner_set_source: no next function");
+  l->src = *src;
+  l->has_src = true;
+  return 0;
 }
 
 /* ---- the loop ------------------------------------------------------------------------------------ */
@@ -634,44 +984,79 @@ static void save_state(learner_t *l) {
   if (rc) log_event(LOG_ERROR, "learner", "save_failed", LF_STR("error", e.msg));
 }
 
-int learner_run(learner_t *l, ember_err *err) {
-  (void)err;
-  l->t0 = now_s();
+/* The next batch from replay (0), EMBER_ETIMEOUT while none came, or a refusal (counted). */
+static int next_from_replay(learner_t *l, double *waiting_since) {
+  const Ember__SampleBatch *sb = NULL;
+  ember_err e = {0};
+  int rc = replay_sample_client_next(l->sampler, 20, &sb, &e);
+  if (rc == EMBER_ETIMEOUT) {
+    double t = now_s();
+    if ((t - *waiting_since) * 1000 >= (double)l->cfg.sample_timeout_ms && t - l->last_wait_log > 10) {
+      log_event(LOG_WARN, "learner", "waiting_for_replay", LF_STR("endpoint", l->cfg.replay_endpoint),
+                LF_F64("waited_s", t - *waiting_since));
+      l->last_wait_log = t;
+    }
+    return rc;
+  }
+  *waiting_since = now_s();
+  if (rc != 0) {
+    refuse_batch(l, rc, e.msg);
+    return rc;
+  }
+  update(l, sb);
+  return 0;
+}
+
+static int run_loop(learner_t *l, ember_err *err) {
+  int rc = learner_resume(l, NULL, err);
+  if (rc) return rc;
+  l->t0 = now_s() - l->wall_offset;
+  l->last_ckpt = now_s();
+  if (l->cfg.tensorboard && l->run.run_dir[0] && !l->tb) {
+    char dir[CONFIG_STRING_MAX + 8];
+    snprintf(dir, sizeof dir, "%s/tb", l->run.run_dir);
+    ember_err e = {0};
+    if (mkdir_p(dir, &e) != 0 || !(l->tb = tb_writer_open(dir, &e)))
+      log_event(LOG_WARN, "learner", "tensorboard_failed", LF_STR("error", e.msg));
+  }
   log_event(LOG_INFO, "learner", "start", LF_STR("algo", l->ops->name), LF_STR("task", l->run.task),
             LF_U64("steps", l->run.steps), LF_STR("params_endpoint", l->params_ep),
-            LF_STR("control_endpoint", l->control_ep), LF_STR("replay_endpoint", l->cfg.replay_endpoint));
+            LF_STR("control_endpoint", l->control_ep),
+            LF_STR("replay_endpoint", l->has_src ? "(local source)" : l->cfg.replay_endpoint));
   double waiting_since = now_s();
   while (!atomic_load(&l->stop)) {
     handle_control(l);
     periodic(l, false);
     if (l->run.steps > 0 && l->env_steps >= (uint64_t)l->run.steps) break;
     if (l->cfg.max_updates > 0 && l->updates >= (uint64_t)l->cfg.max_updates) break;
-    const Ember__SampleBatch *sb = NULL;
-    ember_err e = {0};
-    int rc = replay_sample_client_next(l->sampler, 20, &sb, &e);
-    if (rc == EMBER_ETIMEOUT) {
-      double t = now_s();
-      if ((t - waiting_since) * 1000 >= (double)l->cfg.sample_timeout_ms && t - l->last_wait_log > 10) {
-        log_event(LOG_WARN, "learner", "waiting_for_replay", LF_STR("endpoint", l->cfg.replay_endpoint),
-                  LF_F64("waited_s", t - waiting_since));
-        l->last_wait_log = t;
-      }
+    if (!l->has_src) {
+      next_from_replay(l, &waiting_since);
       continue;
     }
-    waiting_since = now_s();
-    if (rc != 0) {
-      refuse_batch(l, rc, e.msg);
-      continue;
-    }
-    update(l, sb);
+    const algo_batch *b = NULL;
+    uint64_t steps = l->env_steps;
+    rc = l->src.next(l->src.ctx, &b, &steps, err);
+    if (steps > l->env_steps) l->env_steps = steps;
+    if (rc == LEARNER_SOURCE_DONE) break;
+    if (rc != 0 || (rc = update_batch(l, b, false, err)) != 0) break;
   }
   periodic(l, true);
+  ember_err e = {0};
+  if (rc == 0 && learner_checkpoint(l, &e) != 0)
+    log_event(LOG_ERROR, "learner", "checkpoint_failed", LF_STR("error", e.msg));
   save_state(l);
   log_event(LOG_INFO, "learner", "done", LF_U64("env_steps", l->env_steps), LF_U64("updates", l->updates),
             LF_U64("version", l->version), LF_F64("train_return", train_return(l)),
             LF_F64("eval_return", eval_return(l)), LF_F64("wall_s", now_s() - l->t0));
+  return rc;
+}
+
+int learner_run(learner_t *l, ember_err *err) {
+  l->running = true;
+  int rc = run_loop(l, err);
+  if (rc == LEARNER_SOURCE_DONE) rc = 0;
   pthread_mutex_lock(&l->progress_mu);
   l->progress.done = true;
   pthread_mutex_unlock(&l->progress_mu);
-  return 0;
+  return rc;
 }

@@ -32,9 +32,30 @@
  *   replay_endpoint: the replay server's sample endpoint (the sample client's DEALER connects).
  *
  * Run directory (run->run_dir, created when missing; "" = none): curves.csv with columns
- *   env_steps, wall_s, updates, version, train_return, eval_return, <algo stat names...>
- * (returns are NaN, written "nan", until the first report), and learner_state.bin (algo save) at
- * the end of the run.
+ *   env_steps, wall_s, updates, train_return, eval_return, <algo stat names...>
+ * (returns are NaN, written "nan", until the first report), learner_state.bin (algo save) at
+ * the end of the run, tb/ (TensorBoard event files with the same scalars as the CSV, flushed every
+ * log interval, when cfg->tensorboard) and checkpoints/ (below).
+ *
+ * Checkpoints and exact resume: every checkpoint_interval_s and when the loop ends (run.steps,
+ * max_updates, learner_stop: SIGTERM in the programs), the whole learner state is written with
+ * common/checkpoint.h to checkpoint_dir (default run_dir/checkpoints) as learner-<updates>.ckpt,
+ * keeping checkpoint_keep files. Records, in order:
+ *   identity      format, algorithm, task, obs/act dims, whether a local source was attached
+ *   counters      updates, parameter version, env steps, episodes, the returns window, the latest
+ *                 evaluation, wall time, the CSV row accumulators and the CSV's length in bytes
+ *   algo          the algorithm's save (every network, optimiser moments, temperatures, RNG)
+ *   params        the last published Params (so a ParamsRequest after resume gets exactly them)
+ *   source        the local source's own state (learner_source.save), when one is attached
+ * With cfg->resume, learner_resume (or learner_run, if not called before) loads the newest file that
+ * verifies (corrupt or truncated ones are skipped with a log line): the version continues from the
+ * saved one (the next Params is version + 1, never a version already used), curves.csv is cut back
+ * to the length it had at the checkpoint and appended to, and a "resumed" log line names the file,
+ * version, updates and env steps. A checkpoint of another algorithm, task or shape is refused with
+ * an error naming both (EMBER_ESHAPE), and so is one with(out) source state resumed without (with)
+ * a source. What the sample client has in flight is not saved: after a resume the learner simply
+ * asks again. Env steps come from replay: when replay's count is below the saved one (replay
+ * restarted without its snapshot), the learner counts on from the saved value.
  *
  * Ownership: the learner owns its algorithm instance, sockets, sample client and buffers; the zmq
  * context and the metrics registry are the caller's and must outlive it (metrics may be NULL: it
@@ -50,7 +71,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <stdio.h>
+
+#include "algo.h"
 #include "config.h"
+#include "ember.pb-c.h"
 #include "err.h"
 #include "metrics.h"
 
@@ -81,6 +106,12 @@ typedef struct {
   int64_t max_message_bytes;        /* inbound limit on the control socket */
   bool save_state;                  /* write learner_state.bin into run_dir at the end */
   bool send_priorities;             /* PriorityUpdate after each update (prioritized replay) */
+  double checkpoint_interval_s;     /* periodic checkpoints; 0 = only when the loop ends */
+  char checkpoint_dir[CONFIG_STRING_MAX]; /* "" = run_dir/checkpoints (no run_dir: no checkpoints) */
+  int64_t checkpoint_keep;          /* newest files kept */
+  bool checkpoints;                 /* write checkpoints at all */
+  bool resume;                      /* resume from the newest valid checkpoint at start */
+  bool tensorboard;                 /* write run_dir/tb/ event files */
 } learner_config;
 
 extern const config_section learner_config_section;
@@ -116,6 +147,44 @@ typedef struct {
 
 /* A consistent copy of the progress (updated every 100 ms and at every report). Thread-safe. */
 void learner_get_progress(learner_t *l, learner_progress *out);
+
+/* Loads the newest valid checkpoint when cfg->resume (see above); *resumed = 1 when one was
+ * loaded. Safe to call once before learner_run (which otherwise calls it first); 0 when there is
+ * nothing to resume. Errors: the checkpoint's identity differs (EMBER_ESHAPE, naming both), a
+ * record the algorithm or the source refuses. Same thread as learner_run. */
+int learner_resume(learner_t *l, int *resumed, ember_err *err);
+
+/* Writes a checkpoint now (same thread as learner_run, between updates; learner_run does this
+ * itself periodically and at the end). */
+int learner_checkpoint(learner_t *l, ember_err *err);
+
+/* ---- a local batch source (`ember train --deterministic`) ---------------------------------------
+ * Instead of sampling from a replay server, the learner can take its batches from a source running
+ * in its own thread: learner_run then calls next() for every update, with no sockets, timers or
+ * prefetch between them, so the run is a function of its inputs alone. next() returns 0 with a
+ * batch (valid until the next call) and the env steps made so far, LEARNER_SOURCE_DONE when
+ * nothing more will come, or a negative error (which ends learner_run with it). published() is
+ * called with every Params the learner publishes (restored = false) and, after a resume, with the
+ * restored last Params (restored = true). save/load put the source's state into the learner's
+ * checkpoints (after the learner's own records) and read it back. The source's functions run on
+ * learner_run's thread; ctx stays the caller's. */
+#define LEARNER_SOURCE_DONE 1
+
+typedef struct {
+  void *ctx;
+  int (*next)(void *ctx, const algo_batch **batch, uint64_t *env_steps, ember_err *err);
+  int (*published)(void *ctx, const Ember__Params *params, bool restored, ember_err *err);
+  int (*save)(void *ctx, FILE *out, ember_err *err);
+  int (*load)(void *ctx, FILE *in, ember_err *err);
+} learner_source;
+
+/* Attaches a source (copied) before learner_resume / learner_run. EMBER_ESTATE afterwards. */
+int learner_set_source(learner_t *l, const learner_source *src, ember_err *err);
+
+/* An episode finished by the caller's own actor (a source): counted like an EpisodeReport. Same
+ * thread as learner_run. */
+void learner_report_episode(learner_t *l, uint64_t actor_id, uint64_t policy_version, double episode_return,
+                            bool evaluation);
 
 /* The bound endpoints (with the real port for tcp://...:0 or :*), valid until destroy. */
 const char *learner_params_endpoint(const learner_t *l);
