@@ -1,7 +1,9 @@
 /* ember: the one command a user needs. Subcommands:
  *   ember train ...   replay, learner and actors in one process (app/train.c)
  *   ember config      every setting with its default, range and meaning
- * (later issues add plot, status and keygen). */
+ *   ember plot        PNG learning curves from runs' curves.csv (app/cmd_plot.c)
+ *   ember status      a one-screen summary of a running cluster (app/cmd_status.c)
+ *   ember keygen      a CurveZMQ key pair (app/cmd_keygen.c) */
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +17,9 @@ static void usage(FILE *out) {
           "commands:\n"
           "  train    train an agent: replay, learner and actors as threads of this process\n"
           "  config   list every setting (--markdown for a table)\n"
+          "  plot     PNG learning curves of runs: ember plot RUN_DIR... [--out DIR]\n"
+          "  status   summary of a running cluster: ember status ENDPOINT...\n"
+          "  keygen   a CurveZMQ key pair: ember keygen DIR NAME\n"
           "algorithms (--algo):\n");
   for (const algo_ops *const *a = algo_all(); *a; a++) fprintf(out, "  %-8s %s\n", (*a)->name, (*a)->summary);
   fprintf(out, "`ember <command> --help` says more. Settings come from --config FILE, EMBER_<SECTION>_<KEY>\n"
@@ -45,6 +50,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(argv[1], "train") == 0) return app_train(argc, argv);
   if (strcmp(argv[1], "config") == 0) return app_config(argc, argv);
+  if (strcmp(argv[1], "plot") == 0) return app_plot(argc, argv);
+  if (strcmp(argv[1], "status") == 0) return app_status(argc, argv);
+  if (strcmp(argv[1], "keygen") == 0) return app_keygen(argc, argv);
   if (strcmp(argv[1], "--version") == 0) {
     printf("ember %s\n", EMBER_VERSION);
     return 0;

@@ -74,6 +74,7 @@ typedef struct {
   uint64_t id, version;
   double last_seen_s;
   metric *version_gauge; /* learner_actor_policy_version{actor="<id>"} */
+  metric *age_gauge;     /* learner_actor_last_seen_seconds{actor="<id>"} */
 } actor_seen;
 
 struct learner {
@@ -88,7 +89,8 @@ struct learner {
 
   metrics_registry *metrics, *own_metrics;
   metric *m_updates, *m_version, *m_env_steps, *m_refused, *m_episodes, *m_eval_episodes, *m_msgs_refused,
-      *m_params_sent, *m_actors, *m_lag, *m_train_return, *m_eval_return, *m_updates_per_s;
+      *m_params_sent, *m_actors, *m_lag, *m_train_return, *m_eval_return, *m_updates_per_s, *m_env_steps_per_s,
+      *m_stats[ALGO_MAX_STATS];
 
   float *terminated, *truncated, *priorities; /* [batch_size] */
   algo_stats stats;
@@ -191,6 +193,12 @@ static void register_metrics(learner_t *l) {
   l->m_train_return = metrics_gauge(r, "learner_train_return", NULL, "mean of the last 10 training returns");
   l->m_eval_return = metrics_gauge(r, "learner_eval_return", NULL, "mean return of the latest evaluation");
   l->m_updates_per_s = metrics_gauge(r, "learner_updates_per_second", NULL, "over the last progress interval");
+  l->m_env_steps_per_s = metrics_gauge(r, "learner_env_steps_per_second", NULL, "over the last progress interval");
+  for (int i = 0; i < ALGO_MAX_STATS && l->ops->stat_names[i]; i++) {
+    char labels[128];
+    snprintf(labels, sizeof labels, "stat=\"%.100s\"", l->ops->stat_names[i]);
+    l->m_stats[i] = metrics_gauge(r, "learner_algo_stat", labels, "the algorithm's statistics of the latest update");
+  }
 }
 
 static int open_csv(learner_t *l, ember_err *err) {
@@ -336,7 +344,9 @@ static void note_actor(learner_t *l, uint64_t id, uint64_t version, bool has_ver
     snprintf(labels, sizeof labels, "actor=\"%llu\"", (unsigned long long)id);
     *a = (actor_seen){.id = id,
                       .version_gauge = metrics_gauge(l->metrics, "learner_actor_policy_version", labels,
-                                                     "the Params version an actor last reported acting with")};
+                                                     "the Params version an actor last reported acting with"),
+                      .age_gauge = metrics_gauge(l->metrics, "learner_actor_last_seen_seconds", labels,
+                                                 "seconds since the actor's last message (Heartbeat, report)")};
   }
   if (has_version) {
     a->version = version;
@@ -511,6 +521,7 @@ static void live_actors(learner_t *l, uint64_t *count, uint64_t *lag) {
   double t = now_s();
   *count = *lag = 0;
   for (int i = 0; i < l->n_actors; i++) {
+    if (l->actors[i].age_gauge) metric_set(l->actors[i].age_gauge, t - l->actors[i].last_seen_s);
     if (t - l->actors[i].last_seen_s > 30) continue;
     (*count)++;
     if (l->version > l->actors[i].version && l->version - l->actors[i].version > *lag)
@@ -584,6 +595,9 @@ static void periodic(learner_t *l, bool force) {
     l->steps_at_last_log = l->env_steps;
     l->last_progress = t;
     metric_set(l->m_updates_per_s, l->rate_updates);
+    metric_set(l->m_env_steps_per_s, l->rate_steps);
+    for (int i = 0; i < l->stats.count && i < ALGO_MAX_STATS; i++)
+      if (l->m_stats[i]) metric_set(l->m_stats[i], l->stats.values[i]);
     metric_set(l->m_train_return, train_return(l));
   }
   bool log_now = l->cfg.log_interval_s > 0 && (force || t - l->last_log >= l->cfg.log_interval_s);
