@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Exact resume with `ember train --deterministic` (pendulum, small nets, a few seconds):
+#   - stopped by the learner.max_updates hook, then resumed: the final learner state is byte for
+#     byte the one of an uninterrupted run of the same seed and length;
+#   - the same when stopped by SIGTERM at whatever update it reached;
+#   - the same when the newest checkpoint is corrupt (skipped, the older one used);
+#   - curves.csv keeps one header and is appended to; the version goes on;
+#   - a checkpoint of another task, another network shape, or of the other mode is refused with
+#     both named; and a different seed gives a different state (the comparison can fail).
+set -euo pipefail
+ember=$1
+dir=$(mktemp -d /tmp/ember-it-resume.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+args=(train --deterministic --task pendulum --seed 11 --set sac.hidden_size=32 --set learner.batch_size=32
+      --set replay.min_size_to_sample=200 --set learner.publish_every=50 --set train.progress_interval_s=0
+      --set actor.eval_every_versions=10 --set actor.eval_episodes=2 --set learner.csv_interval_s=0.05)
+steps=4000
+
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/full" > "$dir/full.txt" || fail "uninterrupted run"
+test -s "$dir/full/learner_state.bin" || fail "no learner state"
+
+# 1. the testing hook: stop at 1500 updates, resume to the end
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/hook" --set learner.max_updates=1500 > "$dir/hook1.txt" \
+  || fail "first half"
+grep -q "1500 updates" "$dir/hook1.txt" || fail "the first half did not stop at 1500 updates: $(tail -1 "$dir/hook1.txt")"
+ls "$dir/hook/checkpoints"/learner-00000000000000001500.ckpt > /dev/null || fail "no checkpoint at 1500 updates"
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/hook" > "$dir/hook2.txt" || fail "second half"
+grep -q "resumed: parameter version 30, 1500 updates" "$dir/hook2.txt" || fail "no resume line: $(head -2 "$dir/hook2.txt")"
+cmp "$dir/full/learner_state.bin" "$dir/hook/learner_state.bin" || fail "stopped at 1500 + resumed != uninterrupted"
+[ "$(grep -c '^env_steps,' "$dir/hook/curves.csv")" = 1 ] || fail "curves.csv has more than one header"
+awk -F, 'NR > 2 && ($1 < s || $3 < u) { bad = 1 } NR > 1 { s = $1; u = $3 } END { exit bad }' "$dir/hook/curves.csv" \
+  || fail "curves.csv goes backwards after the resume"
+[ "$(tail -1 "$dir/hook/curves.csv" | cut -d, -f3)" = "$(tail -1 "$dir/full/curves.csv" | cut -d, -f3)" ] \
+  || fail "last CSV rows differ in updates"
+
+# 2. SIGTERM at an arbitrary moment (a longer run, so the signal lands mid-run), then resume
+long=20000
+"$ember" "${args[@]}" --steps $long --run-dir "$dir/full_long" > /dev/null || fail "long uninterrupted run"
+"$ember" "${args[@]}" --steps $long --run-dir "$dir/term" > "$dir/term1.txt" &
+pid=$!
+sleep 0.4
+kill -TERM $pid 2>/dev/null || true
+wait $pid || fail "SIGTERM: exit code $?"
+ls "$dir/term/checkpoints"/learner-*.ckpt > /dev/null || fail "no checkpoint after SIGTERM"
+"$ember" "${args[@]}" --steps $long --run-dir "$dir/term" > "$dir/term2.txt" || fail "resume after SIGTERM"
+grep -q "interrupted" "$dir/term1.txt" || fail "the run ended before SIGTERM came: $(tail -1 "$dir/term1.txt")"
+grep -q "resumed" "$dir/term2.txt" || fail "no resume after SIGTERM"
+cmp "$dir/full_long/learner_state.bin" "$dir/term/learner_state.bin" || fail "SIGTERM + resume != uninterrupted"
+
+# 3. the newest checkpoint corrupt: skipped, the older one resumed, still bit-identical
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/corrupt" --set learner.max_updates=1000 > /dev/null
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/corrupt" --set learner.max_updates=2000 > /dev/null
+newest=$(ls "$dir/corrupt/checkpoints"/learner-*.ckpt | tail -1)
+case "$newest" in *2000.ckpt) ;; *) fail "newest checkpoint is $newest" ;; esac
+printf 'garbage' | dd of="$newest" bs=1 seek=100 conv=notrunc 2> /dev/null
+EMBER_LOG_LEVEL=info "$ember" "${args[@]}" --steps $steps --run-dir "$dir/corrupt" > "$dir/corrupt.txt" 2> "$dir/corrupt.log" \
+  || fail "resume past a corrupt checkpoint"
+grep -q "resumed: parameter version 20, 1000 updates" "$dir/corrupt.txt" || fail "did not fall back to 1000 updates"
+grep -q "2000.ckpt" "$dir/corrupt.log" || fail "the skipped file is not named in the log"
+cmp "$dir/full/learner_state.bin" "$dir/corrupt/learner_state.bin" || fail "fallback resume != uninterrupted"
+
+# 4. refusals, both sides named; nothing is overwritten
+set +e
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/hook" --task reacher 2> "$dir/e1.txt"; rc=$?
+[ $rc = 1 ] && grep -q "sac on task pendulum" "$dir/e1.txt" && grep -q "runs sac on reacher" "$dir/e1.txt" \
+  || fail "another task: rc $rc: $(cat "$dir/e1.txt")"
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/hook" --set sac.hidden_size=64 2> "$dir/e2.txt"; rc=$?
+[ $rc = 1 ] && grep -q "hidden_size 32" "$dir/e2.txt" || fail "another shape: rc $rc: $(cat "$dir/e2.txt")"
+"$ember" train --task pendulum --seed 11 --set sac.hidden_size=32 --set learner.batch_size=32 --steps $steps \
+  --run-dir "$dir/hook" 2> "$dir/e3.txt" > /dev/null; rc=$?
+[ $rc = 1 ] && grep -q "deterministic" "$dir/e3.txt" || fail "the other mode: rc $rc: $(cat "$dir/e3.txt")"
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/prio" --set replay.sampler=prioritized 2> "$dir/e4.txt"; rc=$?
+[ $rc = 1 ] && grep -q "prioritized" "$dir/e4.txt" || fail "prioritized: rc $rc: $(cat "$dir/e4.txt")"
+set -e
+cmp "$dir/full/learner_state.bin" "$dir/hook/learner_state.bin" || fail "a refused resume changed the state"
+
+# 5. the comparison can fail: another seed, another state; learner.resume=false starts afresh
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/seed" --seed 12 > /dev/null
+! cmp -s "$dir/full/learner_state.bin" "$dir/seed/learner_state.bin" || fail "seed 12 gave seed 11's state"
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/hook" --set learner.resume=false > "$dir/fresh.txt"
+! grep -q resumed "$dir/fresh.txt" || fail "learner.resume=false resumed"
+cmp "$dir/full/learner_state.bin" "$dir/hook/learner_state.bin" || fail "a fresh run of the same seed differs"
+echo PASS

@@ -1,0 +1,16 @@
+# Operations (learner/learner.c checkpoints, app/cmd_*.c): exact resume, `ember train
+# --deterministic` bit-identity, TensorBoard events, and the operator commands plot/status/keygen.
+if(TARGET ember)
+  # stop + resume of --deterministic ends bit-identical to an uninterrupted run; refusals; CSV
+  add_test(NAME it_resume COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_resume.sh $<TARGET_FILE:ember>)
+  set_tests_properties(it_resume PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  # TensorBoard event files of a short `ember train`, decoded
+  ember_check_test(test_resume_tb SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_resume_tb.c LIBS ember_common
+                   TIMEOUT 180)
+  add_dependencies(test_resume_tb ember)
+endif()
+if(TARGET ember AND TARGET ember-learner AND TARGET ember-replay AND TARGET ember-actor)
+  # status against three processes, SIGTERM + resume of ember-learner, plot, keygen
+  add_test(NAME it_ops COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_ops.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(it_ops PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+endif()
