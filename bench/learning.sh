@@ -3,7 +3,7 @@
 # For every algorithm x task x seed it runs `ember train` and prints, per algorithm and task,
 #   BENCH learn_<algo>_<task>_return <v> return
 # with v = the mean of the last 5 evaluation returns of a run, averaged over the seeds; and writes
-# PNG curves (every seed overlaid) to OUT/<algo>_<task>/returns.png and losses.png.
+# PNG curves (every seed overlaid, `ember plot`) to OUT/<algo>_<task>/returns.png and losses.png.
 # The issue's budget (the paper's: 50,000 steps on pendulum and reacher, 3 seeds) is the default and
 # takes hours on 2 cores; the knobs shrink it for a check of the script itself:
 #   LEARN_ALGOS (vmbpo vmbpo-mfe sac)  LEARN_TASKS (pendulum reacher)  LEARN_SEEDS (1 2 3)
@@ -49,7 +49,9 @@ for algo in $algos; do
     name=$(tr '-' '_' <<< "$algo")
     printf '%s\n' "${values[@]}" | awk -v n="learn_${name}_${task}_return" '
       $1 != "nan" { s += $1; k++ } END { if (k) printf "BENCH %s %.1f return\n", n, s / k; else printf "BENCH %s nan return\n", n }'
-    if [ -x "$plot" ]; then
+    if "$ember" plot --help > /dev/null 2>&1; then
+      "$ember" plot "${runs[@]}" --out "$out/${name}_$task" > /dev/null || echo "# plot for $algo $task failed" >&2
+    elif [ -x "$plot" ]; then
       "$plot" "$out/${name}_$task" "${runs[@]}" || echo "# plot for $algo $task failed" >&2
     fi
   done
