@@ -238,6 +238,21 @@ static void *bind_socket(learner_t *l, int type, const char *endpoint, char *bou
   return s;
 }
 
+/* The task's reward and termination as algo_task_fns, for model-based algorithms. Offered only where
+ * env_task.h says they are exact functions of the observations; elsewhere the algorithm learns them. */
+static void task_reward(const void *task, const float *obs, const float *action, const float *next_obs, int n,
+                        float *reward_out) {
+  env_spec_reward(task, n, obs, action, next_obs, reward_out);
+}
+
+static void task_terminated(const void *task, const float *next_obs, int n, float *terminated_out) {
+  /* env_task writes bytes: write them into the start of the float buffer, then widen from the end
+   * (float i occupies bytes 4i..4i+3, never a byte j < i that is still to be read). */
+  uint8_t *bytes = (uint8_t *)terminated_out;
+  env_spec_terminated(task, n, next_obs, bytes);
+  for (int i = n - 1; i >= 0; i--) terminated_out[i] = bytes[i] ? 1.0f : 0.0f;
+}
+
 learner_t *learner_new(const run_config *run, const learner_config *cfg, const void *algo_settings, void *zmq_ctx,
                        metrics_registry *metrics, ember_err *err) {
   const algo_ops *ops = algo_find(run->algo);
@@ -276,7 +291,10 @@ learner_t *learner_new(const run_config *run, const learner_config *cfg, const v
 
   algo_context ctx = {.task_name = run->task, .obs_dim = spec->obs_dim, .act_dim = spec->act_dim,
                       .max_batch = (int)cfg->batch_size, .seed = (uint64_t)run->seed,
-                      .task = {.task = spec}, .settings = algo_settings};
+                      .task = {.task = spec,
+                               .reward_fn = spec->reward_exact ? task_reward : NULL,
+                               .terminated_fn = spec->terminated_exact ? task_terminated : NULL},
+                      .settings = algo_settings};
   if (!(l->algo = ops->create(&ctx, err))) goto fail;
   l->terminated = calloc((size_t)cfg->batch_size, sizeof(float));
   l->truncated = calloc((size_t)cfg->batch_size, sizeof(float));
