@@ -58,7 +58,10 @@ static const config_field vmbpo_fields[] = {
     F(nu_max, CONFIG_FLOAT, 0.1, 80, "10", "nu is clamped to [-nu_max, nu_max]"),
     F(mfe_clamp, CONFIG_FLOAT, 0.1, 80, "20", "VMBPO-MFE: tau * delta clamped at this before exp"),
     F(mfe_model_every, CONFIG_INT, 0, 1000000000, "0", "VMBPO-MFE: fit q_d every n updates (0 = never)"),
-    F(qd_weight_temperature, CONFIG_FLOAT, 0, 1, "1", "step 1: weights B softmax(t delta); 1 = eq. (19), 0 = plain likelihood"),
+    F(qd_weight_temperature, CONFIG_FLOAT, 0, 1, "1", "step 1: weights exp(t delta); 1 = eq. (19), 0 = plain likelihood"),
+    F(qd_weight_norm, CONFIG_STRING, 0, 0, "model",
+      "step 1's normaliser of exp(t (1-d) V'(x')): model = per (x,a), log-mean-exp over K q_d samples; batch = softmax over the batch"),
+    F(qd_weight_max, CONFIG_FLOAT, 1, 1e6, "20", "step 1 (norm model): each weight clipped at this"),
     F(log_std_min, CONFIG_FLOAT, -20, 0, "-5", "lower bound of the policies' log standard deviation"),
     F(log_std_max, CONFIG_FLOAT, -5, 5, "2", "upper bound of the policies' log standard deviation"),
     F(adam_beta1, CONFIG_FLOAT, 0, 0.999999, "0.9", "Adam first-moment decay"),
@@ -109,6 +112,7 @@ struct vmbpo {
   int O, A, B, K, N, E, Dm; /* obs, act, max batch, samples per real, B*K, members, model dim */
   bool learn_reward;
   bool act_with_qc;
+  bool qd_norm_model; /* step 1's normaliser per (x, a) from model samples (else over the batch) */
   float eta, gamma, lo, hi, nu_max;
 
   nn_mlp *net[VMBPO_NET_COUNT];
@@ -314,6 +318,16 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
                section->name, ctx->max_batch, (long long)c->model_samples_per_real);
     return NULL;
   }
+  bool norm_model;
+  if (strcmp(c->qd_weight_norm, "model") == 0)
+    norm_model = true;
+  else if (strcmp(c->qd_weight_norm, "batch") == 0)
+    norm_model = false;
+  else {
+    ember_fail(err, EMBER_EINVAL, "%s.qd_weight_norm must be model or batch, got '%s'", section->name,
+               c->qd_weight_norm);
+    return NULL;
+  }
   nn_activation act;
   if (nn_activation_parse(c->activation, &act, err) != 0) {
     ember_err_prefix(err, "%s.activation: ", section->name);
@@ -338,6 +352,7 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
   v->learn_reward = ctx->task.reward_fn == NULL;
   v->Dm = v->O + (v->learn_reward ? 1 : 0);
   v->act_with_qc = act_qc;
+  v->qd_norm_model = norm_model;
   v->eta = (float)c->eta;
   v->gamma = (float)c->gamma;
   v->lo = (float)c->log_std_min;
@@ -544,18 +559,71 @@ static float clamp_nu(float x, float m) { return x > m ? m : (x < -m ? -m : x); 
 
 /* ---- step 1: q_d by weighted maximum likelihood (eqs. 17-19) ------------------------------------- */
 
-int vmbpo_qd_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss_out, double *ess, double *w_max,
-                       ember_err *err) {
+static void model_sample(vmbpo_t *v, const float *obs_rows, int rows, const float *eps, const int *member);
+
+void vmbpo_step1_weights_model(const float *v_next, const float *terminated, const float *v_model,
+                               const float *d_model, int n, int K, float temperature, float w_clip, float *delta_out,
+                               float *w_out, double *ess_fraction, double *w_max) {
+  const double log_clip = log((double)w_clip);
+  double sum = 0, sq = 0, wm = 0;
+  for (int i = 0; i < n; i++) {
+    /* log Z_i = log mean_k exp(t (1 - d^_ik) V'(x^_ik)), x^_ik ~ q_d(.|x_i, a_i): eq. (9)'s
+     * (Q'(x,a) - eta r) / gamma = log E_p[exp V'(x')] estimated with the model's samples */
+    double zmax = -INFINITY;
+    for (int k = 0; k < K; k++) {
+      double z = (double)temperature * (1.0 - d_model[(size_t)k * n + i]) * v_model[(size_t)k * n + i];
+      if (z > zmax) zmax = z;
+    }
+    double acc = 0;
+    for (int k = 0; k < K; k++)
+      acc += exp((double)temperature * (1.0 - d_model[(size_t)k * n + i]) * v_model[(size_t)k * n + i] - zmax);
+    const double log_z = zmax + log(acc / K);
+    const double d = (double)temperature * (1.0 - terminated[i]) * v_next[i] - log_z;
+    if (delta_out) delta_out[i] = (float)d;
+    const double wi = exp(d < log_clip ? d : log_clip);
+    w_out[i] = (float)wi;
+    sum += wi;
+    sq += wi * wi;
+    if (wi > wm) wm = wi;
+  }
+  if (ess_fraction) *ess_fraction = sum * sum / (n * sq);
+  if (w_max) *w_max = wm;
+}
+
+int vmbpo_qd_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps_model, const int *member, double *loss_out,
+                       double *ess, double *w_max, ember_err *err) {
   const int B = b->size, O = v->O, A = v->A, Dm = v->Dm, E = v->E;
   nn_mlp *qd = v->net[VMBPO_NET_QD];
-  /* Weights from the targets: w = B softmax((1 - d) V'(x') - (Q'(x,a) - eta r) / gamma), sg. */
+  const float temp = (float)v->cfg.qd_weight_temperature;
+  /* Weights from the targets (sg). V'(x'_i) first, kept in y_v (free scratch here). */
   const float *vt = nn_mlp_forward(v->net[VMBPO_NET_V_TARGET], v->ws[VMBPO_NET_V_TARGET], b->next_obs, B,
                                    NN_INPUT_SHARED);
-  concat2(v->xa, b->obs, O, b->action, A, B);
-  const float *qt = nn_mlp_forward(v->net[VMBPO_NET_Q_TARGET], v->ws[VMBPO_NET_Q_TARGET], v->xa, B,
-                                   NN_INPUT_SHARED);
-  vmbpo_step1_weights(vt, qt, b->reward, b->terminated, B, v->eta, v->gamma, (float)v->cfg.qd_weight_temperature,
-                      v->delta, v->w, ess, w_max);
+  memcpy(v->y_v, vt, (size_t)B * sizeof(float));
+  if (v->qd_norm_model) {
+    /* w_i = exp(t (1 - d_i) V'(x'_i) - log mean_k exp(t (1 - d^_ik) V'(x^_ik))), x^_ik ~ q_d(.|x_i, a_i)
+     * (eq. 19 with its per-(x, a) normaliser from eq. 9 estimated by K model samples), clipped. */
+    const int K = v->K, N = B * K;
+    tile(v->obs_rep, b->obs, B, O, K);
+    tile(v->a_c, b->action, B, A, K);
+    concat2(v->xa, v->obs_rep, O, v->a_c, A, N);
+    model_sample(v, v->obs_rep, N, eps_model, member);
+    if (v->fns.terminated_fn)
+      v->fns.terminated_fn(v->fns.task, v->next_rep, N, v->d_model);
+    else
+      memset(v->d_model, 0, (size_t)N * sizeof(float));
+    const float *vm = nn_mlp_forward(v->net[VMBPO_NET_V_TARGET], v->ws[VMBPO_NET_V_TARGET], v->next_rep, N,
+                                     NN_INPUT_SHARED);
+    vmbpo_step1_weights_model(v->y_v, b->terminated, vm, v->d_model, B, K, temp, (float)v->cfg.qd_weight_max,
+                              v->delta, v->w, ess, w_max);
+    concat2(v->xa, b->obs, O, b->action, A, B);
+  } else {
+    /* w = B softmax(t ((1 - d) V'(x') - (Q'(x,a) - eta r) / gamma)) over the batch */
+    concat2(v->xa, b->obs, O, b->action, A, B);
+    const float *qt = nn_mlp_forward(v->net[VMBPO_NET_Q_TARGET], v->ws[VMBPO_NET_Q_TARGET], v->xa, B,
+                                     NN_INPUT_SHARED);
+    vmbpo_step1_weights(v->y_v, qt, b->reward, b->terminated, B, v->eta, v->gamma, temp, v->delta, v->w, ess,
+                        w_max);
+  }
 
   /* L_d = - mean_i w_i log q_d([x'_i - x_i | r_i] | x_i, a_i) + penalty * sum(max_logvar - min_logvar)
    * (eq. 19 as a weighted NLL; every ensemble member gets the same weights). The head's NLL is a
@@ -899,7 +967,8 @@ static double mean_of(const float *x, int n) {
 /* Step 1 with its optimiser steps (q_d's network and its bounds). */
 static int step1(vmbpo_t *v, const algo_batch *b, double *loss, double *ess, double *wmax, ember_err *err) {
   int rc;
-  if ((rc = vmbpo_qd_loss_grad(v, b, loss, ess, wmax, err)) != 0) return rc;
+  if (v->qd_norm_model) draw_model_noise(v, b->size * v->K);
+  if ((rc = vmbpo_qd_loss_grad(v, b, v->eps_model, v->member, loss, ess, wmax, err)) != 0) return rc;
   if ((rc = adam(v, v->opt_qd, v->net[VMBPO_NET_QD]->params, v->net[VMBPO_NET_QD]->grads, "q_d", err)) != 0)
     return rc;
   return adam(v, v->opt_head, v->head->params, v->head->grads, "q_d bounds", err);

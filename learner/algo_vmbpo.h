@@ -66,7 +66,10 @@ typedef struct {
   double nu_max;                  /* nu clamped to [-nu_max, nu_max] before use */
   double mfe_clamp;               /* VMBPO-MFE: tau * delta clamped at this before exp */
   int64_t mfe_model_every;        /* VMBPO-MFE: fit q_d (step 1) every n updates; 0 = never */
-  double qd_weight_temperature;   /* step 1: w = B softmax(t delta); 1 = eq. (19), 0 = plain likelihood */
+  double qd_weight_temperature;   /* step 1: the t in the weights below; 1 = eq. (19), 0 = plain likelihood */
+  char qd_weight_norm[CONFIG_STRING_MAX]; /* step 1's normaliser: "model" (per (x,a), eq. 9 by K q_d samples)
+                                           * or "batch" (B softmax over the batch) */
+  double qd_weight_max;           /* step 1, "model": weights clipped at this */
   double log_std_min, log_std_max;
   double adam_beta1, adam_beta2, adam_eps;
 } vmbpo_settings;
@@ -105,6 +108,16 @@ int vmbpo_samples_per_real(const vmbpo_t *v); /* K */
 void vmbpo_step1_weights(const float *v_next, const float *q, const float *reward, const float *terminated, int n,
                          float eta, float gamma, float temperature, float *delta_out, float *w_out, double *ess_fraction, double *w_max);
 
+/* Step 1's weights with the per-(x, a) normaliser (qd_weight_norm = model, docs/algorithms.md):
+ *   log Z_i = log mean_k exp(t (1 - d^_ik) V'(x^_ik)),  x^_ik ~ q_d(.|x_i, a_i)   (eq. 9's
+ *             (Q'(x_i,a_i) - eta r_i) / gamma = log E_p[exp V'(x')], estimated with the model)
+ *   delta_i = t (1 - d_i) V'(x'_i) - log Z_i,        w_i = exp(min(delta_i, log w_clip))
+ * v_model, d_model [K*n] k-major (row k*n + i). No batch normalisation: each weight has conditional
+ * mean 1 over p when q_d = p. *ess_fraction = (sum w)^2 / (n sum w^2), *w_max = max w. */
+void vmbpo_step1_weights_model(const float *v_next, const float *terminated, const float *v_model,
+                               const float *d_model, int n, int K, float temperature, float w_clip, float *delta_out,
+                               float *w_out, double *ess_fraction, double *w_max);
+
 /* Step 2's loss (the negated dual of eq. 21, with means):
  *   L_nu = - mean_j clamp(nu_model_j) + mean_i exp(clamp(nu_real_i)),  clamp to [-nu_max, nu_max].
  * d_model [n_model], d_real [n_real] (may be NULL) get dL/dnu (0 where clamped); *clamped counts
@@ -124,10 +137,12 @@ double vmbpo_mfe_coefficient(float v_next, float q, float reward, float terminat
 /* Each zeroes the gradients of the networks it differentiates, then writes them; non-finite loss:
  * EMBER_ENONFINITE naming the loss. Batches must have passed the checks e_step makes. */
 
-/* Step 1 (eqs. 17-19): L_d = - mean_i w_i log q_d([x'_i - x_i, r_i] | x_i, a_i) + bound penalty.
- * Gradient: q_d's network and its head bounds. */
-int vmbpo_qd_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss, double *ess_fraction, double *w_max,
-                       ember_err *err);
+/* Step 1 (eqs. 17-19): L_d = - mean_i w_i log q_d([x'_i - x_i, r_i] | x_i, a_i) + bound penalty, with the
+ * weights of vmbpo_step1_weights_model (qd_weight_norm = model: eps_model [B*K, E*model_dim] and member
+ * [B*K] draw the K model samples x^_ik ~ q_d(.|x_i, a_i), rows k-major) or vmbpo_step1_weights (batch:
+ * eps_model and member unused, may be NULL). Gradient: q_d's network and its head bounds. */
+int vmbpo_qd_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps_model, const int *member, double *loss,
+                       double *ess_fraction, double *w_max, ember_err *err);
 
 /* Step 2 (eqs. 20-21): model next states from q_d with eps_model/member (first B*K rows), then
  * L_nu = - mean_{i,k} nu(x_i, a_i, x^_ik) + mean_i exp nu(x_i, a_i, x'_i). Gradient: nu. */

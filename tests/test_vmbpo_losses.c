@@ -234,21 +234,47 @@ static double ref_q(const ref_t *c, vmbpo_net_id id, const double *x, const doub
   return ref1(c, id, in);
 }
 
-/* Step 1: L_d = -(1/B) sum_i w_i log q_d([x'-x | r] | x, a) + pen sum (max - min), w = B softmax(delta). */
-static double ref_step1(const ref_t *c) {
+/* Step 1's weights at the unperturbed parameters (they are sg() in the loss).
+ * batch: w = B softmax(t ((1 - d) V'(x') - (Q'(x,a) - eta r) / gamma));
+ * model: w_i = exp(min(t (1 - d_i) V'(x'_i) - log mean_k exp(t (1 - d^_ik) V'(x^_ik)), log w_max)),
+ *        x^_ik = x_i + the q_d sample of row k*B + i (eps_m, member), d^ the toy termination. */
+static double step1_w[BATCH];
+static void ref_step1_weights(const ref_t *c) {
   const algo_batch *b = c->b;
-  double delta[BATCH], dmax = -INFINITY, sum = 0, loss = 0;
+  const double t = settings.qd_weight_temperature;
+  double delta[BATCH], dmax = -INFINITY, sum = 0;
   for (int i = 0; i < b->size; i++) {
     double x[OBS], a[ACT], xn[OBS];
     fvec(x, b->obs + i * OBS, OBS), fvec(a, b->action + i * ACT, ACT), fvec(xn, b->next_obs + i * OBS, OBS);
-    double vt = ref1(c, VMBPO_NET_V_TARGET, xn), qt = ref_q(c, VMBPO_NET_Q_TARGET, x, a);
-    delta[i] = settings.qd_weight_temperature *
-               ((1 - b->terminated[i]) * vt - (qt - settings.eta * b->reward[i]) / settings.gamma);
-    dmax = fmax(dmax, delta[i]);
+    double vt = ref1(c, VMBPO_NET_V_TARGET, xn);
+    if (strcmp(settings.qd_weight_norm, "model") == 0) {
+      double acc = 0;
+      for (int k = 0; k < KS; k++) {
+        int r = k * b->size + i;
+        double dx[OBS], xm[OBS], rr;
+        ref_model(c, x, a, c->eps_m + (size_t)r * ENS * c->Dm, c->member[r], dx, &rr);
+        for (int d = 0; d < OBS; d++) xm[d] = x[d] + dx[d];
+        acc += exp(t * (xm[0] > 0.8 ? 0 : 1) * ref1(c, VMBPO_NET_V_TARGET, xm));
+      }
+      double di = t * (1 - b->terminated[i]) * vt - log(acc / KS);
+      step1_w[i] = exp(fmin(di, log(settings.qd_weight_max)));
+    } else {
+      double qt = ref_q(c, VMBPO_NET_Q_TARGET, x, a);
+      delta[i] = t * ((1 - b->terminated[i]) * vt - (qt - settings.eta * b->reward[i]) / settings.gamma);
+      dmax = fmax(dmax, delta[i]);
+    }
   }
+  if (strcmp(settings.qd_weight_norm, "model") == 0) return;
   for (int i = 0; i < b->size; i++) sum += exp(delta[i] - dmax);
+  for (int i = 0; i < b->size; i++) step1_w[i] = b->size * exp(delta[i] - dmax) / sum;
+}
+
+/* Step 1: L_d = -(1/B) sum_i w_i log q_d([x'-x | r] | x, a) + pen sum (max - min), w = step1_w. */
+static double ref_step1(const ref_t *c) {
+  const algo_batch *b = c->b;
+  double loss = 0;
   for (int i = 0; i < b->size; i++) {
-    double w = b->size * exp(delta[i] - dmax) / sum, in[OBS + ACT], y[OBS + 1], nll = 0;
+    double w = step1_w[i], in[OBS + ACT], y[OBS + 1], nll = 0;
     fvec(in, b->obs + i * OBS, OBS), fvec(in + OBS, b->action + i * ACT, ACT);
     for (int d = 0; d < OBS; d++) y[d] = (double)b->next_obs[i * OBS + d] - b->obs[i * OBS + d];
     y[OBS] = b->reward[i];
@@ -486,17 +512,34 @@ static vmbpo_t *make_apart(const algo_ops *ops, uint64_t seed, bool task_reward,
 
 /* ---- each loss: value and gradient ---------------------------------------------------------------- */
 
-static void step1_case(bool task_reward) {
-  vmbpo_t *v = make_apart(&algo_vmbpo, 21, task_reward, NULL, 0);
+static void step1_case(bool task_reward, const char *norm) {
+  char set[64];
+  snprintf(set, sizeof set, "qd_weight_norm=%s", norm);
+  const char *sets[] = {set, "qd_weight_max=1.08"};
+  vmbpo_t *v = make_apart(&algo_vmbpo, 21, task_reward, sets, 2);
+  perturb(vmbpo_net(v, VMBPO_NET_V_TARGET), 25, 1.0f); /* weights from 0.25 to 1.7 */
   toy_batch t;
   make_batch(&t, 1);
+  noise z;
+  make_noise(&z, 60);
   double loss, ess, wmax;
   ember_err err = {0};
-  ck_assert_int_eq(vmbpo_qd_loss_grad(v, &t.b, &loss, &ess, &wmax, &err), 0);
+  ck_assert_int_eq(vmbpo_qd_loss_grad(v, &t.b, z.eps_m, z.member, &loss, &ess, &wmax, &err), 0);
   ref_t c;
   ref_init(&c, v, &t.b);
+  c.eps_m = z.eps_m, c.member = z.member;
+  ref_step1_weights(&c);
+  double rmax = 0;
+  for (int i = 0; i < BATCH; i++) rmax = fmax(rmax, step1_w[i]);
   check_value(loss, ref_step1(&c), "step 1 loss");
-  ck_assert(ess > 0 && ess <= 1 + 1e-6 && wmax >= 1 - 1e-6);
+  check_value(wmax, rmax, "step 1 max weight");
+  ck_assert(ess > 0 && ess <= 1 + 1e-6);
+  if (strcmp(norm, "batch") == 0) ck_assert(wmax >= 1 - 1e-6);
+  if (strcmp(norm, "model") == 0) { /* the clip acts on some weights, not on all */
+    double wmin = INFINITY;
+    for (int i = 0; i < BATCH; i++) wmin = fmin(wmin, step1_w[i]);
+    ck_assert_msg(fabs(wmax - 1.08) < 1e-6 && wmin < 0.5, "weights %g..%g do not straddle the clip", wmin, wmax);
+  }
   check_grad(ref_step1, &c, c.th[VMBPO_NET_QD], vmbpo_net(v, VMBPO_NET_QD)->grads,
              vmbpo_net(v, VMBPO_NET_QD)->param_count, "step 1, q_d network");
   check_grad(ref_step1, &c, c.head, vmbpo_qd_head(v)->grads, 2 * (size_t)c.Dm, "step 1, log-variance bounds");
@@ -504,8 +547,10 @@ static void step1_case(bool task_reward) {
   algo_vmbpo.destroy(v);
 }
 START_TEST(step1_qd_loss_and_gradient) {
-  step1_case(true);
-  step1_case(false); /* the reward head too */
+  step1_case(true, "batch");
+  step1_case(false, "batch"); /* the reward head too */
+  step1_case(true, "model");
+  step1_case(false, "model");
 }
 END_TEST
 
@@ -719,6 +764,61 @@ START_TEST(step1_weights_match_the_tabular_reference) {
   vmbpo_step1_weights(vn, q, rew, d, N, 0.7f, 0.9f, 0.0f, NULL, w, &ess, &wmax);
   for (int i = 0; i < N; i++) ck_assert_float_eq_tol(w[i], 1.0f, 1e-6);
   ck_assert_double_eq_tol(ess, 1.0, 1e-9);
+  vmbpo_mdp_destroy(&m);
+}
+END_TEST
+
+START_TEST(step1_model_weights_are_the_per_state_action_tabular_weights) {
+  /* The per-(x, a) normaliser: with K model samples drawn from p itself, log mean_k exp V'(x^_k)
+   * estimates (Q(x,a) - eta r)/gamma = log E_p exp V(x') (eq. 9, per-step), so each weight estimates
+   * the tabular weight of eq. (19) with no batch normalisation, and averages to 1 over x' ~ p. */
+  ember_err err = {0};
+  vmbpo_mdp *m = vmbpo_mdp_new(6, 3, 0.9, 0.7, VMBPO_DISCOUNT_PER_STEP);
+  rng_t r;
+  rng_seed(&r, 5, RNG_STREAM_TEST);
+  ck_assert_int_eq(vmbpo_mdp_randomize(m, &r, 1, 1.0, 0.1, &err), 0);
+  double V[6], Q[18];
+  for (int s = 0; s < 6; s++) V[s] = m->terminal[s] ? 0 : rng_normal(&r);
+  vmbpo_q_from_v(m, V, Q);
+  enum { S = 6, KM = 20000, NREAL = 6 };
+  static float vm[KM * NREAL], dm[KM * NREAL];
+  float vn[NREAL], d[NREAL], w[NREAL];
+  int s = 1, a = 2;
+  const double *p = m->p + (size_t)(s * 3 + a) * S;
+  /* row k*n + i: the k-th model sample of real row i; real row i's next state is state i */
+  for (int k = 0; k < KM; k++)
+    for (int i = 0; i < NREAL; i++) {
+      double u = rng_uniform(&r), c = 0;
+      int s2 = S - 1;
+      for (int j = 0; j < S; j++)
+        if ((c += p[j]) > u) { s2 = j; break; }
+      vm[(size_t)k * NREAL + i] = m->terminal[s2] ? 99.0f : (float)V[s2]; /* garbage at terminal: masked */
+      dm[(size_t)k * NREAL + i] = m->terminal[s2] ? 1.0f : 0.0f;
+    }
+  for (int i = 0; i < NREAL; i++) {
+    vn[i] = m->terminal[i] ? -50.0f : (float)V[i];
+    d[i] = m->terminal[i] ? 1.0f : 0.0f;
+  }
+  double ess, wmax, mean_w = 0;
+  vmbpo_step1_weights_model(vn, d, vm, dm, NREAL, KM, 1.0f, 1e6f, NULL, w, &ess, &wmax);
+  for (int i = 0; i < NREAL; i++) {
+    double want = vmbpo_step1_weight(m, V, Q, s, a, i);
+    ck_assert_msg(fabs(w[i] - want) < 0.03 * want, "w[%d] %g, tabular %g", i, w[i], want);
+    mean_w += p[i] * w[i];
+  }
+  ck_assert_msg(fabs(mean_w - 1) < 0.03, "E_p[w] = %g, not 1", mean_w);
+  /* the same values at temperature 0: all 1; a clip at 1.2 caps the largest */
+  vmbpo_step1_weights_model(vn, d, vm, dm, NREAL, KM, 0.0f, 1e6f, NULL, w, &ess, &wmax);
+  for (int i = 0; i < NREAL; i++) ck_assert_float_eq_tol(w[i], 1.0f, 1e-6);
+  ck_assert_double_eq_tol(ess, 1.0, 1e-9);
+  vmbpo_step1_weights_model(vn, d, vm, dm, NREAL, KM, 1.0f, 1.2f, NULL, w, &ess, &wmax);
+  for (int i = 0; i < NREAL; i++) ck_assert(w[i] <= 1.2f + 1e-6f);
+  ck_assert_double_eq_tol(wmax, 1.2, 1e-6);
+  /* a deterministic task whose model samples all land on the real next state: every weight 1 */
+  for (int k = 0; k < 4; k++)
+    for (int i = 0; i < NREAL; i++) vm[k * NREAL + i] = vn[i], dm[k * NREAL + i] = d[i];
+  vmbpo_step1_weights_model(vn, d, vm, dm, NREAL, 4, 1.0f, 20.0f, NULL, w, &ess, &wmax);
+  for (int i = 0; i < NREAL; i++) ck_assert_float_eq_tol(w[i], 1.0f, 1e-5);
   vmbpo_mdp_destroy(&m);
 }
 END_TEST
@@ -979,6 +1079,7 @@ Suite *vmbpo_suite(void) {
   tcase_add_test(tc, mstep_pi_loss_and_gradient_with_kl);
   tcase_add_test(tc, mfe_exponential_td_loss_and_gradient);
   tcase_add_test(tc, step1_weights_match_the_tabular_reference);
+  tcase_add_test(tc, step1_model_weights_are_the_per_state_action_tabular_weights);
   tcase_add_test(tc, nu_loss_is_the_negated_tabular_dual);
   tcase_add_test(tc, mfe_coefficient_vanishes_in_expectation_at_the_tempered_fixed_point);
   suite_add_tcase(s, tc);
