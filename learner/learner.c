@@ -369,6 +369,14 @@ static void note_actor(learner_t *l, uint64_t id, uint64_t version, bool has_ver
   if (has_version) {
     a->version = version;
     if (a->version_gauge) metric_set(a->version_gauge, (double)version);
+    if (version > l->version) {
+      /* An actor holds Params newer than ours: we resumed from a checkpoint older than the last
+       * publication. Number the next publication past it, so versions never go back for anyone. */
+      log_event(LOG_WARN, "learner", "version_skipped", LF_U64("from", l->version), LF_U64("to", version),
+                LF_U64("actor_id", id));
+      l->version = version;
+      metric_set(l->m_version, (double)l->version);
+    }
   }
   a->last_seen_s = t;
 }
