@@ -38,3 +38,8 @@ measure() {
 
 measure "$threads" ""
 [ "$threads" = 1 ] || measure 1 _1thread
+
+# VMBPO beside its PyTorch twin (same sizes, one model sample per real sample)
+here=$(cd "$(dirname "$0")" && pwd)
+[ -x "$here/learner_vmbpo.sh" ] && "$here/learner_vmbpo.sh" "$build"
+exit 0
