@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "app.h"
+#include "http.h"
 #include "settings.h"
 
 extern char **environ;
@@ -202,6 +203,7 @@ int app_train(int argc, char **argv) {
 
   void *zmq = zmq_ctx_new();
   metrics_registry *metrics = metrics_new();
+  http_server *http = NULL;
   replay_server *replay = NULL;
   det_source *det = NULL;
   learner_slot ls = {0};
@@ -259,6 +261,14 @@ int app_train(int argc, char **argv) {
          (long long)s.actor.num_envs, deterministic ? " (deterministic, one thread)" : "",
          (long long)s.learner.batch_size, s.run.run_dir);
   fflush(stdout);
+
+  if (s.metrics.train_port >= 0) { /* every component's metrics, one endpoint */
+    if (!(http = http_server_start(metrics, s.metrics.address, (int)s.metrics.train_port, &err))) {
+      fprintf(stderr, "ember train: metrics endpoint: %s\n", err.msg);
+      goto out;
+    }
+    printf("ember train: metrics at http://%s:%d/metrics\n", s.metrics.address, http_server_port(http));
+  }
 
   struct sigaction sa = {0};
   sa.sa_handler = on_signal;
@@ -325,6 +335,7 @@ out:
            (unsigned long long)p.env_steps, (unsigned long long)p.updates, (unsigned long long)p.version, ev,
            s.run.run_dir);
   }
+  http_server_stop(&http);
   for (int64_t i = 0; actors && i < s.train.actors; i++) actor_destroy(&actors[i].actor);
   free(actors);
   learner_destroy(&ls.learner);
