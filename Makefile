@@ -32,7 +32,7 @@ test: build build-asan
 	echo "== tests (RelWithDebInfo, -Werror) =="; \
 	(cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)) || rc=1; \
 	echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer) =="; \
-	(cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	(cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CK_TIMEOUT_MULTIPLIER=4 \
 	   ctest --output-on-failure -j $(JOBS) -LE no-asan $(CTEST_ARGS)) || rc=1; \
 	if [ $$rc -eq 0 ]; then echo "make test: all suites passed"; else echo "make test: FAILED" >&2; fi; \
 	exit $$rc

@@ -88,6 +88,7 @@ struct learner {
   char params_ep[CONFIG_STRING_MAX], control_ep[CONFIG_STRING_MAX];
 
   metrics_registry *metrics, *own_metrics;
+  bool resumed_from_checkpoint; /* versions may then continue past what actors report */
   metric *m_updates, *m_version, *m_env_steps, *m_refused, *m_episodes, *m_eval_episodes, *m_msgs_refused,
       *m_params_sent, *m_actors, *m_lag, *m_train_return, *m_eval_return, *m_updates_per_s, *m_env_steps_per_s,
       *m_stats[ALGO_MAX_STATS];
@@ -369,9 +370,10 @@ static void note_actor(learner_t *l, uint64_t id, uint64_t version, bool has_ver
   if (has_version) {
     a->version = version;
     if (a->version_gauge) metric_set(a->version_gauge, (double)version);
-    if (version > l->version) {
+    if (l->resumed_from_checkpoint && version > l->version) {
       /* An actor holds Params newer than ours: we resumed from a checkpoint older than the last
-       * publication. Number the next publication past it, so versions never go back for anyone. */
+       * publication. Number the next publication past it, so versions never go back for anyone.
+       * (Only after a resume: a fresh learner owes nothing to numbers it never published.) */
       log_event(LOG_WARN, "learner", "version_skipped", LF_U64("from", l->version), LF_U64("to", version),
                 LF_U64("actor_id", id));
       l->version = version;
@@ -996,6 +998,7 @@ int learner_resume(learner_t *l, int *resumed, ember_err *err) {
   l->progress.wall_s = l->wall_offset;
   pthread_mutex_unlock(&l->progress_mu);
   if (resumed) *resumed = 1;
+  l->resumed_from_checkpoint = true;
   return 0;
 }
 

@@ -79,7 +79,8 @@ static void configs(run_config *run, learner_config *cfg) {
 
 /* 256 pendulum-shaped transitions (obs 3, act 1) into replay. */
 static void fill_replay(void) {
-  replay_insert_opts o = {.endpoint = "inproc://t-insert", .actor_id = 9};
+  replay_insert_opts o = {.endpoint = "inproc://t-insert", .actor_id = 9,
+                          .ack_timeout_ms = 60000}; /* a loaded machine under ASan is slow to ack */
   ember_err err = {0};
   replay_insert_client *c = replay_insert_client_new(zmq, &o, &err);
   ck_assert_ptr_nonnull(c);
