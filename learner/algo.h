@@ -38,6 +38,7 @@
 #include "config.h"
 #include "ember.pb-c.h"
 #include "err.h"
+#include "nn.h"
 
 /* A batch of transitions, columnar and row-major, as the replay server samples them. */
 typedef struct {
@@ -120,5 +121,10 @@ const algo_ops *const *algo_all(void);
 
 /* Frees what export_params allocated inside *p (not p itself) and resets it. */
 void algo_params_free(Ember__Params *p);
+
+/* The export every tanh-Gaussian policy shares (docs/protocol.md, "The acting policy"): fills *out
+ * from the MLP pi, whose last layer gives [mean | raw log-std]. Free with algo_params_free. */
+int algo_export_policy(const nn_mlp *pi, const char *algorithm, const char *task, int obs_dim, int act_dim,
+                       float log_std_min, float log_std_max, Ember__Params *out, ember_err *err);
 
 #endif

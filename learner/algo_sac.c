@@ -415,64 +415,9 @@ static int sac_priorities(void *self, float *out, ember_err *err) {
 
 /* ---- export ------------------------------------------------------------------------------------- */
 
-static char *dup_str(const char *x) {
-  size_t n = strlen(x) + 1;
-  char *p = malloc(n);
-  if (p) memcpy(p, x, n);
-  return p;
-}
-
-static Ember__Tensor *new_tensor(const char *name, const float *data, uint32_t rows, uint32_t cols) {
-  Ember__Tensor *t = malloc(sizeof *t);
-  if (!t) return NULL;
-  ember__tensor__init(t);
-  size_t count = (size_t)rows * (cols ? cols : 1);
-  t->name = dup_str(name);
-  t->n_shape = cols ? 2 : 1;
-  t->shape = malloc(2 * sizeof(uint32_t));
-  t->data = malloc(count * sizeof(float));
-  if (!t->name || !t->shape || !t->data) {
-    free(t->name);
-    free(t->shape);
-    free(t->data);
-    free(t);
-    return NULL;
-  }
-  t->shape[0] = rows;
-  t->shape[1] = cols;
-  t->n_data = count;
-  memcpy(t->data, data, count * sizeof(float));
-  return t;
-}
-
 static int sac_export(void *self, Ember__Params *out, ember_err *err) {
   sac_t *s = self;
-  ember__params__init(out);
-  const int L = s->pi->layer_count;
-  out->tensors = calloc((size_t)2 * L, sizeof *out->tensors);
-  out->algorithm = dup_str("sac");
-  out->task = dup_str(s->task);
-  out->policy_kind = dup_str("tanh_gaussian_mlp");
-  out->policy_activation = dup_str(nn_activation_name(s->pi->spec.hidden_activation));
-  if (!out->tensors || !out->algorithm || !out->task || !out->policy_kind || !out->policy_activation) goto oom;
-  out->obs_dim = (uint32_t)s->obs_dim;
-  out->act_dim = (uint32_t)s->act_dim;
-  out->log_std_min = s->log_std_lo;
-  out->log_std_max = s->log_std_hi;
-  for (int l = 0; l < L; l++) {
-    char name[32];
-    uint32_t in = (uint32_t)s->pi->dims[l], o = (uint32_t)s->pi->dims[l + 1];
-    snprintf(name, sizeof name, "pi/l%d/w", l);
-    if (!(out->tensors[out->n_tensors] = new_tensor(name, nn_mlp_weight(s->pi, l, 0), o, in))) goto oom;
-    out->n_tensors++;
-    snprintf(name, sizeof name, "pi/l%d/b", l);
-    if (!(out->tensors[out->n_tensors] = new_tensor(name, nn_mlp_bias(s->pi, l, 0), o, 0))) goto oom;
-    out->n_tensors++;
-  }
-  return 0;
-oom:
-  algo_params_free(out);
-  return ember_fail(err, EMBER_ENOMEM, "sac: out of memory exporting parameters");
+  return algo_export_policy(s->pi, "sac", s->task, s->obs_dim, s->act_dim, s->log_std_lo, s->log_std_hi, out, err);
 }
 
 /* ---- save / load -------------------------------------------------------------------------------- */
