@@ -139,4 +139,28 @@ PROC_FN int proc_log_line(const char *log, const char *needle, char *out, size_t
   return found;
 }
 
+/* Removes proc_dir and everything in it (the end of a passing test). */
+PROC_FN void proc_remove_dir(void) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", proc_dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* main() of a one-test process suite: no fork by Check (the test forks its own children, which
+ * proc_kill_children reaps whatever happens), a generous timeout. */
+PROC_FN int proc_run_suite(const char *suite, const TTest *test) {
+  Suite *s = suite_create(suite);
+  TCase *tc = tcase_create("processes");
+  tcase_set_timeout(tc, 240);
+  tcase_add_checked_fixture(tc, NULL, proc_kill_children);
+  tcase_add_test(tc, test);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_set_fork_status(sr, CK_NOFORK);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 #endif

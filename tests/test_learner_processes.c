@@ -156,23 +156,8 @@ START_TEST(replay_learner_and_actors_as_processes) {
   snprintf(path, sizeof path, "%s/learner_state.bin", run_dir);
   ck_assert_int_eq(stat(path, &st), 0);
   zmq_ctx_term(zmq);
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", proc_dir);
-  ck_assert_int_eq(system(cmd), 0);
+  proc_remove_dir();
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("learner_processes");
-  TCase *tc = tcase_create("tcp");
-  tcase_set_timeout(tc, 240);
-  tcase_add_checked_fixture(tc, NULL, proc_kill_children);
-  tcase_add_test(tc, replay_learner_and_actors_as_processes);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_set_fork_status(sr, CK_NOFORK); /* we fork ourselves; keep the children ours */
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+int main(void) { return proc_run_suite("learner_processes", replay_learner_and_actors_as_processes); }

@@ -175,23 +175,8 @@ START_TEST(only_listed_actors_train) {
   kill(replay, SIGTERM);
   ck_assert_int_eq(proc_exit_status(replay, 30), 0);
   zmq_ctx_term(zmq);
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", proc_dir);
-  ck_assert_int_eq(system(cmd), 0);
+  proc_remove_dir();
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("security_curve");
-  TCase *tc = tcase_create("tcp");
-  tcase_set_timeout(tc, 240);
-  tcase_add_checked_fixture(tc, NULL, proc_kill_children);
-  tcase_add_test(tc, only_listed_actors_train);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_set_fork_status(sr, CK_NOFORK); /* we fork ourselves; keep the children ours */
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+int main(void) { return proc_run_suite("security_curve", only_listed_actors_train); }
