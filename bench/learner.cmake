@@ -1,4 +1,5 @@
-# bench_learner: SAC updates/s at HalfCheetah sizes; bench/learner.sh compares it with PyTorch.
+# bench_learner: any algorithm's updates/s at HalfCheetah sizes; bench/learner.sh and
+# bench/learner_vmbpo.sh compare them with PyTorch.
 if(TARGET ember_learner)
   add_executable(bench_learner ${CMAKE_CURRENT_SOURCE_DIR}/bench_learner.c)
   target_link_libraries(bench_learner PRIVATE ember_learner)

@@ -12,7 +12,7 @@ seconds=${BENCH_SECONDS:-10}
 threads=${BENCH_THREADS:-$(nproc 2>/dev/null || echo 2)}
 ref=$here/../../shared/anchors/torch_learner_ref.py
 
-ours=$(OPENBLAS_NUM_THREADS=$threads "$build/bench/bench_learner_vmbpo" "$seconds")
+ours=$(OPENBLAS_NUM_THREADS=$threads "$build/bench/bench_learner" "$seconds" vmbpo vmbpo.pi_equals_qc=false)
 echo "$ours"
 mine=$(awk '/^BENCH learner_vmbpo_updates_per_s/ { print $3 }' <<< "$ours")
 if [ ! -f "$ref" ]; then echo "# no PyTorch reference at $ref: ratio not measured" >&2; exit 0; fi
