@@ -14,18 +14,20 @@
 #include <zmq.h>
 
 #include "app.h"
+#include "auth.h"
 #include "net.h"
 #include "replay_client.h"
 
 static void usage(FILE *out) {
-  fprintf(out, "usage: ember status [--timeout-ms N] [--interval S] ENDPOINT [ENDPOINT...]\n"
+  fprintf(out, "usage: ember status [--timeout-ms N] [--interval S] [--key FILE --server-key FILE] ENDPOINT...\n"
                "Asks each server for its Stats and prints a summary: replay (size, inserts/s, samples,\n"
                "rejections by reason, rate limiter) and the learner (parameter version, updates, updates/s,\n"
                "env steps, returns, losses, and every actor it knows with its policy version, staleness and\n"
                "last message). ENDPOINT: tcp://HOST:PORT, ipc://PATH or HOST:PORT; give replay's sample or\n"
                "insert endpoint and the learner's control endpoint. Each is asked twice, --interval seconds\n"
                "apart (default 1; 0 = once, no rates); --timeout-ms (default 2000) bounds each wait.\n"
-               "Exit code 0 when every server answered, 1 otherwise, 2 on bad usage.\n");
+               "Servers that require CurveZMQ: --key a key pair they admit (NAME.key), --server-key their\n"
+               "public key (.pub). Exit code 0 when every server answered, 1 otherwise, 2 on bad usage.\n");
 }
 
 typedef struct {
@@ -126,8 +128,18 @@ int app_status(int argc, char **argv) {
   target *t = calloc((size_t)argc, sizeof *t);
   if (!t) return 1;
   int n = 0, rc = 0;
+  const char *key_file = NULL, *server_key_file = NULL;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
+    if ((strcmp(a, "--key") == 0 || strcmp(a, "--server-key") == 0)) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "ember status: %s needs a file\n", a);
+        free(t);
+        return 2;
+      }
+      *(a[2] == 'k' ? &key_file : &server_key_file) = argv[++i];
+      continue;
+    }
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       usage(stdout);
       free(t);
@@ -161,6 +173,23 @@ int app_status(int argc, char **argv) {
       return 2;
     }
     n++;
+  }
+  if (!key_file != !server_key_file) {
+    fprintf(stderr, "ember status: --key and --server-key go together\n");
+    free(t);
+    return 2;
+  }
+  if (key_file) { /* every socket below then speaks CURVE (net.h) */
+    net_security keys;
+    memset(&keys, 0, sizeof keys);
+    ember_err kerr = {0};
+    if (auth_load_keys(key_file, keys.public_key, keys.secret_key, &kerr) ||
+        auth_load_keys(server_key_file, keys.server_key, NULL, &kerr)) {
+      fprintf(stderr, "ember status: %s\n", kerr.msg);
+      free(t);
+      return 2;
+    }
+    net_set_default_security(&keys);
   }
   if (n == 0) {
     fprintf(stderr, "ember status: no endpoint given\n");

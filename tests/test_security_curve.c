@@ -167,6 +167,17 @@ START_TEST(only_listed_actors_train) {
   ck_assert_int_ne(replay_client_stats(zmq, replay_sample, 500, &env, &err), 0);
   ck_assert_ptr_null(env);
 
+  /* `ember status` reaches CURVE servers with keys they admit, and not without */
+  char eprog[600], kfile[400], sfile[400];
+  snprintf(eprog, sizeof eprog, "%s/app/ember", bin);
+  key_path(kfile, sizeof kfile, "server.key");
+  key_path(sfile, sizeof sfile, "server.pub");
+  char *status_argv[] = {eprog, "status", "--interval", "0", "--key", kfile, "--server-key", sfile, replay_sample,
+                         learner_control, NULL};
+  ck_assert_int_eq(proc_exit_status(proc_spawn("status.log", status_argv), 30), 0);
+  char *plain_argv[] = {eprog, "status", "--interval", "0", "--timeout-ms", "500", replay_sample, NULL};
+  ck_assert_int_eq(proc_exit_status(proc_spawn("status-plain.log", plain_argv), 30), 1);
+
   ck_assert_int_eq(waitpid(good, NULL, WNOHANG), 0); /* still training */
   kill(good, SIGTERM);
   ck_assert_int_eq(proc_exit_status(good, 30), 0);
