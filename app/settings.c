@@ -41,16 +41,32 @@ static const config_field security_fields[] = {
 const config_section security_config_section = {"security", security_fields,
                                                 sizeof security_fields / sizeof *security_fields};
 
-/* Task presets: applied to keys still at their built-in defaults. */
+/* Task presets: applied to keys still at their built-in defaults. A preset with an algo applies
+ * only when run.algo is that algorithm, after the task's own preset (so it may refine its keys). */
 typedef struct {
   const char *task;
+  const char *algo; /* NULL: every algorithm */
   const char *const *sets;
 } task_preset;
 
 static const char *const pendulum_preset[] = {
     "run.steps=15000",        "sac.hidden_size=128", "learner.batch_size=128", "learner.publish_every=100",
     "actor.num_envs=1",       "actor.eval_every_versions=5", "actor.eval_episodes=5", NULL};
-static const task_preset presets[] = {{"pendulum", pendulum_preset}, {NULL, NULL}};
+/* VMBPO on pendulum (docs/algorithms.md, "VMBPO as implemented", learning): pendulum's dynamics are
+ * deterministic, so the exact E-step has q_d* = p and nu* = 0 (eqs. 14, 19); the estimated twist and
+ * nu only measure the model's error there, and feed it back into V' (divergence), so step 1 is the
+ * plain likelihood (qd_weight_temperature 0) and nu is bounded to +-0.1 nats. pi = q_c every update
+ * (the paper's M-step) with a log-std floor of -1 as the only source of exploration; K = 4 model
+ * samples per real one; faster targets and learning rates for the 2 x 128 networks; Params every 20
+ * updates (the actors act with a policy at most 20 updates old). */
+static const char *const pendulum_vmbpo_preset[] = {
+    "vmbpo.hidden_size=128",      "vmbpo.model_hidden_size=128", "vmbpo.model_samples_per_real=4",
+    "vmbpo.polyak=0.01",          "vmbpo.log_std_min=-1",        "vmbpo.qd_weight_temperature=0",
+    "vmbpo.nu_max=1",             "vmbpo.q_lr=1e-3",             "vmbpo.v_lr=1e-3",
+    "vmbpo.qc_lr=1e-3",           "vmbpo.qd_lr=1e-3",            "learner.publish_every=20",
+    NULL};
+static const task_preset presets[] = {
+    {"pendulum", NULL, pendulum_preset}, {"pendulum", "vmbpo", pendulum_vmbpo_preset}, {NULL, NULL, NULL}};
 
 int app_settings_init(app_settings *s, ember_err *err) {
   memset(s, 0, sizeof *s);
@@ -158,7 +174,7 @@ void app_flags_free(app_flags *f) {
 static int apply_preset(app_settings *s, const task_preset *p, ember_err *err) {
   for (size_t i = 0; i < s->n_bindings; i++) {
     const config_section *sec = s->bindings[i].section;
-    config_field *fields = NULL;
+    config_field *fields = s->patched_fields[i]; /* patched already by an earlier preset: refine it */
     for (const char *const *set = p->sets; *set; set++) {
       const char *dot = strchr(*set, '.'), *eq = strchr(*set, '=');
       if (strlen(sec->name) != (size_t)(dot - *set) || strncmp(sec->name, *set, (size_t)(dot - *set)) != 0) continue;
@@ -185,11 +201,13 @@ int app_settings_load(app_settings *s, const app_flags *f, char *const *envp, em
   int rc = config_load(s->bindings, s->n_bindings, f->config_path, envp, (const char *const *)f->sets, f->nsets,
                        err);
   if (rc) return rc;
-  const task_preset *p = NULL;
-  for (const task_preset *q = presets; q->task; q++)
-    if (strcmp(q->task, s->run.task) == 0) p = q;
-  if (!p) return 0;
-  if ((rc = apply_preset(s, p, err)) != 0) return rc;
+  int applied = 0;
+  for (const task_preset *q = presets; q->task; q++) {
+    if (strcmp(q->task, s->run.task) != 0 || (q->algo && strcmp(q->algo, s->run.algo) != 0)) continue;
+    if ((rc = apply_preset(s, q, err)) != 0) return rc;
+    applied++;
+  }
+  if (!applied) return 0;
   return config_load(s->bindings, s->n_bindings, f->config_path, envp, (const char *const *)f->sets, f->nsets, err);
 }
 

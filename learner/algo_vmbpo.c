@@ -586,7 +586,7 @@ void vmbpo_step1_weights_model(const float *v_next, const float *terminated, con
     sq += wi * wi;
     if (wi > wm) wm = wi;
   }
-  if (ess_fraction) *ess_fraction = sum * sum / (n * sq);
+  if (ess_fraction) *ess_fraction = sq > 0 ? sum * sum / (n * sq) : 0; /* every weight underflowed: ESS 0 */
   if (w_max) *w_max = wm;
 }
 
