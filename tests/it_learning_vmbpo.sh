@@ -2,7 +2,8 @@
 # Learning test for VMBPO: `ember train --algo vmbpo` on pendulum (replay, learner, two actors in one
 # process), seed fixed, must reach an average evaluation return better than -400 within 15,000
 # environment steps. Evaluation = the actors' deterministic-policy episodes, averaged by the learner
-# per evaluated policy version into curves.csv's eval_return column.
+# per evaluated policy version into curves.csv's eval_return column. The settings are the
+# pendulum+vmbpo preset of app/settings.c unless extra arguments override them.
 # Usage: it_learning_vmbpo.sh EMBER [ALGO [--set k=v ...]]  (extra arguments go to `ember train`)
 set -euo pipefail
 ember=$1
