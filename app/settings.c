@@ -56,12 +56,12 @@ static const char *const pendulum_preset[] = {
  * deterministic, so the exact E-step has q_d* = p and nu* = 0 (eqs. 14, 19); the estimated twist and
  * nu only measure the model's error there, and the twist feeds it back into V' (divergence), so step 1
  * is the plain likelihood (qd_weight_temperature 0) and nu is bounded to +-1 nat. pi = q_c every update
- * (the paper's M-step) with a log-std floor of -1 as the only source of exploration; K = 8 model
+ * (the paper's M-step) with a log-std floor of -0.5 as the only source of exploration; K = 8 model
  * samples per real one; faster targets and learning rates for the 2 x 128 networks; Params every 20
  * updates (the actors act with a policy at most 20 updates old). */
 static const char *const pendulum_vmbpo_preset[] = {
     "vmbpo.hidden_size=128",      "vmbpo.model_hidden_size=128", "vmbpo.model_samples_per_real=8",
-    "vmbpo.polyak=0.01",          "vmbpo.log_std_min=-1",        "vmbpo.qd_weight_temperature=0",
+    "vmbpo.polyak=0.01",          "vmbpo.log_std_min=-0.5",       "vmbpo.qd_weight_temperature=0",
     "vmbpo.nu_max=1",             "vmbpo.q_lr=1e-3",             "vmbpo.v_lr=1e-3",
     "vmbpo.qc_lr=1e-3",           "vmbpo.qd_lr=1e-3",            "learner.publish_every=20",
     NULL};

@@ -20,7 +20,7 @@ endif()
 # env steps, seed 1, with the pendulum+vmbpo preset of app/settings.c (docs/algorithms.md, "VMBPO as
 # implemented", learning): the paper's M-step pi = q_c at every update, eta 1, K = 8 model samples
 # per real one, nu on (bounded to +-1 nat), step 1 as a plain likelihood because pendulum is
-# deterministic (q_d* = p), log-std floor -1, 2x128 networks, learning rates 1e-3, Polyak 0.01, Params
+# deterministic (q_d* = p), log-std floor -0.5, 2x128 networks, learning rates 1e-3, Polyak 0.01, Params
 # every 20 updates. About 1-2 minutes on 2 cores; too slow for the ASan pass.
 if(TARGET ember)
   add_test(NAME it_learning_vmbpo
