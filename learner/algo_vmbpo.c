@@ -1150,65 +1150,9 @@ static int act(void *self, const float *obs, int n, bool deterministic, float *a
 
 /* ---- export ------------------------------------------------------------------------------------- */
 
-static char *dup_str(const char *x) {
-  size_t n = strlen(x) + 1;
-  char *p = malloc(n);
-  if (p) memcpy(p, x, n);
-  return p;
-}
-
-static Ember__Tensor *tensor_new(const char *name, const float *data, uint32_t rows, uint32_t cols) {
-  Ember__Tensor *t = malloc(sizeof *t);
-  if (!t) return NULL;
-  ember__tensor__init(t);
-  size_t count = (size_t)rows * (cols ? cols : 1);
-  t->name = dup_str(name);
-  t->n_shape = cols ? 2 : 1;
-  t->shape = malloc(2 * sizeof(uint32_t));
-  t->data = malloc(count * sizeof(float));
-  if (!t->name || !t->shape || !t->data) {
-    free(t->name);
-    free(t->shape);
-    free(t->data);
-    free(t);
-    return NULL;
-  }
-  t->shape[0] = rows;
-  t->shape[1] = cols;
-  t->n_data = count;
-  memcpy(t->data, data, count * sizeof(float));
-  return t;
-}
-
 static int export_params(void *self, Ember__Params *out, ember_err *err) {
   vmbpo_t *v = self;
-  const nn_mlp *net = v->net[acting_net(v)];
-  ember__params__init(out);
-  const int L = net->layer_count;
-  out->tensors = calloc((size_t)2 * L, sizeof *out->tensors);
-  out->algorithm = dup_str(v->algo_name);
-  out->task = dup_str(v->task);
-  out->policy_kind = dup_str("tanh_gaussian_mlp");
-  out->policy_activation = dup_str(nn_activation_name(net->spec.hidden_activation));
-  if (!out->tensors || !out->algorithm || !out->task || !out->policy_kind || !out->policy_activation) goto oom;
-  out->obs_dim = (uint32_t)v->O;
-  out->act_dim = (uint32_t)v->A;
-  out->log_std_min = v->lo;
-  out->log_std_max = v->hi;
-  for (int l = 0; l < L; l++) {
-    char name[32];
-    uint32_t in = (uint32_t)net->dims[l], o = (uint32_t)net->dims[l + 1];
-    snprintf(name, sizeof name, "pi/l%d/w", l);
-    if (!(out->tensors[out->n_tensors] = tensor_new(name, nn_mlp_weight(net, l, 0), o, in))) goto oom;
-    out->n_tensors++;
-    snprintf(name, sizeof name, "pi/l%d/b", l);
-    if (!(out->tensors[out->n_tensors] = tensor_new(name, nn_mlp_bias(net, l, 0), o, 0))) goto oom;
-    out->n_tensors++;
-  }
-  return 0;
-oom:
-  algo_params_free(out);
-  return ember_fail(err, EMBER_ENOMEM, "%s: out of memory exporting parameters", v->algo_name);
+  return algo_export_policy(v->net[acting_net(v)], v->algo_name, v->task, v->O, v->A, v->lo, v->hi, out, err);
 }
 
 /* ---- save / load -------------------------------------------------------------------------------- */
