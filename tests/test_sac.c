@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ref_mlp.h"
 #include "algo.h"
 #include "algo_sac.h"
 #include "policy.h"
@@ -75,29 +76,12 @@ static void make_batch(toy_batch *t, uint64_t seed) {
 
 /* ---- the double-precision reference ---------------------------------------------------------------- */
 
-/* Forward of one member of an nn_mlp whose parameters are given as doubles in nn's flat layout. */
-static void ref_mlp(const nn_mlp *net, const double *theta, int member, const double *x, double *y) {
-  double a[64], b[64];
-  memcpy(a, x, (size_t)net->dims[0] * sizeof(double));
-  for (int l = 0; l < net->layer_count; l++) {
-    int in = net->dims[l], out = net->dims[l + 1];
-    const double *w = theta + (nn_mlp_weight(net, l, member) - net->params);
-    const double *bias = theta + (nn_mlp_bias(net, l, member) - net->params);
-    for (int o = 0; o < out; o++) {
-      double z = bias[o];
-      for (int i = 0; i < in; i++) z += w[(size_t)o * in + i] * a[i];
-      b[o] = l + 1 < net->layer_count ? tanh(z) : z;
-    }
-    memcpy(a, b, (size_t)out * sizeof(double));
-  }
-  memcpy(y, a, (size_t)net->dims[net->layer_count] * sizeof(double));
-}
 
 /* Policy sample at obs with noise eps: action and log pi (the tanh-Gaussian of docs/protocol.md). */
 static double ref_policy(const nn_mlp *pi, const double *theta, const float *obs, const float *eps, double *action) {
   double x[OBS], out[2 * ACT], lp = 0;
   for (int i = 0; i < OBS; i++) x[i] = obs[i];
-  ref_mlp(pi, theta, 0, x, out);
+  ref_mlp_forward(pi, theta, 0, x, out);
   for (int j = 0; j < ACT; j++) {
     double ls = settings.log_std_min + 0.5 * (settings.log_std_max - settings.log_std_min) * (tanh(out[ACT + j]) + 1);
     double u = out[j] + exp(ls) * eps[j];
@@ -111,7 +95,7 @@ static double ref_q(const nn_mlp *q, const double *theta, int member, const floa
   double x[OBS + ACT], y;
   for (int i = 0; i < OBS; i++) x[i] = obs[i];
   for (int j = 0; j < ACT; j++) x[OBS + j] = action[j];
-  ref_mlp(q, theta, member, x, &y);
+  ref_mlp_forward(q, theta, member, x, &y);
   return y;
 }
 

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ref_mlp.h"
 #include "algo.h"
 #include "algo_vmbpo.h"
 #include "nn_gauss_head.h"
@@ -139,24 +140,9 @@ typedef struct {
   const int *member;
 } ref_t;
 
-/* One member of a network, parameters in nn's flat layout as doubles; tanh hidden, linear output. */
+/* One member of a network, parameters in nn's flat layout as doubles (ref_mlp.h). */
 static void ref_mlp(const ref_t *c, vmbpo_net_id id, int member, const double *x, double *y) {
-  const nn_mlp *net = vmbpo_net(c->v, id);
-  const double *theta = c->th[id];
-  double a[MAXW], h[MAXW];
-  memcpy(a, x, (size_t)net->dims[0] * sizeof(double));
-  for (int l = 0; l < net->layer_count; l++) {
-    int in = net->dims[l], out = net->dims[l + 1];
-    const double *w = theta + (nn_mlp_weight(net, l, member) - net->params);
-    const double *bias = theta + (nn_mlp_bias(net, l, member) - net->params);
-    for (int o = 0; o < out; o++) {
-      double z = bias[o];
-      for (int i = 0; i < in; i++) z += w[(size_t)o * in + i] * a[i];
-      h[o] = l + 1 < net->layer_count ? tanh(z) : z;
-    }
-    memcpy(a, h, (size_t)out * sizeof(double));
-  }
-  memcpy(y, a, (size_t)net->dims[net->layer_count] * sizeof(double));
+  ref_mlp_forward(vmbpo_net(c->v, id), c->th[id], member, x, y);
 }
 
 static double ref1(const ref_t *c, vmbpo_net_id id, const double *x) {
