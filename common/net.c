@@ -288,7 +288,21 @@ static int check_len(const char *field, size_t have, size_t want, ember_err *err
   return 0;
 }
 
+/* Whether any of v[0..n) is NaN or Inf: all exponent bits set. Branch-free over the whole array so
+ * the compiler vectorises it (this runs on every transition the replay server receives); the slow
+ * loop below runs only to name the culprit. */
+static bool any_nonfinite(const float *v, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t bits;
+    memcpy(&bits, v + i, sizeof bits);
+    bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad != 0;
+}
+
 static int check_finite(const char *field, const float *v, size_t n, size_t row_len, ember_err *err) {
+  if (!any_nonfinite(v, n)) return 0;
   for (size_t i = 0; i < n; i++)
     if (!isfinite(v[i]))
       return ember_fail(err, EMBER_ENONFINITE, "TransitionBatch.%s[%zu] (transition %zu) is %s", field, i,
