@@ -65,8 +65,20 @@ static const char *const pendulum_vmbpo_preset[] = {
     "vmbpo.nu_max=1",             "vmbpo.q_lr=1e-3",             "vmbpo.v_lr=1e-3",
     "vmbpo.qc_lr=1e-3",           "vmbpo.qd_lr=1e-3",            "learner.publish_every=20",
     NULL};
-static const task_preset presets[] = {
-    {"pendulum", NULL, pendulum_preset}, {"pendulum", "vmbpo", pendulum_vmbpo_preset}, {NULL, NULL, NULL}};
+/* VMBPO-MFE on pendulum and reacher: the same non-model settings, and the exponential TD update
+ * almost risk-neutral (mfe_tau 0.01): at tau = 1 (eq. 9 as written) exp(delta) lets a few positive TD
+ * errors of the young critic dominate and it never learned (docs/algorithms.md, VMBPO-MFE). */
+static const char *const mfe_preset[] = {
+    "vmbpo_mfe.hidden_size=128", "vmbpo_mfe.log_std_min=-1", "vmbpo_mfe.polyak=0.01", "vmbpo_mfe.mfe_tau=0.01",
+    "vmbpo_mfe.q_lr=1e-3",       "vmbpo_mfe.v_lr=1e-3",      "vmbpo_mfe.qc_lr=1e-3",  "learner.publish_every=20",
+    NULL};
+/* reacher's dynamics are deterministic too, so VMBPO takes pendulum's reasoning and settings. */
+static const task_preset presets[] = {{"pendulum", NULL, pendulum_preset},
+                                      {"pendulum", "vmbpo", pendulum_vmbpo_preset},
+                                      {"pendulum", "vmbpo-mfe", mfe_preset},
+                                      {"reacher", "vmbpo", pendulum_vmbpo_preset},
+                                      {"reacher", "vmbpo-mfe", mfe_preset},
+                                      {NULL, NULL, NULL}};
 
 int app_settings_init(app_settings *s, ember_err *err) {
   memset(s, 0, sizeof *s);
