@@ -8,6 +8,8 @@
 # takes hours on 2 cores; the knobs shrink it for a check of the script itself:
 #   LEARN_ALGOS (vmbpo vmbpo-mfe sac)  LEARN_TASKS (pendulum reacher)  LEARN_SEEDS (1 2 3)
 #   LEARN_STEPS (50000)  LEARN_OUT (bench-learning-out)  LEARN_SETS (extra --set arguments)
+#   LEARN_BIN (2500: steps per point of the per-task comparison)  LEARN_COMPARE_ONLY (1: train
+#   nothing, only draw OUT/compare_<task>.{csv,png} from the runs already in OUT/runs)
 # Nothing here asserts a return: it prints figures.
 set -euo pipefail
 build=$1
@@ -30,6 +32,47 @@ last5() {
     $e != "" && $e != "nan" && $e != prev_e { v[n++] = $e; prev_e = $e }
     END { if (n == 0) { print "nan"; exit } s = 0; k = n < 5 ? n : 5; for (i = n - k; i < n; i++) s += v[i]; print s / k }' "$1"
 }
+
+# compare TASK: every algorithm's evaluation return on TASK against env steps, averaged over its
+# seeds (each seed's latest evaluation at the end of every LEARN_BIN-step bin), from all runs in
+# OUT/runs: OUT/compare_TASK.csv and OUT/compare_TASK.png (one line per algorithm, equal steps).
+compare() {
+  local task=$1 csv=$out/compare_$1.csv png=$out/compare_$1.png files=()
+  for f in "$out"/runs/*_"${task}"_s*/curves.csv; do [ -f "$f" ] && files+=("$f"); done
+  [ ${#files[@]} -gt 0 ] || return 0
+  awk -F, -v bin="${LEARN_BIN:-2500}" -v task="$task" '
+    FNR == 1 { for (i = 1; i <= NF; i++) { if ($i == "eval_return") e = i; if ($i == "env_steps") x = i }
+               n = split(FILENAME, parts, "/"); run = parts[n - 1]; algo = run; sub("_" task "_s[0-9]+$", "", algo)
+               if (!(algo in seen)) { seen[algo] = 1; order[++na] = algo }; nr[algo]++; runs[algo, nr[algo]] = run; next }
+    $e != "" && $e != "nan" { b = int(($x + bin - 1) / bin) * bin; v[run, b] = $e; if (b > maxb) maxb = b }
+    END { printf "env_steps"; for (a = 1; a <= na; a++) printf ",%s", order[a]; printf "\n"
+          for (b = bin; b <= maxb; b += bin) { printf "%d", b
+            for (a = 1; a <= na; a++) { s = 0; k = 0
+              for (r = 1; r <= nr[order[a]]; r++) { id = runs[order[a], r]
+                if ((id, b) in v) last[id] = v[id, b]; if (id in last) { s += last[id]; k++ } }
+              if (k) printf ",%.2f", s / k; else printf ",nan" }
+            printf "\n" } }' "${files[@]}" > "$csv"
+  local cols
+  cols=$(head -1 "$csv" | awk -F, '{ print NF }')
+  gnuplot <<GP || echo "# comparison plot for $task failed" >&2
+set terminal pngcairo size 900,560
+set output '$png'
+set datafile separator ','
+set datafile missing 'nan'
+set key bottom right
+set grid
+set title 'ember: $task, evaluation return (mean over seeds, latest evaluation per ${LEARN_BIN:-2500} steps)'
+set xlabel 'env steps'
+set ylabel 'evaluation return'
+plot for [i=2:$cols] '$csv' using 1:i with lines linewidth 2 title columnhead(i)
+GP
+  echo "# $task comparison: $csv, $png"
+}
+
+if [ -n "${LEARN_COMPARE_ONLY:-}" ]; then
+  for task in $tasks; do compare "$task"; done
+  exit 0
+fi
 
 for algo in $algos; do
   for task in $tasks; do
@@ -56,3 +99,4 @@ for algo in $algos; do
     fi
   done
 done
+for task in $tasks; do compare "$task"; done
