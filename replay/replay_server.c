@@ -4,12 +4,18 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "arena.h"
 #include "log.h"
@@ -189,6 +195,11 @@ struct replay_server {
   uint64_t snapshot_seq;
   double last_snapshot_s, started_s, last_log_s;
   uint64_t snap_inserts, snap_samples, snap_updates, priority_updates; /* what the last snapshot saw */
+  /* the periodic snapshot being written by a child process (insert thread's own; see maybe_snapshot) */
+  pid_t snap_child;              /* 0 = none */
+  int snap_child_err;            /* read end of a pipe the child writes its error message to */
+  double snap_child_started_s, snap_retry_s;
+  uint64_t child_inserts, child_samples, child_updates, child_size;
   bool inserts_blocked;
   uint64_t last_log_inserts, last_log_samples;
   ack_run runs[MAX_ACK_RUNS];
@@ -768,6 +779,25 @@ out:
 
 /* ---- snapshots ------------------------------------------------------------------------------- */
 
+/* A snapshot file is complete: advance the sequence, record what it holds, prune older files. */
+static void snapshot_done(replay_server *s, const char *path, uint64_t inserts, uint64_t samples, uint64_t updates,
+                          uint64_t size, double seconds, const char *how) {
+  s->snapshot_seq++;
+  s->last_snapshot_s = now_s();
+  s->snap_inserts = inserts;
+  s->snap_samples = samples;
+  s->snap_updates = updates;
+  metric_inc(s->m.snapshots_written);
+  metric_set(s->m.snap_inserted, (double)s->snap_inserts);
+  metric_set(s->m.snap_sampled, (double)s->snap_samples);
+  ember_err perr = {0};
+  if (replay_snapshot_prune(s->cfg.snapshot_dir, (int)s->cfg.snapshot_keep, &perr) != 0)
+    log_event(LOG_WARN, "replay", "snapshot_prune_failed", LF_STR("error", perr.msg));
+  log_event(LOG_INFO, "replay", "snapshot_written", LF_STR("path", path), LF_U64("transitions", size),
+            LF_U64("inserts", inserts), LF_U64("samples", samples), LF_F64("seconds", seconds),
+            LF_STR("writer", how));
+}
+
 /* Writes a snapshot; the caller holds s->lock (the table must not change while it is written). */
 static int snapshot_locked(replay_server *s, ember_err *err) {
   replay_snapshot_meta meta = {.sequence = s->snapshot_seq, .created_unix_ms = unix_ms(), .samples = s->samples,
@@ -782,25 +812,88 @@ static int snapshot_locked(replay_server *s, ember_err *err) {
               LF_STR("error", err ? err->msg : ember_strerror(rc)));
     return rc;
   }
-  s->snapshot_seq++;
-  s->last_snapshot_s = now_s();
-  s->snap_inserts = replay_table_inserts(s->table);
-  s->snap_samples = s->samples;
-  s->snap_updates = s->priority_updates;
-  metric_inc(s->m.snapshots_written);
-  metric_set(s->m.snap_inserted, (double)s->snap_inserts);
-  metric_set(s->m.snap_sampled, (double)s->snap_samples);
-  ember_err perr = {0};
-  if (replay_snapshot_prune(s->cfg.snapshot_dir, (int)s->cfg.snapshot_keep, &perr) != 0)
-    log_event(LOG_WARN, "replay", "snapshot_prune_failed", LF_STR("error", perr.msg));
-  log_event(LOG_INFO, "replay", "snapshot_written", LF_STR("path", path), LF_U64("transitions",
-            replay_table_size(s->table)), LF_U64("inserts", replay_table_inserts(s->table)),
-            LF_U64("samples", s->samples), LF_F64("seconds", s->last_snapshot_s - t0));
+  snapshot_done(s, path, replay_table_inserts(s->table), s->samples, s->priority_updates,
+                replay_table_size(s->table), now_s() - t0, "server");
+  return 0;
+}
+
+/* Periodic snapshots are written by a forked child: fork() gives it a copy-on-write image of the
+ * table as of one instant (taken under the lock, a few milliseconds for the page tables), and both
+ * server threads go on serving while it compresses and writes. The price is memory: pages the server
+ * changes meanwhile are copied, at most one more table's worth. The child only writes the file (no
+ * logging, no ZeroMQ: other threads' locks may have been held at the fork) and reports failure as
+ * text on a pipe; it dies with the server (PR_SET_PDEATHSIG), so a killed server leaves no writer
+ * behind that could rename an old image over a newer file. The insert thread reaps it. */
+static void reap_snapshot_child(replay_server *s, bool wait) {
+  if (s->snap_child <= 0) return;
+  int status = 0;
+  pid_t r;
+  do r = waitpid(s->snap_child, &status, wait ? 0 : WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) return; /* still writing */
+  char msg[sizeof(((ember_err *)0)->msg)] = "";
+  ssize_t n = read(s->snap_child_err, msg, sizeof msg - 1);
+  msg[n > 0 ? n : 0] = 0;
+  close(s->snap_child_err);
+  s->snap_child = 0;
+  double seconds = now_s() - s->snap_child_started_s;
+  pthread_mutex_lock(&s->lock);
+  if (r > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/replay-%020" PRIu64 ".snap", s->cfg.snapshot_dir, s->snapshot_seq);
+    snapshot_done(s, path, s->child_inserts, s->child_samples, s->child_updates, s->child_size, seconds, "child");
+  } else {
+    char why[96];
+    if (r < 0) snprintf(why, sizeof why, "waitpid: %s", strerror(errno));
+    else if (WIFSIGNALED(status)) snprintf(why, sizeof why, "killed by signal %d", WTERMSIG(status));
+    else snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
+    metric_inc(s->m.snapshot_failures);
+    s->snap_retry_s = now_s() + (s->cfg.snapshot_interval_s < 10 ? s->cfg.snapshot_interval_s : 10);
+    log_event(LOG_ERROR, "replay", "snapshot_failed", LF_STR("dir", s->cfg.snapshot_dir),
+              LF_STR("error", msg[0] ? msg : why), LF_STR("writer", "child"));
+  }
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* Starts a child writing snapshot s->snapshot_seq; the caller holds s->lock. 0 = started. */
+static int start_snapshot_child(replay_server *s) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  replay_snapshot_meta meta = {.sequence = s->snapshot_seq, .created_unix_ms = unix_ms(), .samples = s->samples,
+                               .sample_batches = s->sample_batches, .insert_batches = s->insert_batches};
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return -1;
+  }
+  if (pid == 0) {
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    if (getppid() != parent) _exit(3); /* the server died before the line above */
+    close(fds[0]);
+    ember_err err = {0};
+    int rc = replay_snapshot_write(s->cfg.snapshot_dir, s->table, &meta, (int)s->cfg.snapshot_zstd_level, NULL, 0,
+                                   &err);
+    if (rc != 0 && write(fds[1], err.msg, strlen(err.msg)) < 0) rc = rc ? rc : 1;
+    _exit(rc == 0 ? 0 : 1);
+  }
+  close(fds[1]);
+  s->snap_child = pid;
+  s->snap_child_err = fds[0];
+  s->snap_child_started_s = now_s();
+  s->child_inserts = replay_table_inserts(s->table);
+  s->child_samples = s->samples;
+  s->child_updates = s->priority_updates;
+  s->child_size = replay_table_size(s->table);
   return 0;
 }
 
 int replay_server_snapshot(replay_server *s, ember_err *err) {
   if (!s->cfg.snapshot_dir[0]) return 0;
+  reap_snapshot_child(s, true); /* a periodic one in flight finishes first: sequences stay in order */
   pthread_mutex_lock(&s->lock);
   int rc = snapshot_locked(s, err);
   pthread_mutex_unlock(&s->lock);
@@ -809,15 +902,20 @@ int replay_server_snapshot(replay_server *s, ember_err *err) {
 
 static void maybe_snapshot(replay_server *s, double t) {
   if (!s->cfg.snapshot_dir[0] || s->cfg.snapshot_interval_s <= 0) return;
+  reap_snapshot_child(s, false);
+  if (s->snap_child > 0 || t < s->snap_retry_s) return; /* one writer at a time; a failure backs off */
   pthread_mutex_lock(&s->lock);
   double since = t - (s->last_snapshot_s > 0 ? s->last_snapshot_s : s->started_s);
   if (since >= s->cfg.snapshot_interval_s) {
     if (replay_table_inserts(s->table) == s->snap_inserts && s->samples == s->snap_samples &&
         s->priority_updates == s->snap_updates) {
       s->last_snapshot_s = t; /* nothing changed: the newest file is still current */
-    } else {
+    } else if (start_snapshot_child(s) != 0) {
+      /* no fork (out of memory or processes): write in place, holding both threads meanwhile */
+      log_event(LOG_WARN, "replay", "snapshot_fork_failed", LF_STR("error", strerror(errno)));
       ember_err err = {0};
-      snapshot_locked(s, &err); /* blocks the sample thread too: the table must hold still */
+      if (snapshot_locked(s, &err) != 0)
+        s->snap_retry_s = t + (s->cfg.snapshot_interval_s < 10 ? s->cfg.snapshot_interval_s : 10);
     }
   }
   pthread_mutex_unlock(&s->lock);
@@ -999,6 +1097,7 @@ fail:
 void replay_server_destroy(replay_server **self_p) {
   if (!self_p || !*self_p) return;
   replay_server *s = *self_p;
+  reap_snapshot_child(s, true);
   if (s->insert_sock) zmq_close(s->insert_sock);
   if (s->sample_sock) zmq_close(s->sample_sock);
   if (s->kick_sample_tx) zmq_close(s->kick_sample_tx);
@@ -1145,6 +1244,7 @@ int replay_server_run(replay_server *s) {
   }
   atomic_store(&s->stop, 1);
   pthread_join(s->sample_thread, NULL);
+  reap_snapshot_child(s, true); /* a periodic snapshot in flight is finished and counted */
   if (rc == 0) rc = s->sample_rc;
   update_gauges(s);
   replay_server_get_counters(s, &k);

@@ -30,6 +30,8 @@
  * Threads: replay_server_run serves the insert socket (and the timers: periodic snapshots, progress
  * lines) on the caller's thread and starts one more thread, named "replay-sample", for the sample
  * socket; the two share the table under a mutex, and run joins the second before it returns.
+ * Processes: a periodic snapshot is written by a forked child (copy-on-write image of the table) that
+ * run reaps; run and destroy wait for one still writing.
  *
  * Ownership: the server owns its sockets, table, threads and scratch buffers; the zmq context and
  * the metrics registry belong to the caller and must outlive the server (metrics may be NULL: the

@@ -3,6 +3,7 @@
  * parks sample requests and pauses inserts; REQ peers work; stop is prompt; a snapshot taken by the
  * owner comes back in a new server. */
 #include <check.h>
+#include <glob.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "net.h"
 #include "replay_client.h"
 #include "replay_server.h"
+#include "replay_snapshot.h"
 #include "replay_test_util.h"
 
 static void *ctx;
@@ -567,6 +569,63 @@ START_TEST(req_peers_and_prompt_stop) {
 }
 END_TEST
 
+/* Polls a Stats value until it reaches want (up to 10 s); returns the last value seen. */
+static double wait_stat(const char *ep, const char *name, double want) {
+  double v = 0;
+  for (int i = 0; i < 1000 && (v = stat_of(ep, name, NULL)) < want; i++) usleep(10000);
+  return v;
+}
+
+/* Periodic snapshots are written by a child process while both threads go on serving; a failed one
+ * (the directory gone) is logged and counted, the server keeps serving, and the next one succeeds. */
+START_TEST(periodic_snapshots_are_written_beside_the_server) {
+  char dir[128], moved[160];
+  snprintf(dir, sizeof dir, "/tmp/ember-test-replay-per-%d-XXXXXX", (int)getpid());
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(moved, sizeof moved, "%s.away", dir);
+  replay_config c;
+  const char *iep = "inproc://per-insert", *sep = "inproc://per-sample";
+  base_config(&c, iep, sep);
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0.05;
+  running r;
+  start(&r, &c);
+  prove_still_serving(iep, sep, 0);
+  ck_assert(wait_stat(iep, "replay_last_snapshot_inserted_transitions", 80) == 80);
+  ck_assert(stat_of(iep, "replay_snapshots_written_total", NULL) >= 1);
+  ck_assert(stat_of(iep, "replay_snapshot_failures_total", NULL) == 0);
+  char path[300];
+  ember_err err = {0};
+  replay_snapshot_info info;
+  char pattern[300];
+  snprintf(pattern, sizeof pattern, "%s/replay-*.snap", dir);
+  glob_t g;
+  ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0); /* sorted: the last is the newest */
+  snprintf(path, sizeof path, "%s", g.gl_pathv[g.gl_pathc - 1]);
+  globfree(&g);
+  ck_assert_msg(replay_snapshot_verify(path, &info, &err) == 0, "%s", err.msg);
+  ck_assert_uint_eq(info.size, 80);
+
+  /* a file where the directory was: the writer fails, the server says so and keeps serving */
+  ck_assert_int_eq(rename(dir, moved), 0);
+  FILE *blocker = fopen(dir, "w");
+  ck_assert_ptr_nonnull(blocker);
+  fclose(blocker);
+  prove_still_serving(iep, sep, 1000);
+  ck_assert(wait_stat(iep, "replay_snapshot_failures_total", 1) >= 1);
+  prove_still_serving(iep, sep, 2000);
+  ck_assert(stat_of(iep, "replay_size", NULL) == 240);
+  /* it comes back: the next snapshot holds everything */
+  ck_assert_int_eq(unlink(dir), 0);
+  ck_assert_int_eq(rename(moved, dir), 0);
+  ck_assert(wait_stat(iep, "replay_last_snapshot_inserted_transitions", 240) == 240);
+  finish(&r);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, moved);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(owner_snapshot_restores_in_a_new_server) {
   char dir[128];
   snprintf(dir, sizeof dir, "/tmp/ember-test-replay-srv-%d-XXXXXX", (int)getpid());
@@ -702,6 +761,7 @@ int main(void) {
   tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
   tcase_add_test(tc, req_peers_and_prompt_stop);
   tcase_add_test(tc, owner_snapshot_restores_in_a_new_server);
+  tcase_add_test(tc, periodic_snapshots_are_written_beside_the_server);
   tcase_add_test(tc, prioritized_updates_steer_sampling);
   tcase_add_test(tc, config_validation);
   suite_add_tcase(s, tc);
