@@ -1,16 +1,20 @@
-/* env tasks: every model loads; unknown tasks, missing, malformed and mismatched model files give
- * errors naming them; the model directory is resolved in the documented order; and the learner-side
- * reward and termination functions give hand-computed values on hand-built observations. */
+/* env tasks: every model loads; unknown tasks, missing, malformed, uncompilable and mismatched model
+ * files give errors naming them (never MuJoCo's error handler); a MuJoCo error ends the process with a
+ * log event and ENV_EXIT_MUJOCO_ERROR; the model directory is resolved in the documented order; and
+ * the learner-side reward and termination functions give hand-computed values on hand-built
+ * observations. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <mujoco/mujoco.h>
 
 #include "env.h"
+#include "log.h"
 
 static char models_dir[4096];
 
@@ -104,6 +108,66 @@ START_TEST(malformed_model_file_is_named_with_mujoco_text) {
   ck_assert_int_gt(strlen(tail + strlen("not a valid MuJoCo model: ")), 5);
   ck_assert_ptr_nonnull(strstr(tail, "XML"));
   unlink(path);
+}
+END_TEST
+
+/* Well-formed XML that the MuJoCo compiler refuses (a mesh file that is not there): the compiler's
+ * text comes back through mj_loadXML's buffer, with our handlers installed, and this process lives. */
+START_TEST(model_that_does_not_compile_is_named_and_the_process_survives) {
+  char path[] = "/tmp/ember_env_nocompile_XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  const char *bad = "<mujoco>\n  <asset><mesh name=\"m\" file=\"/nonexistent/ember/missing.stl\"/></asset>\n"
+                    "  <worldbody><geom type=\"mesh\" mesh=\"m\"/></worldbody>\n</mujoco>\n";
+  ck_assert_int_eq(write(fd, bad, strlen(bad)), (ssize_t)strlen(bad));
+  close(fd);
+  env_model_t *m = NULL;
+  ember_err err = {0};
+  ck_assert_int_eq(env_model_load_file("pendulum", path, &m, &err), EMBER_EINVAL);
+  unlink(path);
+  ck_assert_ptr_null(m);
+  ck_assert_msg(strstr(err.msg, path), "%s", err.msg);
+  ck_assert_msg(strstr(err.msg, "missing.stl"), "%s", err.msg); /* MuJoCo's text names the mesh file */
+  ck_assert(mju_user_error != NULL); /* the load installed ember's handlers */
+  /* and the next load works */
+  char good[4200];
+  snprintf(good, sizeof good, "%s/pendulum.xml", models_dir);
+  ck_assert_msg(env_model_load_file("pendulum", good, &m, &err) == EMBER_OK, "%s", err.msg);
+  env_model_destroy(&m);
+}
+END_TEST
+
+/* mju_error must not return: ember's handler logs what MuJoCo said and exits with its own status
+ * (MuJoCo's default prints to stdout, appends to MUJOCO_LOG.TXT and exits 1). */
+START_TEST(mujoco_error_is_logged_and_ends_the_process_with_its_code) {
+  env_install_mujoco_handlers();
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    FILE *out = fdopen(fds[1], "w");
+    log_set_output(out);
+    log_set_format(LOG_FORMAT_JSON);
+    log_set_level(LOG_INFO);
+    mju_error("ember test: provoked MuJoCo error");
+    _exit(99); /* the handler returned */
+  }
+  close(fds[1]);
+  static char text[8192];
+  size_t n = 0;
+  ssize_t r;
+  while (n < sizeof text - 1 && (r = read(fds[0], text + n, sizeof text - 1 - n)) > 0) n += (size_t)r;
+  text[n] = 0;
+  close(fds[0]);
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status), "the child did not exit (status %d)", status);
+  ck_assert_int_eq(WEXITSTATUS(status), ENV_EXIT_MUJOCO_ERROR);
+  ck_assert_msg(strstr(text, "\"msg\":\"mujoco_error\""), "log: %s", text);
+  ck_assert_msg(strstr(text, "\"component\":\"env\""), "log: %s", text);
+  ck_assert_msg(strstr(text, "ember test: provoked MuJoCo error"), "log: %s", text);
 }
 END_TEST
 
@@ -288,6 +352,8 @@ int main(void) {
   tcase_add_test(load, unknown_task_is_named);
   tcase_add_test(load, missing_model_file_is_named);
   tcase_add_test(load, malformed_model_file_is_named_with_mujoco_text);
+  tcase_add_test(load, model_that_does_not_compile_is_named_and_the_process_survives);
+  tcase_add_test(load, mujoco_error_is_logged_and_ends_the_process_with_its_code);
   tcase_add_test(load, model_of_another_task_is_refused);
   tcase_add_test(load, model_directory_resolution_order);
   suite_add_tcase(s, load);

@@ -13,6 +13,7 @@
 #include <mujoco/mujoco.h>
 
 #include "env.h"
+#include "log.h"
 #include "rng.h"
 
 enum { MAX_K = 4, MAX_OBS = 376, MAX_ACT = 17 };
@@ -467,9 +468,8 @@ END_TEST
 
 /* ---- physics faults ---- */
 
-/* A cheetah whose model holds a single contact, pushed into the floor: MuJoCo drops the extra
- * contacts and warns; the env must truncate that step and count it, not pass it off as physics. */
-START_TEST(contact_overflow_truncates_and_is_counted) {
+/* The half_cheetah model with room for a single contact. */
+static env_model_t *cheetah_with_one_contact(void) {
   char src[4200], tmp[] = "/tmp/ember_env_cheetah_XXXXXX";
   snprintf(src, sizeof src, "%s/common/env/models/half_cheetah.xml", getenv("EMBER_SOURCE_DIR"));
   FILE *in = fopen(src, "rb");
@@ -492,6 +492,14 @@ START_TEST(contact_overflow_truncates_and_is_counted) {
   ck_assert_msg(env_model_load_file("half_cheetah", tmp, &m, &err) == EMBER_OK, "%s", err.msg);
   unlink(tmp);
   ck_assert_int_eq(env_model_mj(m)->nconmax, 1);
+  return m;
+}
+
+/* A cheetah whose model holds a single contact, pushed into the floor: MuJoCo drops the extra
+ * contacts and warns; the env must truncate that step and count it, not pass it off as physics. */
+START_TEST(contact_overflow_truncates_and_is_counted) {
+  ember_err err = {0};
+  env_model_t *m = cheetah_with_one_contact();
   env_vec_t *v = NULL;
   env_vec_config cfg = {.n_envs = 1, .seed = 1};
   ck_assert_int_eq(env_vec_new(m, &cfg, &v, &err), EMBER_OK);
@@ -511,6 +519,44 @@ START_TEST(contact_overflow_truncates_and_is_counted) {
   ck_assert_uint_eq(env_vec_get_stats(v).truncated_total, 1);
   env_vec_destroy(&v);
   env_model_destroy(&m);
+}
+END_TEST
+
+/* MuJoCo's warning goes to ember's log as an event, not to stdout and a MUJOCO_LOG.TXT in the
+ * working directory (MuJoCo's default). */
+START_TEST(mujoco_warning_is_a_log_event_not_a_file) {
+  char dir[] = "/tmp/ember_env_cwd_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  ck_assert_int_eq(chdir(dir), 0); /* Check runs each test in a child: the cwd change stays here */
+  FILE *log = tmpfile();
+  ck_assert_ptr_nonnull(log);
+  log_set_output(log);
+  log_set_format(LOG_FORMAT_JSON);
+  log_set_level(LOG_INFO);
+  ember_err err = {0};
+  env_model_t *m = cheetah_with_one_contact();
+  env_vec_t *v = NULL;
+  env_vec_config cfg = {.n_envs = 1, .seed = 1};
+  ck_assert_int_eq(env_vec_new(m, &cfg, &v, &err), EMBER_OK);
+  double qpos[9] = {0, -0.6}, qvel[9] = {0};
+  ck_assert_int_eq(env_vec_set_qpos_qvel(v, 0, qpos, qvel, &err), EMBER_OK);
+  float a[6] = {0}, next[17], r;
+  uint8_t term, trunc;
+  env_step_out out = {.next_obs = next, .reward = &r, .terminated = &term, .truncated = &trunc};
+  ck_assert_int_eq(env_vec_step(v, a, &out, &err), EMBER_OK);
+  ck_assert_int_eq(env_vec_physics_faults(v)[0], 1);
+  env_vec_destroy(&v);
+  env_model_destroy(&m);
+  log_set_output(NULL);
+  static char text[8192];
+  rewind(log);
+  size_t n = fread(text, 1, sizeof text - 1, log);
+  text[n] = 0;
+  fclose(log);
+  ck_assert_msg(strstr(text, "\"msg\":\"mujoco_warning\""), "log: %s", text);
+  ck_assert_msg(strstr(text, "nconmax"), "log: %s", text); /* MuJoCo's own text */
+  ck_assert_msg(access("MUJOCO_LOG.TXT", F_OK) != 0, "MuJoCo wrote MUJOCO_LOG.TXT into the working directory");
+  ck_assert_int_eq(rmdir(dir), 0);
 }
 END_TEST
 
@@ -600,6 +646,7 @@ int main(void) {
   tcase_add_loop_test(tc, snapshot_restores_bit_exactly, 0, 2);
   tcase_add_test(tc, snapshot_of_another_task_is_refused);
   tcase_add_test(tc, contact_overflow_truncates_and_is_counted);
+  tcase_add_test(tc, mujoco_warning_is_a_log_event_not_a_file);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -1,11 +1,16 @@
 /* env.c: loading task models and running vectors of environments over them (see env.h). */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "env_internal.h"
+#include "log.h"
 
 #ifndef EMBER_ENV_MODEL_DIR_SOURCE
 #error "EMBER_ENV_MODEL_DIR_SOURCE must name the source tree's models directory (common/env/CMakeLists.txt)"
@@ -13,6 +18,56 @@
 #ifndef EMBER_ENV_MODEL_DIR_INSTALL
 #error "EMBER_ENV_MODEL_DIR_INSTALL must name the installed models directory (common/env/CMakeLists.txt)"
 #endif
+
+/* ---- MuJoCo's error and warning handlers ---- */
+
+/* MuJoCo's defaults print to stdout and append to MUJOCO_LOG.TXT in the working directory, and the
+ * error one then calls exit(1): a process would end with nothing in its log. Ours log an event
+ * instead. mju_user_error must not return (MuJoCo 2.2.2 carries on with corrupt state if it does), so
+ * after the event the process ends with ENV_EXIT_MUJOCO_ERROR; _exit, not exit: the other threads
+ * (learner, replay in `ember train`) are still running and atexit handlers would race them. */
+static void on_mujoco_error(const char *msg) {
+  if (log_get_level() <= LOG_ERROR)
+    log_event(LOG_ERROR, "env", "mujoco_error", LF_STR("message", msg), LF_I64("exit_code", ENV_EXIT_MUJOCO_ERROR));
+  else /* logging is off: still say why the process ends */
+    fprintf(stderr, "ember: MuJoCo error: %s (exit %d)\n", msg, ENV_EXIT_MUJOCO_ERROR);
+  fflush(NULL);
+  _exit(ENV_EXIT_MUJOCO_ERROR);
+}
+
+/* MuJoCo warns once per mjData and warning kind until the counter is cleared, which env_vec_step does
+ * after each fault: a model that keeps overflowing its contact buffer warns every step. At most one
+ * line per interval, with a count of the suppressed (faults themselves are counted per env). */
+#define MUJOCO_WARNING_LOG_INTERVAL_MS 10000
+static atomic_llong mujoco_warning_last_ms;
+static atomic_ullong mujoco_warnings_suppressed;
+
+static long long mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_mujoco_warning(const char *msg) {
+  long long t = mono_ms(), last = atomic_load(&mujoco_warning_last_ms);
+  if ((last && t - last < MUJOCO_WARNING_LOG_INTERVAL_MS) ||
+      !atomic_compare_exchange_strong(&mujoco_warning_last_ms, &last, t)) {
+    atomic_fetch_add(&mujoco_warnings_suppressed, 1);
+    return;
+  }
+  log_event(LOG_WARN, "env", "mujoco_warning", LF_STR("message", msg),
+            LF_U64("suppressed_since_last", atomic_exchange(&mujoco_warnings_suppressed, 0)));
+}
+
+static pthread_once_t mujoco_handlers_once = PTHREAD_ONCE_INIT;
+static void install_mujoco_handlers(void) {
+  mju_user_error = on_mujoco_error;
+  mju_user_warning = on_mujoco_warning;
+}
+
+/* Every MuJoCo call of this process follows a model load, which calls this first. (The XML compiler
+ * swaps in handlers of its own while it runs and restores ours: its errors come back as text.) */
+void env_install_mujoco_handlers(void) { pthread_once(&mujoco_handlers_once, install_mujoco_handlers); }
 
 /* ---- models ---- */
 
@@ -84,6 +139,7 @@ static int load_def_file(const env_task_def *t, const char *path, env_model_t **
                       path, t->spec.name, strerror(errno));
   fclose(f);
 
+  env_install_mujoco_handlers();
   char mj_error[1000] = "";
   mjModel *m = mj_loadXML(path, NULL, mj_error, sizeof mj_error);
   if (!m)
@@ -296,6 +352,12 @@ static int check_actions(const env_vec_t *v, const float *actions, ember_err *er
   return EMBER_OK;
 }
 
+static int obs_finite(const float *obs, int n) {
+  for (int k = 0; k < n; k++)
+    if (!isfinite(obs[k])) return 0;
+  return 1;
+}
+
 /* One env, one step; returns the reward and sets the flags. */
 static double step_one(env_vec_t *v, int i, const float *action, float *next_obs, int *terminated,
                        int *truncated, int *fault) {
@@ -316,8 +378,10 @@ static double step_one(env_vec_t *v, int i, const float *action, float *next_obs
   if (t->after_forward) t->after_forward(em, d);
   t->carry(em, d, carry);
   double reward = t->reward(em, d, before, carry);
+  t->observe(em, d, next_obs);
+  /* a state MuJoCo let through can still give numbers no learner should see */
+  int unstable = physics_unstable(d) || !isfinite(reward) || !obs_finite(next_obs, v->obs_dim);
   *terminated = t->terminated(em, d);
-  int unstable = physics_unstable(d);
   *fault = unstable;
   if (unstable) {
     v->stats.physics_unstable_total++;
@@ -325,7 +389,6 @@ static double step_one(env_vec_t *v, int i, const float *action, float *next_obs
   }
   v->ep_step[i]++;
   *truncated = !*terminated && (v->ep_step[i] >= v->max_steps || unstable);
-  t->observe(em, d, next_obs);
   return reward;
 }
 

@@ -31,6 +31,15 @@
  * nothing is stepped, the message names the env and action index), EMBER_ENOMEM.
  * Loading goes through mj_loadXML, which is not known to be thread-safe: load models from one
  * thread at a time (start-up), then share them freely.
+ *
+ * MuJoCo's own errors and warnings: the first model load of a process installs handlers
+ * (mju_user_error, mju_user_warning) in place of MuJoCo's, which print to stdout, append to
+ * MUJOCO_LOG.TXT in the working directory and exit(1). Problems in a model file never reach them:
+ * mj_loadXML returns its text, and the load fails with it. Warnings (contact buffer full, NaN state
+ * reset) become `mujoco_warning` log events (component env, at most one per 10 s, with a count of
+ * the suppressed). An error is MuJoCo giving up in the middle of a call (out of memory, stack
+ * overflow): its handler must not return, so it logs a `mujoco_error` event naming MuJoCo's message
+ * and ends the process with exit status ENV_EXIT_MUJOCO_ERROR.
  */
 #ifndef EMBER_ENV_H
 #define EMBER_ENV_H
@@ -43,6 +52,13 @@
 
 struct mjModel_;
 struct mjData_;
+
+/* The exit status of a process that MuJoCo stopped with an error (sysexits' EX_SOFTWARE). */
+enum { ENV_EXIT_MUJOCO_ERROR = 70 };
+
+/* Installs ember's MuJoCo error and warning handlers, once per process (thread-safe; model loading
+ * calls it, so only code that uses MuJoCo without loading a model through env needs to). */
+void env_install_mujoco_handlers(void);
 
 typedef struct env_model env_model_t;
 typedef struct env_vec env_vec_t;
@@ -116,8 +132,10 @@ typedef struct {
   uint64_t terminated_total;
   uint64_t truncated_total;
   uint64_t physics_unstable_total;/* steps where MuJoCo found NaN/Inf and reset the state itself,
-                                     or dropped contacts beyond the model's capacity; such a step is
-                                     reported truncated and its transition should be dropped */
+                                     or dropped contacts beyond the model's capacity, or that gave a
+                                     non-finite observation or reward; such a step is reported
+                                     truncated (unless terminated) and its transition should be
+                                     dropped */
 } env_vec_stats;
 env_vec_stats env_vec_get_stats(const env_vec_t *vec);
 
