@@ -1,15 +1,20 @@
 /* actor.c: the actor's lifecycle and its env loop (see actor.h). */
 #include "actor.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 
 #include "auth.h"
 #include "env.h"
@@ -28,12 +33,14 @@
 /* The eval envs draw their reset noise from a seed of their own, so their streams never meet the
  * training envs' (env.h numbers streams by env id only). */
 #define EVAL_SEED_SALT 0x9E3779B97F4A7C15ull
+/* Physics faults this close together are one burst: logged when it starts and when it ends. */
+#define PHYSICS_FAULT_QUIET_MS 1000
 
 typedef struct {
   metric *made, *sent, *stored, *rejected, *dropped, *unconfirmed, *pending;
   metric *batches, *episodes, *eval_episodes, *evaluations;
   metric *params_received, *params_refused, *params_stale, *messages_refused, *reports_dropped;
-  metric *nonfinite_actions, *replay_wait, *auth_refused;
+  metric *nonfinite_actions, *replay_wait, *auth_refused, *physics_faults;
   metric *policy_version, *last_return, *eval_return, *eval_version;
 } actor_metrics_t;
 
@@ -41,8 +48,15 @@ typedef struct {
 typedef struct {
   uint64_t made, sent, stored, rejected, dropped, unconfirmed, batches, episodes, eval_episodes, evaluations;
   uint64_t params_received, params_refused, params_stale, messages_refused, reports_dropped, nonfinite_actions;
-  uint64_t replay_wait_us;
+  uint64_t replay_wait_us, physics_faults;
 } published_t;
+
+/* The burst of physics faults under way, if any (see note_physics_faults). */
+typedef struct {
+  bool active;
+  int64_t start_ms, last_ms;
+  uint64_t transitions;
+} fault_burst;
 
 typedef struct {
   int64_t last_ms;
@@ -100,6 +114,7 @@ struct actor {
   actor_metrics_t m;
   published_t pub;
   refusal_log params_log, message_log, insert_log;
+  fault_burst faults;
   char hostname[256];
 };
 
@@ -178,6 +193,9 @@ static void register_metrics(actor_t *a) {
                                    "time spent waiting for replay acks (actor.replay_wait_ms > 0)");
   m->auth_refused = metrics_counter(r, "actor_auth_refused_total", labels,
                                     "CurveZMQ handshakes in which a server refused this actor's key");
+  m->physics_faults = metrics_counter(r, "actor_physics_fault_transitions_total", labels,
+                                      "transitions dropped as physics faults (MuJoCo instability, non-finite "
+                                      "values); part of actor_transitions_dropped_total");
   m->policy_version = metrics_gauge(r, "actor_policy_version", labels, "Params version acted with (0 = random)");
   m->last_return = metrics_gauge(r, "actor_episode_return", labels, "return of the last training episode");
   m->eval_return = metrics_gauge(r, "actor_eval_return", labels, "mean return of the last evaluation");
@@ -211,6 +229,7 @@ static void sync_metrics(actor_t *a) {
   add_delta(m->messages_refused, s.messages_refused, &p->messages_refused);
   add_delta(m->reports_dropped, s.reports_dropped, &p->reports_dropped);
   add_delta(m->nonfinite_actions, s.nonfinite_actions, &p->nonfinite_actions);
+  add_delta(m->physics_faults, s.transitions_physics_fault, &p->physics_faults);
   if (m->replay_wait && s.replay_wait_us > p->replay_wait_us)
     metric_add(m->replay_wait, (double)(s.replay_wait_us - p->replay_wait_us) / 1e6);
   p->replay_wait_us = s.replay_wait_us;
@@ -230,7 +249,7 @@ void actor_get_stats(const actor_t *a, actor_stats *out) {
   out->transitions_sent = is.transitions_sent;
   out->transitions_stored = is.transitions_stored;
   out->transitions_rejected = is.transitions_rejected;
-  out->transitions_dropped = is.transitions_dropped;
+  out->transitions_dropped = is.transitions_dropped + a->st.transitions_physics_fault;
   out->transitions_unconfirmed = is.transitions_unconfirmed;
   out->transitions_in_flight = is.transitions_in_flight;
   out->transitions_queued = is.transitions_queued;
@@ -585,12 +604,57 @@ static void hand_over_batch(actor_t *a) {
   a->rows = 0;
 }
 
-/* Appends the K transitions of one step; a batch is handed over when full, and before the first
- * row of another policy version. */
-static void append_transitions(actor_t *a, uint64_t version) {
+static int all_finite(const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return 0;
+  return 1;
+}
+
+/* Logs a burst of physics faults once: when it starts, and when no fault has come for
+ * PHYSICS_FAULT_QUIET_MS (with the burst's count). Called every step, n = this step's faults. */
+static void note_physics_faults(actor_t *a, int n, int first_env, const char *why, int64_t t) {
+  fault_burst *b = &a->faults;
+  if (n == 0) {
+    if (b->active && t - b->last_ms >= PHYSICS_FAULT_QUIET_MS) {
+      log_event(LOG_INFO, COMPONENT, "physics_faults_ended", LF_U64("actor_id", a->cfg.id),
+                LF_U64("transitions_dropped", b->transitions), LF_I64("duration_ms", b->last_ms - b->start_ms),
+                LF_U64("physics_fault_transitions_total", a->st.transitions_physics_fault));
+      b->active = false;
+    }
+    return;
+  }
+  if (!b->active) {
+    log_event(LOG_WARN, COMPONENT, "physics_fault", LF_U64("actor_id", a->cfg.id), LF_STR("task", a->cfg.task),
+              LF_I64("env", first_env), LF_STR("error", why),
+              LF_STR("action", "transition dropped and counted in actor_physics_fault_transitions_total, env "
+                               "reset; logged once per burst"),
+              LF_U64("env_steps", a->st.env_steps));
+    *b = (fault_burst){.active = true, .start_ms = t};
+  }
+  b->transitions += (uint64_t)n;
+  b->last_ms = t;
+}
+
+/* Appends the K transitions of one step, leaving out physics faults; a batch is handed over when
+ * full, and before the first row of another policy version. */
+static void append_transitions(actor_t *a, uint64_t version, int64_t t) {
   if (a->rows > 0 && a->batch.policy_version != version) hand_over_batch(a);
   const size_t O = (size_t)a->obs_dim, A = (size_t)a->act_dim;
+  const uint8_t *faults = env_vec_physics_faults(a->vec);
+  int n_faults = 0, first_fault = -1;
+  const char *why = NULL;
   for (int k = 0; k < a->K; k++) {
+    int flagged = faults[k] != 0;
+    if (flagged || !isfinite(a->reward[k]) || !all_finite(a->obs + (size_t)k * O, O) ||
+        !all_finite(a->next_obs + (size_t)k * O, O)) {
+      a->st.transitions_physics_fault++;
+      if (n_faults++ == 0) {
+        first_fault = k;
+        why = flagged ? "MuJoCo found the step unstable (NaN/Inf state, or contact/constraint buffer full)"
+                      : "non-finite observation or reward";
+      }
+      continue;
+    }
     if (a->rows == 0) a->batch.policy_version = version;
     size_t r = (size_t)a->rows;
     memcpy(a->b_obs + r * O, a->obs + (size_t)k * O, O * sizeof(float));
@@ -603,6 +667,7 @@ static void append_transitions(actor_t *a, uint64_t version) {
     a->rows++;
     if (a->rows == a->B) hand_over_batch(a);
   }
+  note_physics_faults(a, n_faults, first_fault, why, t);
 }
 
 /* ---- the loop ---------------------------------------------------------------------------------- */
@@ -611,12 +676,6 @@ static void uniform_actions(actor_t *a, int first_env, int count) {
   for (int i = first_env * a->act_dim; i < (first_env + count) * a->act_dim; i++)
     a->actions[i] = 2.0f * rng_uniform_f(&a->rng) - 1.0f;
   for (int k = first_env; k < first_env + count; k++) a->log_probs[k] = a->uniform_log_prob;
-}
-
-static int all_finite(const float *x, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!isfinite(x[i])) return 0;
-  return 1;
 }
 
 static void finish_episodes(actor_t *a, uint64_t version) {
@@ -682,20 +741,24 @@ static void log_progress(actor_t *a, int64_t t) {
             LF_F64("mean_return", a->log_episodes ? a->log_return_sum / (double)a->log_episodes : NAN),
             LF_F64("mean_length", a->log_episodes ? a->log_length_sum / (double)a->log_episodes : NAN),
             LF_U64("policy_version", s.policy_version), LF_U64("stored", s.transitions_stored),
-            LF_U64("dropped", s.transitions_dropped), LF_U64("params_refused", s.params_refused));
+            LF_U64("dropped", s.transitions_dropped), LF_U64("physics_faults", s.transitions_physics_fault),
+            LF_U64("params_refused", s.params_refused));
   a->last_log_ms = t;
   a->log_steps = a->log_episodes = 0;
   a->log_return_sum = a->log_length_sum = 0.0;
 }
 
-/* With replay_wait_ms: a full queue with batches in flight means replay is holding inserts back
- * (its rate limiter); wait for an ack, bounded, rather than make transitions only to drop them. */
+/* With replay_wait_ms: a full queue means replay is not taking inserts as fast as the actor makes
+ * them (its rate limiter, a link still backed up, or no replay at all); wait, bounded, for room rather
+ * than make transitions only to drop them. Waiting only while batches were in flight was not enough:
+ * once a short ack_timeout_ms had written them off, the loop ran on at full speed and dropped nearly
+ * everything until the link drained. */
 static void pace_to_replay(actor_t *a) {
   replay_insert_stats is;
   replay_insert_client_stats(a->insert, &is);
-  if (is.queued < (uint32_t)a->cfg.queue_batches || is.in_flight == 0) return;
+  if (is.queued < (uint32_t)a->cfg.queue_batches) return;
   int64_t t0 = now_us();
-  replay_insert_client_poll(a->insert, (int)a->cfg.replay_wait_ms);
+  replay_insert_client_wait_for_room(a->insert, (int)a->cfg.replay_wait_ms);
   a->st.replay_wait_us += (uint64_t)(now_us() - t0);
 }
 
@@ -724,7 +787,7 @@ static int step_once(actor_t *a, ember_err *err) {
   if (rc) return rc;
   a->st.env_steps += (uint64_t)a->K;
   a->log_steps += (uint64_t)a->K;
-  append_transitions(a, version);
+  append_transitions(a, version, t);
   finish_episodes(a, version);
   if (a->eval_active) {
     rc = eval_step(a, err);
@@ -752,12 +815,38 @@ static int step_once(actor_t *a, ember_err *err) {
   return EMBER_OK;
 }
 
+/* actor.nice: where actors share cores with the replay server and the learner (a laptop, `ember
+ * train`), a nicer env thread keeps them from being starved by their own clients. Linux keeps a
+ * niceness per thread, set through the thread's id; only this thread changes. Returns the niceness
+ * the thread then runs at. */
+static int apply_nice(actor_t *a) {
+#ifdef __linux__
+  id_t tid = (id_t)syscall(SYS_gettid);
+  if (a->cfg.nice > 0 && setpriority(PRIO_PROCESS, tid, (int)a->cfg.nice) != 0) {
+    char why[160];
+    snprintf(why, sizeof why, "setpriority(thread %ld, %" PRId64 "): %s", (long)tid, a->cfg.nice, strerror(errno));
+    log_event(LOG_WARN, COMPONENT, "nice_failed", LF_U64("actor_id", a->cfg.id), LF_I64("nice", a->cfg.nice),
+              LF_STR("error", why));
+  }
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, tid);
+  return errno ? 0 : nice;
+#else
+  if (a->cfg.nice > 0)
+    log_event(LOG_WARN, COMPONENT, "nice_failed", LF_U64("actor_id", a->cfg.id), LF_I64("nice", a->cfg.nice),
+              LF_STR("error", "actor.nice is applied per thread on Linux only; the thread runs as inherited"));
+  return 0;
+#endif
+}
+
 int actor_run(actor_t *a, ember_err *err) {
+  a->st.nice = apply_nice(a);
   int64_t t = now_ms();
   a->start_ms = a->last_log_ms = a->last_sync_ms = a->last_params_ms = t;
   log_event(LOG_INFO, COMPONENT, "started", LF_U64("actor_id", a->cfg.id), LF_STR("task", a->cfg.task),
             LF_I64("num_envs", a->K), LF_STR("params_endpoint", a->cfg.params_endpoint),
-            LF_STR("control_endpoint", a->cfg.control_endpoint), LF_STR("replay_endpoint", a->cfg.replay_endpoint));
+            LF_STR("control_endpoint", a->cfg.control_endpoint), LF_STR("replay_endpoint", a->cfg.replay_endpoint),
+            LF_I64("nice", a->st.nice));
   send_hello(a);
   send_params_request(a, t);
   send_heartbeat(a, t);
@@ -779,7 +868,8 @@ int actor_run(actor_t *a, ember_err *err) {
   actor_get_stats(a, &s);
   log_event(LOG_INFO, COMPONENT, "stopped", LF_U64("actor_id", a->cfg.id), LF_U64("env_steps", s.env_steps),
             LF_U64("stored", s.transitions_stored), LF_U64("rejected", s.transitions_rejected),
-            LF_U64("dropped", s.transitions_dropped), LF_U64("unconfirmed", s.transitions_unconfirmed),
+            LF_U64("dropped", s.transitions_dropped), LF_U64("physics_faults", s.transitions_physics_fault),
+            LF_U64("unconfirmed", s.transitions_unconfirmed),
             LF_U64("in_flight", s.transitions_in_flight + s.transitions_queued), LF_U64("episodes", s.episodes),
             LF_U64("policy_version", s.policy_version), LF_BOOL("drained", drained == 0));
   return rc;

@@ -17,9 +17,14 @@
  *      -act_dim * log 2 (the density of the uniform on [-1, 1]^act_dim).
  *   3. step the K envs; append K transitions (obs, action, reward, next_obs = the true final
  *      observation at an episode's end, terminated, truncated, behaviour log-prob) to the current
- *      TransitionBatch. A batch is handed to the replay insert client when it holds
- *      transitions_per_batch rows, or earlier when the policy version changes (every batch is
- *      played by exactly one version, the one in its policy_version).
+ *      TransitionBatch, except those of a physics fault: a step env.h flags (MuJoCo found NaN/Inf or
+ *      ran out of contact/constraint room; the env truncates and resets it) or whose obs, next_obs
+ *      or reward is not finite is not data. It is dropped, counted in transitions_physics_fault (a
+ *      part of transitions_dropped), and logged when a burst of faults starts (`physics_fault`) and
+ *      when it has been quiet for a second (`physics_faults_ended`, with the burst's count).
+ *      A batch is handed to the replay insert client when it holds transitions_per_batch rows, or
+ *      earlier when the policy version changes (every batch is played by exactly one version, the
+ *      one in its policy_version).
  *   4. finished episodes: an EpisodeReport to the learner (DEALER), logged at debug level; a progress
  *      line every log_interval_s.
  *   5. evaluation: when the policy version has advanced by eval_every_versions since the last
@@ -29,10 +34,15 @@
  *   6. the insert client sends what its credits allow and reads acks (non-blocking); Heartbeat
  *      every heartbeat_ms; ParamsRequest again after params_request_ms without any Params.
  *      With replay_wait_ms > 0 (off by default), an actor whose queue is full waits up to that long
- *      per step for an ack: replay's rate limiter then paces the actor instead of the actor making
- *      transitions only to drop them. The wait is bounded, and never happens while nothing is in
- *      flight (replay gone): the loop then runs on and drops, counted.
- * On start: Hello and ParamsRequest on the DEALER (a late joiner need not wait for a broadcast).
+ *      per step for room in it (an ack, a timed-out batch's credit, or the link taking a queued
+ *      batch): replay's rate limiter then paces the actor instead of the actor making transitions
+ *      only to drop them. This holds too when a short ack_timeout_ms has written off everything in
+ *      flight while the link is still backed up, and when no replay is there at all: the loop then
+ *      makes one step per replay_wait_ms (heartbeats, reports and actor_stop still go on) and
+ *      drops the oldest queued batch for each new one, counted.
+ * On start: with nice > 0, the calling thread's scheduling niceness is set to it (Linux, per thread:
+ * setpriority on its tid; a failure is logged as a warning naming the error, and the run goes on);
+ * then Hello and ParamsRequest on the DEALER (a late joiner need not wait for a broadcast).
  * On stop: the partial batch is handed over and the insert client flushed for up to drain_ms.
  *
  * Sockets: SUB connected to params_endpoint (Params); DEALER connected to control_endpoint (Hello,
@@ -90,6 +100,7 @@ typedef struct {
   int64_t max_env_steps;           /* stop after this many env steps (all K envs); 0 = until stopped */
   int64_t drain_ms;                /* on stop, wait this long for acks of what is in flight */
   int64_t max_message_bytes;       /* size limit on every socket; 0 = net's default */
+  int64_t nice;                    /* 0..19: niceness of the thread that runs actor_run; 0 = inherited */
 } actor_config;
 
 extern const config_section actor_config_section;
@@ -116,7 +127,9 @@ typedef struct {
   uint64_t transitions_sent;       /* handed to the wire by the insert client */
   uint64_t transitions_stored;     /* acknowledged stored by replay */
   uint64_t transitions_rejected;   /* acknowledged refused by replay */
-  uint64_t transitions_dropped;    /* dropped by the insert client (queue full, replay gone) */
+  uint64_t transitions_dropped;    /* dropped: by the insert client (queue full, replay gone), and
+                                      transitions_physics_fault */
+  uint64_t transitions_physics_fault;/* of those, dropped as physics faults (never handed over) */
   uint64_t transitions_unconfirmed;/* sent, never acknowledged within ack_timeout_ms */
   uint64_t transitions_in_flight;  /* sent, ack awaited */
   uint64_t transitions_queued;     /* waiting for credit */
@@ -131,6 +144,8 @@ typedef struct {
   double last_episode_return;      /* of the last finished training episode (NAN before) */
   double last_eval_return;         /* mean return of the last complete evaluation (NAN before) */
   uint64_t last_eval_version;      /* the version it evaluated (0 before) */
+  int32_t nice;                    /* niceness of the thread running actor_run (getpriority), read at
+                                      its start after applying actor.nice */
 } actor_stats;
 
 /* A consistent snapshot of the counters. Call from the thread that runs actor_run, or after it

@@ -27,7 +27,8 @@ static const config_field actor_fields[] = {
     F("ack_timeout_ms", CONFIG_INT, ack_timeout_ms, 1, 3.6e6, "5000",
       "a batch unacknowledged this long is written off as unconfirmed"),
     F("replay_wait_ms", CONFIG_INT, replay_wait_ms, 0, 60000, "0",
-      "when the queue is full, wait up to this long per step for an ack (pace to replay); 0 = never wait, drop"),
+      "when the queue is full, wait up to this long per step for room in it (an ack, or the link taking a "
+      "batch: pace to replay); 0 = never wait, drop"),
     F("eval_every_versions", CONFIG_INT, eval_every_versions, 0, 1e12, "10",
       "evaluate the deterministic policy every N parameter versions; 0 = never"),
     F("eval_episodes", CONFIG_INT, eval_episodes, 1, 1000, "5", "episodes per evaluation, played side by side"),
@@ -40,6 +41,9 @@ static const config_field actor_fields[] = {
     F("drain_ms", CONFIG_INT, drain_ms, 0, 3.6e6, "1000", "on stop, wait up to this long for outstanding acks"),
     F("max_message_bytes", CONFIG_INT, max_message_bytes, 0, 2147483647, "0",
       "largest message on the actor's sockets; 0 = the defaults (64 MiB replay, 256 MiB learner)"),
+    F("nice", CONFIG_INT, nice, 0, 19, "0",
+      "scheduling niceness of the actor's env thread (Linux); raise it where actors share cores with replay "
+      "and the learner; 0 = as inherited"),
 };
 #undef F
 

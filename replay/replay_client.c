@@ -256,6 +256,24 @@ int replay_insert_client_poll(replay_insert_client *c, int timeout_ms) {
   return acks;
 }
 
+int replay_insert_client_wait_for_room(replay_insert_client *c, int timeout_ms) {
+  int64_t deadline = mono_ms() + timeout_ms;
+  for (;;) {
+    pump(c);
+    if (c->q_len < c->q_cap) return 1;
+    int64_t now = mono_ms(), left = deadline - now;
+    if (left <= 0) return 0;
+    /* Wake for an ack, for the link taking a message while a credit is free (the pipe was full), or
+     * when the oldest batch in flight times out and frees its credit. */
+    if (c->f_len > 0) {
+      int64_t expiry = c->flights[c->f_head].sent_ms + c->o.ack_timeout_ms - now;
+      if (expiry < left) left = expiry < 1 ? 1 : expiry;
+    }
+    zmq_pollitem_t it = {c->sock, 0, (short)(ZMQ_POLLIN | (c->f_len < c->f_cap ? ZMQ_POLLOUT : 0)), 0};
+    if (zmq_poll(&it, 1, (long)left) < 0 && zmq_errno() == EINTR) return 0;
+  }
+}
+
 int replay_insert_client_flush(replay_insert_client *c, int timeout_ms) {
   int64_t deadline = mono_ms() + timeout_ms;
   while (c->q_len > 0 || c->f_len > 0) {

@@ -69,6 +69,12 @@ int replay_insert_client_send(replay_insert_client *c, Ember__TransitionBatch *b
 /* Reads acknowledgements, writes off timed-out batches and sends queued ones, waiting up to
  * timeout_ms (0 = don't wait) for the first ack. Returns the number of acks read. */
 int replay_insert_client_poll(replay_insert_client *c, int timeout_ms);
+/* Waits up to timeout_ms for room in the local queue (returns at once when there is some): reads
+ * acks, writes off timed-out batches and hands queued batches to the link as soon as it takes them,
+ * which happens even when every batch sent was already written off as unconfirmed (a backed-up link
+ * with a short ack_timeout_ms). Returns 1 when the queue has room, 0 when timeout_ms passed first or
+ * a signal interrupted the wait. */
+int replay_insert_client_wait_for_room(replay_insert_client *c, int timeout_ms);
 /* Polls until nothing is queued or in flight; EMBER_ETIMEOUT when that takes longer than timeout_ms. */
 int replay_insert_client_flush(replay_insert_client *c, int timeout_ms);
 void replay_insert_client_stats(const replay_insert_client *c, replay_insert_stats *out);

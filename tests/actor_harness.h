@@ -22,8 +22,9 @@
 #define HARNESS_MAX_KEPT 4096
 #define HARNESS_MAX_EPISODES 4096
 
-/* ACK: acks every batch at once; SLOW: acks one batch per 5 ms (a rate-limited replay); REJECT: refuses
- * every batch; SILENT: bound, never reads; ABSENT: nothing bound at the endpoint. */
+/* ACK: acks every batch at once; SLOW: reads and acks one batch per slow_ms (default 5 ms: a
+ * rate-limited replay); REJECT: refuses every batch; SILENT: bound, never reads; ABSENT: nothing bound
+ * at the endpoint. */
 typedef enum { REPLAY_ACK, REPLAY_SLOW, REPLAY_REJECT, REPLAY_SILENT, REPLAY_ABSENT } replay_mode;
 
 typedef struct {
@@ -45,6 +46,7 @@ typedef struct {
   int run_rc;
   ember_err run_err;
   replay_mode mode;
+  int slow_ms; /* REPLAY_SLOW: ms per batch; 0 = 5 */
   const env_spec *spec;
 
   /* what the fake replay saw */
@@ -162,7 +164,8 @@ static inline void harness_on_batch(harness *h, Ember__Envelope *env, const net_
     net_envelope_free(env);
     return;
   }
-  if (h->mode == REPLAY_SLOW) usleep(5000); /* 200 batches/s at most: far below what the actor makes */
+  if (h->mode == REPLAY_SLOW) /* 200 batches/s at most by default: far below what the actor makes */
+    usleep(1000 * (useconds_t)(h->slow_ms > 0 ? h->slow_ms : 5));
   Ember__InsertAck ack = EMBER__INSERT_ACK__INIT;
   ack.actor_id = b->actor_id;
   ack.sequence = b->sequence;

@@ -1,9 +1,13 @@
 /* actor: a real actor thread against a fake replay (ROUTER) and a fake learner (PUB + ROUTER) over
  * inproc://: the columns of the transitions it streams, the version tags, Params by broadcast and
- * by request, refusals, evaluation, and the accounting when replay misbehaves or is gone. */
+ * by request, refusals, evaluation, physics faults left out, pacing to a slow or backed-up replay,
+ * the env thread's niceness, and the accounting when replay misbehaves or is gone. */
 #include <math.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 
 #include "actor_harness.h"
+#include "log.h"
 #include "nn_dist.h"
 #include "policy.h"
 
@@ -410,6 +414,68 @@ START_TEST(replay_wait_paces_the_actor_to_a_slow_replay) {
 }
 END_TEST
 
+/* The flaw this guards against: with a short ack_timeout_ms, everything in flight is written off while
+ * the link is still backed up (the server reads slowly, the pipe is full); pacing waited only while
+ * something was in flight, so the loop ran on and dropped nearly everything until the link drained.
+ * The actor must wait for room in its queue instead. */
+START_TEST(backed_up_link_with_short_ack_timeout_is_paced_not_dropped) {
+  harness_init(&h, "pendulum", 4, REPLAY_SLOW);
+  h.slow_ms = 30;          /* one batch per 30 ms ... */
+  h.cfg.ack_timeout_ms = 10; /* ... acked long after the actor wrote it off */
+  h.cfg.queue_batches = 2;
+  h.cfg.max_in_flight = 2;
+  h.cfg.replay_wait_ms = 2000;
+  /* a replay that reads slowly with a short inbound queue: the link backs up after a few batches
+   * (an inproc pipe holds the sender's SNDHWM plus the RCVHWM the receiver had when it bound) */
+  zmq_close(h.replay);
+  snprintf(h.cfg.replay_endpoint, CONFIG_STRING_MAX, "inproc://replay-backed-up-%d", (int)getpid());
+  ember_err err = {0};
+  net_socket_opts o = {.linger_ms = 0, .recv_hwm = 1};
+  h.replay = net_socket(h.ctx, ZMQ_ROUTER, h.cfg.replay_endpoint, true, &o, &err);
+  ck_assert_msg(h.replay != NULL, "%s", err.msg);
+  harness_start(&h);
+  PUMP_UNTIL(h.batches >= 12, "12 batches through a backed-up link");
+  harness_join(&h);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_gt(s.transitions_unconfirmed + s.transitions_stored, 0);
+  ck_assert_msg(s.transitions_dropped == 0, "dropped %llu of %llu transitions made (stored %llu)",
+                (unsigned long long)s.transitions_dropped, (unsigned long long)s.env_steps,
+                (unsigned long long)s.transitions_stored);
+  ck_assert_uint_eq(h.sequence_errors, 0); /* no gap in what reached replay either */
+  ck_assert_uint_gt(s.replay_wait_us, 0);
+  harness_check_accounting(&s);
+}
+END_TEST
+
+/* With no replay at all, a paced actor still steps, once per replay_wait_ms once its queue is full
+ * (rather than at full speed, making transitions only to drop them), and accounts for everything. */
+START_TEST(replay_gone_with_replay_wait_steps_at_the_wait) {
+  harness_init(&h, "pendulum", 4, REPLAY_ABSENT);
+  h.cfg.max_env_steps = 4 * 60;   /* 60 loop iterations */
+  h.cfg.queue_batches = 4;        /* full after 16 iterations (4 batches of 16 rows) */
+  h.cfg.max_in_flight = 2;
+  h.cfg.drain_ms = 50;
+  h.cfg.ack_timeout_ms = 20;
+  h.cfg.replay_wait_ms = 20;
+  int64_t t0 = harness_ms();
+  harness_start(&h);
+  harness_wait(&h);
+  int64_t took = harness_ms() - t0;
+  ck_assert_int_eq(h.run_rc, 0);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.env_steps, 240);
+  ck_assert_uint_eq(s.transitions_stored, 0);
+  ck_assert_uint_gt(s.transitions_dropped, 0);
+  /* about 44 waits of 20 ms: it was paced, and it was not stuck */
+  ck_assert_uint_ge(s.replay_wait_us, 30 * 20000);
+  ck_assert_msg(took < 20000, "240 steps with replay gone took %lld ms", (long long)took);
+  ck_assert_int_ge(h.heartbeats, 2); /* the learner still hears from it */
+  harness_check_accounting(&s);
+}
+END_TEST
+
 START_TEST(slow_replay_without_wait_drops_and_counts) {
   harness_init(&h, "pendulum", 4, REPLAY_SLOW);
   h.cfg.queue_batches = 2;
@@ -423,6 +489,135 @@ START_TEST(slow_replay_without_wait_drops_and_counts) {
   ck_assert_uint_gt(s.transitions_dropped, 0); /* the loop ran on: the default never waits */
   ck_assert_uint_eq(s.replay_wait_us, 0);
   harness_check_accounting(&s);
+}
+END_TEST
+
+/* A model dir whose half_cheetah has room for one contact: under random actions the cheetah touches
+ * the floor with more, MuJoCo drops contacts and warns, and env.h flags those steps as faults. */
+static char fault_dir[64];
+static void write_cheetah_with_one_contact(void) {
+  char src[4200], dst[128];
+  snprintf(src, sizeof src, "%s/common/env/models/half_cheetah.xml", getenv("EMBER_SOURCE_DIR"));
+  FILE *in = fopen(src, "rb");
+  ck_assert_msg(in != NULL, "%s", src);
+  static char text[16384];
+  size_t n = fread(text, 1, sizeof text - 1, in);
+  fclose(in);
+  text[n] = 0;
+  char *cap = strstr(text, "nconmax=\"30\"");
+  ck_assert_ptr_nonnull(cap);
+  memcpy(cap, "nconmax=\"1\" ", 12); /* same length */
+  snprintf(fault_dir, sizeof fault_dir, "/tmp/ember_actor_faults_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(fault_dir));
+  snprintf(dst, sizeof dst, "%s/half_cheetah.xml", fault_dir);
+  FILE *out = fopen(dst, "wb");
+  ck_assert_ptr_nonnull(out);
+  fputs(text, out);
+  fclose(out);
+}
+
+static int count_of(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+  return n;
+}
+
+START_TEST(physics_faults_are_left_out_counted_and_logged_once_per_burst) {
+  write_cheetah_with_one_contact();
+  FILE *log = tmpfile();
+  ck_assert_ptr_nonnull(log);
+  log_set_output(log);
+  log_set_format(LOG_FORMAT_JSON);
+  log_set_level(LOG_INFO);
+  harness_init(&h, "half_cheetah", 4, REPLAY_ACK);
+  snprintf(h.cfg.model_dir, sizeof h.cfg.model_dir, "%s", fault_dir);
+  h.cfg.max_episode_steps = 1000000; /* no time limit in this run: a truncated row could only be a fault */
+  harness_start(&h);
+  PUMP_UNTIL(h.transitions >= 400 && harness_metric(&h, "actor_physics_fault_transitions_total", 0) >= 20,
+             "400 transitions and 20 physics faults");
+  harness_join(&h);
+  harness_pump(&h, 50);
+  log_set_output(NULL);
+
+  const int O = h.spec->obs_dim;
+  for (int i = 0; i < h.nkept; i++) {
+    const Ember__TransitionBatch *b = kept_batch(i);
+    for (uint32_t r = 0; r < b->count; r++) {
+      ck_assert_msg(!b->truncated[r], "batch %d row %u: a faulted (truncated) step was shipped", i, r);
+      ck_assert(isfinite(b->reward[r]));
+      for (int j = 0; j < O; j++) ck_assert(isfinite(b->obs[r * O + j]) && isfinite(b->next_obs[r * O + j]));
+    }
+  }
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_ge(s.transitions_physics_fault, 20);
+  ck_assert_uint_eq(s.transitions_dropped, s.transitions_physics_fault); /* replay took all the rest */
+  ck_assert_uint_eq(s.transitions_stored + s.transitions_physics_fault + s.transitions_in_flight +
+                        s.transitions_queued + s.transitions_unconfirmed,
+                    s.env_steps);
+  harness_check_accounting(&s);
+  ck_assert_double_eq(harness_metric(&h, "actor_physics_fault_transitions_total", 0),
+                      (double)s.transitions_physics_fault);
+  ck_assert_double_eq(harness_metric(&h, "actor_transitions_dropped_total", 0), (double)s.transitions_dropped);
+  ck_assert_int_gt(s.episodes, 0); /* the faulted episodes ended (truncated) and the envs went on */
+
+  /* one line per burst, not per transition: faults come every few steps here, so one burst */
+  static char text[1 << 16];
+  rewind(log);
+  size_t n = fread(text, 1, sizeof text - 1, log);
+  text[n] = 0;
+  fclose(log);
+  int lines = count_of(text, "\"msg\":\"physics_fault\"");
+  ck_assert_msg(lines >= 1 && lines <= 3, "%d physics_fault lines for %llu faulted transitions", lines,
+                (unsigned long long)s.transitions_physics_fault);
+  char path[128];
+  snprintf(path, sizeof path, "%s/half_cheetah.xml", fault_dir);
+  unlink(path);
+  rmdir(fault_dir);
+}
+END_TEST
+
+/* actor.nice: the thread that runs actor_run runs at that niceness; other threads are untouched. */
+static int nice_seen_by_thread = -100;
+static void *nice_thread(void *arg) {
+  harness *hh = arg;
+  hh->run_rc = actor_run(hh->actor, &hh->run_err);
+  errno = 0;
+  int v = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  nice_seen_by_thread = errno ? -100 : v;
+  atomic_store(&hh->finished, 1);
+  return NULL;
+}
+
+START_TEST(nice_sets_the_env_thread_niceness) {
+  errno = 0;
+  int base = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  ck_assert_int_eq(errno, 0);
+  int want = base > 5 ? base : 5; /* an unprivileged thread cannot go below what it inherited */
+  harness_init(&h, "pendulum", 2, REPLAY_ACK);
+  h.cfg.nice = 5;
+  h.cfg.max_env_steps = 200;
+  ember_err err = {0};
+  h.actor = actor_new(&h.cfg, h.ctx, h.metrics, &err);
+  ck_assert_msg(h.actor != NULL, "%s", err.msg);
+  ck_assert_int_eq(pthread_create(&h.thread, NULL, nice_thread, &h), 0);
+  h.started = 1;
+  harness_wait(&h);
+  ck_assert_int_eq(h.run_rc, 0);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_int_eq(s.nice, want);
+  ck_assert_int_eq(nice_seen_by_thread, want);
+  ck_assert_int_eq(getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)), base); /* this thread: unchanged */
+
+  /* the key is range-checked by the loader */
+  actor_config cfg;
+  config_binding b = {&actor_config_section, &cfg};
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  ck_assert_int_eq(cfg.nice, 0);
+  const char *sets[] = {"actor.nice=20"};
+  ck_assert_int_ne(config_load(&b, 1, NULL, NULL, sets, 1, &err), 0);
+  ck_assert_msg(strstr(err.msg, "actor.nice"), "%s", err.msg);
 }
 END_TEST
 
@@ -524,7 +719,11 @@ static Suite *suite(void) {
   tcase_add_test(tc, replay_gone_means_bounded_queue_and_counted_drops);
   tcase_add_test(tc, silent_replay_is_written_off_and_counted);
   tcase_add_test(tc, replay_wait_paces_the_actor_to_a_slow_replay);
+  tcase_add_test(tc, backed_up_link_with_short_ack_timeout_is_paced_not_dropped);
+  tcase_add_test(tc, replay_gone_with_replay_wait_steps_at_the_wait);
   tcase_add_test(tc, slow_replay_without_wait_drops_and_counts);
+  tcase_add_test(tc, physics_faults_are_left_out_counted_and_logged_once_per_burst);
+  tcase_add_test(tc, nice_sets_the_env_thread_niceness);
   tcase_add_test(tc, rejecting_replay_is_counted);
   tcase_add_test(tc, bad_messages_from_the_learner_are_refused);
   tcase_add_test(tc, stop_before_run_returns_at_once);
