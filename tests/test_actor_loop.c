@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 
 #include "actor_harness.h"
+#include "env_test_models.h"
 #include "log.h"
 #include "nn_dist.h"
 #include "policy.h"
@@ -495,25 +496,12 @@ END_TEST
 /* A model dir whose half_cheetah has room for one contact: under random actions the cheetah touches
  * the floor with more, MuJoCo drops contacts and warns, and env.h flags those steps as faults. */
 static char fault_dir[64];
-static void write_cheetah_with_one_contact(void) {
-  char src[4200], dst[128];
-  snprintf(src, sizeof src, "%s/common/env/models/half_cheetah.xml", getenv("EMBER_SOURCE_DIR"));
-  FILE *in = fopen(src, "rb");
-  ck_assert_msg(in != NULL, "%s", src);
-  static char text[16384];
-  size_t n = fread(text, 1, sizeof text - 1, in);
-  fclose(in);
-  text[n] = 0;
-  char *cap = strstr(text, "nconmax=\"30\"");
-  ck_assert_ptr_nonnull(cap);
-  memcpy(cap, "nconmax=\"1\" ", 12); /* same length */
+static void write_fault_dir(void) {
+  char dst[128];
   snprintf(fault_dir, sizeof fault_dir, "/tmp/ember_actor_faults_XXXXXX");
   ck_assert_ptr_nonnull(mkdtemp(fault_dir));
   snprintf(dst, sizeof dst, "%s/half_cheetah.xml", fault_dir);
-  FILE *out = fopen(dst, "wb");
-  ck_assert_ptr_nonnull(out);
-  fputs(text, out);
-  fclose(out);
+  write_cheetah_with_one_contact(dst);
 }
 
 static int count_of(const char *text, const char *needle) {
@@ -523,7 +511,7 @@ static int count_of(const char *text, const char *needle) {
 }
 
 START_TEST(physics_faults_are_left_out_counted_and_logged_once_per_burst) {
-  write_cheetah_with_one_contact();
+  write_fault_dir();
   FILE *log = tmpfile();
   ck_assert_ptr_nonnull(log);
   log_set_output(log);

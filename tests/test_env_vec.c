@@ -13,6 +13,7 @@
 #include <mujoco/mujoco.h>
 
 #include "env.h"
+#include "env_test_models.h"
 #include "log.h"
 #include "rng.h"
 
@@ -470,22 +471,11 @@ END_TEST
 
 /* The half_cheetah model with room for a single contact. */
 static env_model_t *cheetah_with_one_contact(void) {
-  char src[4200], tmp[] = "/tmp/ember_env_cheetah_XXXXXX";
-  snprintf(src, sizeof src, "%s/common/env/models/half_cheetah.xml", getenv("EMBER_SOURCE_DIR"));
-  FILE *in = fopen(src, "rb");
-  ck_assert_ptr_nonnull(in);
-  static char text[16384];
-  size_t n = fread(text, 1, sizeof text - 1, in);
-  fclose(in);
-  text[n] = 0;
-  char *cap = strstr(text, "nconmax=\"30\"");
-  ck_assert_ptr_nonnull(cap);
-  memcpy(cap, "nconmax=\"1\" ", 12); /* same length as nconmax="30" */
+  char tmp[] = "/tmp/ember_env_cheetah_XXXXXX";
   int fd = mkstemp(tmp);
   ck_assert_int_ge(fd, 0);
-  FILE *copy = fdopen(fd, "wb");
-  fputs(text, copy);
-  fclose(copy);
+  close(fd);
+  write_cheetah_with_one_contact(tmp);
 
   ember_err err = {0};
   env_model_t *m = NULL;
