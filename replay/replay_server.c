@@ -1,6 +1,7 @@
 #include "replay_server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -859,6 +860,11 @@ static void reap_snapshot_child(replay_server *s, bool wait) {
 static int start_snapshot_child(replay_server *s) {
   int fds[2];
   if (pipe(fds) != 0) return -1;
+  /* close-on-exec, so a program another thread starts meanwhile holds no end of it, and a reader
+   * that never blocks: the child has written (or not) by the time it is reaped */
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
   replay_snapshot_meta meta = {.sequence = s->snapshot_seq, .created_unix_ms = unix_ms(), .samples = s->samples,
                                .sample_batches = s->sample_batches, .insert_batches = s->insert_batches};
   pid_t parent = getpid();
@@ -877,7 +883,10 @@ static int start_snapshot_child(replay_server *s) {
     ember_err err = {0};
     int rc = replay_snapshot_write(s->cfg.snapshot_dir, s->table, &meta, (int)s->cfg.snapshot_zstd_level, NULL, 0,
                                    &err);
-    if (rc != 0 && write(fds[1], err.msg, strlen(err.msg)) < 0) rc = rc ? rc : 1;
+    if (rc != 0) {
+      ssize_t w = write(fds[1], err.msg, strlen(err.msg)); /* nothing to do if even this fails */
+      (void)w;
+    }
     _exit(rc == 0 ? 0 : 1);
   }
   close(fds[1]);
