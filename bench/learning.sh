@@ -34,7 +34,8 @@ last5() {
 }
 
 # compare TASK: every algorithm's evaluation return on TASK against env steps, averaged over its
-# seeds (each seed's latest evaluation at the end of every LEARN_BIN-step bin), from all runs in
+# seeds (each seed's latest evaluation in every LEARN_BIN-step bin, steps rounded to the nearest
+# multiple), from all runs in
 # OUT/runs: OUT/compare_TASK.csv and OUT/compare_TASK.png (one line per algorithm, equal steps).
 compare() {
   local task=$1 csv=$out/compare_$1.csv png=$out/compare_$1.png files=()
@@ -44,7 +45,7 @@ compare() {
     FNR == 1 { for (i = 1; i <= NF; i++) { if ($i == "eval_return") e = i; if ($i == "env_steps") x = i }
                n = split(FILENAME, parts, "/"); run = parts[n - 1]; algo = run; sub("_" task "_s[0-9]+$", "", algo)
                if (!(algo in seen)) { seen[algo] = 1; order[++na] = algo }; nr[algo]++; runs[algo, nr[algo]] = run; next }
-    $e != "" && $e != "nan" { b = int(($x + bin - 1) / bin) * bin; v[run, b] = $e; if (b > maxb) maxb = b }
+    $e != "" && $e != "nan" { b = int(($x + bin / 2) / bin) * bin; if (b < bin) b = bin; v[run, b] = $e; if (b > maxb) maxb = b }
     END { printf "env_steps"; for (a = 1; a <= na; a++) printf ",%s", order[a]; printf "\n"
           for (b = bin; b <= maxb; b += bin) { printf "%d", b
             for (a = 1; a <= na; a++) { s = 0; k = 0
@@ -55,7 +56,7 @@ compare() {
   local cols
   cols=$(head -1 "$csv" | awk -F, '{ print NF }')
   gnuplot <<GP || echo "# comparison plot for $task failed" >&2
-set terminal pngcairo size 900,560
+set terminal pngcairo size 900,560 noenhanced
 set output '$png'
 set datafile separator ','
 set datafile missing 'nan'
