@@ -33,7 +33,7 @@
 #include "policy.h"
 #include "replay_table.h"
 
-#define DET_FORMAT 1u
+#define DET_FORMAT 2u /* 2: physics_faults counted */
 
 struct det_source {
   learner_t *learner;
@@ -45,6 +45,8 @@ struct det_source {
   rng_t actor_rng, sample_rng;
   int K, E, od, ad, batch;
   uint64_t actor_id, steps_limit, min_size, env_steps, next_eval_version, policy_version;
+  uint64_t physics_faults; /* transitions left out as physics faults (the actor's counter, here) */
+  bool fault_last_step;    /* the previous step had one: a burst is logged once, when it starts */
   int64_t eval_every;
   double credit, updates_per_step;
   float uniform_log_prob;
@@ -75,6 +77,10 @@ static size_t alloc_count(size_t n) { return n ? n : 1; }
 void det_source_destroy(det_source **d_p) {
   if (!d_p || !*d_p) return;
   det_source *d = *d_p;
+  if (d->physics_faults > 0)
+    log_event(LOG_WARN, "train", "physics_faults_total", LF_STR("task", d->task),
+              LF_U64("physics_fault_transitions_total", d->physics_faults), LF_U64("env_steps", d->env_steps),
+              LF_STR("note", "transitions left out of replay as physics faults over this run"));
   policy_destroy(&d->policy);
   policy_destroy(&d->eval_policy);
   replay_table_destroy(&d->table);
@@ -174,11 +180,14 @@ static int step_envs(det_source *d, ember_err *err) {
   int rc = env_vec_step(d->vec, d->actions, &o, err);
   if (rc) return rc;
   const uint8_t *faults = env_vec_physics_faults(d->vec);
-  int n = 0;
+  int n = 0, n_faults = 0, first_fault = -1;
   for (int i = 0; i < K; i++) {
     if (d->term[i] || d->trunc[i])
       learner_report_episode(d->learner, d->actor_id, d->policy_version, d->ep_return[i], false);
-    if (faults[i]) continue; /* a physics fault's transition is not data */
+    if (faults[i]) { /* a physics fault's transition is not data */
+      if (n_faults++ == 0) first_fault = i;
+      continue;
+    }
     memcpy(d->s_obs + n * od, d->obs + i * od, sizeof(float) * (size_t)od);
     memcpy(d->s_next_obs + n * od, d->next_obs + i * od, sizeof(float) * (size_t)od);
     memcpy(d->s_actions + n * ad, d->actions + i * ad, sizeof(float) * (size_t)ad);
@@ -188,6 +197,12 @@ static int step_envs(det_source *d, ember_err *err) {
     d->b_trunc[n] = d->trunc[i];
     n++;
   }
+  d->physics_faults += (uint64_t)n_faults;
+  if (n_faults > 0 && !d->fault_last_step)
+    log_event(LOG_WARN, "train", "physics_fault", LF_STR("task", d->task), LF_I64("env", first_fault),
+              LF_I64("envs_this_step", n_faults), LF_U64("physics_fault_transitions_total", d->physics_faults),
+              LF_STR("action", "transition dropped and counted, env reset; logged once per burst"));
+  d->fault_last_step = n_faults > 0;
   if (n == 0) return 0;
   Ember__TransitionBatch tb = EMBER__TRANSITION_BATCH__INIT;
   tb.task = d->task;
@@ -281,6 +296,7 @@ typedef struct {
   uint64_t env_state_bytes, capacity, table_size, env_steps, next_eval_version, policy_version;
   double credit;
   rng_t actor_rng, sample_rng;
+  uint64_t physics_faults, fault_last_step;
 } det_counters;
 
 static void counters_of(const det_source *d, det_counters *c) {
@@ -293,6 +309,7 @@ static void counters_of(const det_source *d, det_counters *c) {
   c->env_steps = d->env_steps, c->next_eval_version = d->next_eval_version, c->policy_version = d->policy_version;
   c->credit = d->credit;
   c->actor_rng = d->actor_rng, c->sample_rng = d->sample_rng;
+  c->physics_faults = d->physics_faults, c->fault_last_step = d->fault_last_step;
 }
 
 /* Every env of vec, one after the other, as one record. */
@@ -422,6 +439,7 @@ static int det_load(void *ctx, FILE *in, ember_err *err) {
   rows_free(&r);
   if (rc) return rc;
   d->env_steps = c.env_steps, d->next_eval_version = c.next_eval_version, d->policy_version = c.policy_version;
+  d->physics_faults = c.physics_faults, d->fault_last_step = c.fault_last_step != 0;
   d->credit = c.credit;
   d->actor_rng = c.actor_rng, d->sample_rng = c.sample_rng;
   log_event(LOG_INFO, "train", "deterministic_resumed", LF_U64("env_steps", d->env_steps),

@@ -8,6 +8,10 @@ if(TARGET ember)
   ember_check_test(test_resume_tb SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_resume_tb.c LIBS ember_common
                    TIMEOUT 180)
   add_dependencies(test_resume_tb ember)
+  # physics faults in `ember train --deterministic`: left out, counted, logged per burst, resumed
+  ember_check_test(test_train_faults SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_train_faults.c LIBS ember_common
+                   TIMEOUT 180)
+  add_dependencies(test_train_faults ember)
 endif()
 if(TARGET ember AND TARGET ember-learner AND TARGET ember-replay AND TARGET ember-actor)
   # status against three processes, SIGTERM + resume of ember-learner, plot, keygen

@@ -44,9 +44,9 @@ static inline void fixture_build(params_fixture *f, const char *task, int obs_di
                                  float scale) {
   memset(f, 0, sizeof *f);
   ember__params__init(&f->params);
-  snprintf(f->task, sizeof f->task, "%s", task);
+  snprintf(f->task, sizeof f->task, "%.63s", task); /* bounded: -O3 checks the callers' buffers */
   snprintf(f->kind, sizeof f->kind, "tanh_gaussian_mlp");
-  snprintf(f->activation, sizeof f->activation, "%s", activation);
+  snprintf(f->activation, sizeof f->activation, "%.31s", activation);
   f->params.task = f->task;
   f->params.policy_kind = f->kind;
   f->params.policy_activation = f->activation;
