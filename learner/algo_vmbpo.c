@@ -144,6 +144,7 @@ struct vmbpo {
   float *r_model, *d_model, *nu_s, *vt_s, *y_q, *y_v, *d_out1; /* [N] (d_out1: [N + B]) */
   float *log_qc, *log_pi; /* [N] */
   float *a_c;         /* [N, A] */
+  float *u_c;         /* [N, A]: a_c before tanh; every density of a sampled action is taken at it */
   float *mean_c, *lstd_c, *mean_p, *lstd_p, *mean_o, *lstd_o; /* [B, A] */
   float *mean_rep, *lstd_rep, *mean_rep2, *lstd_rep2;         /* [N, A] */
   float *d_mean_n, *d_lstd_n;  /* [N, A] */
@@ -257,7 +258,7 @@ static int alloc_scratch(vmbpo_t *v, ember_err *err) {
       {&v->r_model, N},           {&v->d_model, N},                   {&v->nu_s, N},
       {&v->vt_s, N},              {&v->y_q, N},                       {&v->y_v, N},
       {&v->d_out1, N + B},        {&v->log_qc, N},                    {&v->log_pi, N},
-      {&v->a_c, N * A},           {&v->mean_c, B * A},                {&v->lstd_c, B * A},
+      {&v->a_c, N * A},           {&v->u_c, N * A},           {&v->mean_c, B * A},                {&v->lstd_c, B * A},
       {&v->mean_p, B * A},        {&v->lstd_p, B * A},                {&v->mean_o, B * A},
       {&v->lstd_o, B * A},        {&v->mean_rep, N * A},              {&v->lstd_rep, N * A},
       {&v->mean_rep2, N * A},     {&v->lstd_rep2, N * A},             {&v->d_mean_n, N * A},
@@ -472,22 +473,6 @@ static const float *policy_dist(vmbpo_t *v, vmbpo_net_id id, const float *obs, i
   const float *out = nn_mlp_forward(v->net[id], v->ws[id], obs, rows, NN_INPUT_SHARED);
   nn_policy_head_forward(mean, log_std, out, rows, v->A, v->lo, v->hi);
   return out;
-}
-
-/* g_u [rows, A] += scale * d/du log pi(tanh(u)), where pi is the tanh-Gaussian (mean, log_std)
- * evaluated, as nn_tanh_gaussian_log_prob does, at u_pi = atanh(clamp(a)). With a = tanh(u):
- *   d/du [ -z^2/2 - log(1 - a^2) ] = -z / std + 2a,   z = (u_pi - mean) / std
- * (the chain rule through atanh(tanh(u)) = u); 0 where the clamp is active, as in the forward.
- * nn_dist.h has the backward of this log-density for mean and log_std but not for the action. */
-static void tanh_gauss_log_prob_du(float *g_u, const float *action, const float *mean, const float *log_std,
-                                   float scale, int rows, int A) {
-  for (size_t i = 0; i < (size_t)rows * A; i++) {
-    double a = action[i];
-    if (fabs(a) >= 1.0 - 1e-6) continue;
-    double inv_std = exp(-(double)log_std[i]);
-    double z = (atanh(a) - mean[i]) * inv_std;
-    g_u[i] += (float)(scale * (-z * inv_std + 2.0 * a));
-  }
 }
 
 /* ---- pure pieces ------------------------------------------------------------------------------- */
@@ -722,10 +707,11 @@ static void sample_qc_actions(vmbpo_t *v, const algo_batch *b, const float *eps_
   tile(v->mean_rep, v->mean_c, B, A, K);
   tile(v->lstd_rep, v->lstd_c, B, A, K);
   nn_tanh_gaussian_sample(v->a_c, v->log_qc, v->mean_rep, v->lstd_rep, eps_action, N, A);
+  nn_tanh_gaussian_pre_u(v->u_c, v->mean_rep, v->lstd_rep, eps_action, (size_t)N * A);
   policy_dist(v, VMBPO_NET_PI, b->obs, B, v->mean_p, v->lstd_p);
   tile(v->mean_rep2, v->mean_p, B, A, K);
   tile(v->lstd_rep2, v->lstd_p, B, A, K);
-  nn_tanh_gaussian_log_prob(v->log_pi, v->a_c, v->mean_rep2, v->lstd_rep2, N, A);
+  nn_tanh_gaussian_log_prob_u(v->log_pi, v->u_c, v->mean_rep2, v->lstd_rep2, N, A);
   concat2(v->xa, v->obs_rep, O, v->a_c, A, N);
 }
 
@@ -808,8 +794,9 @@ int vmbpo_qc_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps, double
   /* a_i = tanh(mu_c(x_i) + std_c(x_i) eps_i); log q_c(a_i|x_i) with the squash term */
   const float *qc_out = policy_dist(v, VMBPO_NET_QC, b->obs, B, v->mean_c, v->lstd_c);
   nn_tanh_gaussian_sample(v->a_c, v->log_qc, v->mean_c, v->lstd_c, eps, B, A);
+  nn_tanh_gaussian_pre_u(v->u_c, v->mean_c, v->lstd_c, eps, BA);
   policy_dist(v, VMBPO_NET_PI, b->obs, B, v->mean_p, v->lstd_p);
-  nn_tanh_gaussian_log_prob(v->log_pi, v->a_c, v->mean_p, v->lstd_p, B, A);
+  nn_tanh_gaussian_log_prob_u(v->log_pi, v->u_c, v->mean_p, v->lstd_p, B, A);
   concat2(v->xa, b->obs, O, v->a_c, A, B);
   const float *qv = nn_mlp_forward(q, v->ws[VMBPO_NET_Q], v->xa, B, NN_INPUT_SHARED);
   /* L_c = mean_i [ log q_c(a_i|x_i) - Q(x_i, a_i) - log pi(a_i|x_i) ]   (eq. 25) */
@@ -827,9 +814,10 @@ int vmbpo_qc_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps, double
   memset(v->d_lstd, 0, BA * sizeof(float));
   /* ... and from log q_c, both arguments (the sample path and the density's own parameters) ... */
   nn_tanh_gaussian_sample_backward(v->d_mean, v->d_lstd, v->d_action, v->d_logp, v->mean_c, v->lstd_c, eps, B, A);
-  /* ... and from -log pi(a): pi fixed, the gradient reaches q_c through u = mu_c + std_c eps only. */
+  /* ... and from -log pi(a): pi fixed, the gradient reaches q_c through u = mu_c + std_c eps only
+   * (dL/dlog pi = -1/B, the same as dL/dQ in d_out1). Its squash term cancels log q_c's. */
   memset(v->g_u, 0, BA * sizeof(float));
-  tanh_gauss_log_prob_du(v->g_u, v->a_c, v->mean_p, v->lstd_p, -1.0f / (float)B, B, A);
+  nn_tanh_gaussian_log_prob_u_backward(NULL, NULL, v->g_u, v->d_out1, v->u_c, v->mean_p, v->lstd_p, B, A);
   nn_gaussian_sample_backward(v->d_mean, v->d_lstd, v->g_u, v->lstd_c, eps, B, A);
   memset(v->d_head_out, 0, 2 * BA * sizeof(float));
   nn_policy_head_backward(v->d_head_out, v->d_mean, v->d_lstd, qc_out, B, A, v->lo, v->hi);
@@ -849,17 +837,17 @@ int vmbpo_pi_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps_action,
   const int B = b->size, K = v->K, A = v->A, N = B * K;
   const size_t BA = (size_t)B * A;
   nn_mlp *pi = v->net[VMBPO_NET_PI];
-  /* a_ik ~ q_c(.|x_i), no gradient */
+  /* a_ik = tanh(u_ik) ~ q_c(.|x_i), no gradient; pi's likelihood is taken at u_ik */
   policy_dist(v, VMBPO_NET_QC, b->obs, B, v->mean_c, v->lstd_c);
   tile(v->mean_rep, v->mean_c, B, A, K);
   tile(v->lstd_rep, v->lstd_c, B, A, K);
-  nn_tanh_gaussian_sample(v->a_c, NULL, v->mean_rep, v->lstd_rep, eps_action, N, A);
+  nn_tanh_gaussian_pre_u(v->u_c, v->mean_rep, v->lstd_rep, eps_action, (size_t)N * A);
   /* L_pi = - mean_{i,k} log pi(a_ik|x_i) + lambda mean_i KL(pi_old(.|x_i) || pi(.|x_i))   (eq. 27);
    * the KL of two tanh-Gaussians is the KL of their pre-tanh Gaussians (tanh is invertible). */
   const float *pi_out = policy_dist(v, VMBPO_NET_PI, b->obs, B, v->mean_p, v->lstd_p);
   tile(v->mean_rep2, v->mean_p, B, A, K);
   tile(v->lstd_rep2, v->lstd_p, B, A, K);
-  nn_tanh_gaussian_log_prob(v->log_pi, v->a_c, v->mean_rep2, v->lstd_rep2, N, A);
+  nn_tanh_gaussian_log_prob_u(v->log_pi, v->u_c, v->mean_rep2, v->lstd_rep2, N, A);
   policy_dist(v, VMBPO_NET_PI_OLD, b->obs, B, v->mean_o, v->lstd_o);
   nn_gaussian_kl(v->kl, v->mean_o, v->lstd_o, v->mean_p, v->lstd_p, B, A);
   const float lambda = (float)v->cfg.lambda;
@@ -877,7 +865,8 @@ int vmbpo_pi_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps_action,
   const double loss = nll + lambda * kl;
   memset(v->d_mean_n, 0, (size_t)N * A * sizeof(float));
   memset(v->d_lstd_n, 0, (size_t)N * A * sizeof(float));
-  nn_tanh_gaussian_log_prob_backward(v->d_mean_n, v->d_lstd_n, v->d_out1, v->a_c, v->mean_rep2, v->lstd_rep2, N, A);
+  nn_tanh_gaussian_log_prob_u_backward(v->d_mean_n, v->d_lstd_n, NULL, v->d_out1, v->u_c, v->mean_rep2, v->lstd_rep2,
+                                       N, A);
   /* fold the K tiled copies back onto their state */
   memset(v->d_mean, 0, BA * sizeof(float));
   memset(v->d_lstd, 0, BA * sizeof(float));

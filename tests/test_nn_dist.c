@@ -339,6 +339,64 @@ START_TEST(tanh_gaussian_matches_finite_differences) {
 }
 END_TEST
 
+/* a = mean, b = log_std, e = u (pre-tanh); weight[b] = d_log_prob */
+static double tanh_logp_u_loss(const ctx_t *k) {
+  double l = 0;
+  for (int b = 0; b < k->batch; b++) {
+    double s = 0;
+    for (int j = 0; j < k->dim; j++) {
+      int i = b * k->dim + j;
+      double sd = exp(k->b[i]), z = (k->e[i] - k->a[i]) / sd, t = tanh(k->e[i]);
+      s += -0.5 * z * z - log(sd) - 0.5 * log(2 * M_PI) - log(1 - t * t);
+    }
+    l += k->weight[b] * s;
+  }
+  return l;
+}
+
+START_TEST(tanh_gaussian_at_pre_tanh_u_matches_finite_differences) {
+  FOR_CASES {
+    rng_t r;
+    rng_seed(&r, seed, RNG_STREAM_TEST);
+    float mean[MAX_N], log_std[MAX_N], eps[MAX_N], u[MAX_N], g[MAX_N], action[MAX_N], logp[MAX_N];
+    float logp_u[MAX_N], logp_a[MAX_N], dm[MAX_N] = {0}, dl[MAX_N] = {0}, du[MAX_N] = {0};
+    fill_uniform(&r, mean, n, -1.5, 1.5);
+    fill_uniform(&r, log_std, n, -2, 0.5);
+    rng_normal_fill(&r, eps, n);
+    fill_uniform(&r, g, B, -1, 1);
+    nn_tanh_gaussian_sample(action, logp, mean, log_std, eps, B, D);
+    nn_tanh_gaussian_pre_u(u, mean, log_std, eps, (size_t)n);
+    for (int i = 0; i < n; i++) ck_assert_double_eq_tol(u[i], mean[i] + exp((double)log_std[i]) * eps[i], 1e-6);
+    /* where tanh does not saturate, the density at u is the density at the action, and the sample's */
+    nn_tanh_gaussian_log_prob_u(logp_u, u, mean, log_std, B, D);
+    nn_tanh_gaussian_log_prob(logp_a, action, mean, log_std, B, D);
+    for (int b = 0; b < B; b++) {
+      ck_assert_double_eq_tol(logp_u[b], logp[b], 1e-4 * (1 + fabs(logp[b])));
+      ck_assert_double_eq_tol(logp_u[b], logp_a[b], 2e-3 * (1 + fabs(logp[b])));
+    }
+    ctx_t k = {.batch = B, .dim = D};
+    to_double(k.a, mean, n), to_double(k.b, log_std, n), to_double(k.e, u, n), to_double(k.weight, g, B);
+    nn_tanh_gaussian_log_prob_u_backward(dm, dl, du, g, u, mean, log_std, B, D);
+    CHECK_GRAD(dm, a, n, tanh_logp_u_loss);
+    CHECK_GRAD(dl, b, n, tanh_logp_u_loss);
+    CHECK_GRAD(du, e, n, tanh_logp_u_loss);
+  }
+  /* Saturated: mean 12, so tanh(u) rounds to 1 in float and atanh(clamp(a)) stops near 7.25. The
+   * density of a sample under its own distribution, taken at u, equals the sample's log_prob, so
+   * log q(a) - log p(a) with p = q is 0; taken at the clamped action it is off by tens of nats. */
+  float mean[2] = {12, -12}, log_std[2] = {-1, -1}, eps[2] = {0.3f, -0.7f}, a[2], lq[1], lu[1], la[1];
+  float uu[2];
+  nn_tanh_gaussian_sample(a, lq, mean, log_std, eps, 1, 2);
+  nn_tanh_gaussian_pre_u(uu, mean, log_std, eps, 2);
+  nn_tanh_gaussian_log_prob_u(lu, uu, mean, log_std, 1, 2);
+  nn_tanh_gaussian_log_prob(la, a, mean, log_std, 1, 2);
+  ck_assert_float_eq(a[0], 1.0f);
+  ck_assert_msg(fabs(lq[0] - lu[0]) < 1e-4 * fabs(lq[0]), "at u: %g vs the sample's %g", lu[0], lq[0]);
+  ck_assert_msg(fabs(lq[0] - la[0]) > 10, "the clamped form no longer differs (%g vs %g): update this test",
+                la[0], lq[0]);
+}
+END_TEST
+
 START_TEST(tanh_squash_correction_is_finite_where_tanh_saturates) {
   /* At u = 20, tanh(u) rounds to 1 in double: the textbook log(1 - tanh^2) is -inf. */
   ck_assert(isinf(log(1 - tanh(20.0) * tanh(20.0))));
@@ -388,6 +446,7 @@ int main(void) {
   tcase_add_test(t, gaussian_pairs_match_finite_differences);
   tcase_add_test(t, gaussian_kl_matches_finite_differences);
   tcase_add_test(t, tanh_gaussian_matches_finite_differences);
+  tcase_add_test(t, tanh_gaussian_at_pre_tanh_u_matches_finite_differences);
   tcase_add_test(t, tanh_squash_correction_is_finite_where_tanh_saturates);
   tcase_add_test(t, backward_accumulates);
   suite_add_tcase(s, t);

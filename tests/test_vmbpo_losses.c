@@ -23,6 +23,7 @@
 #include "algo.h"
 #include "algo_vmbpo.h"
 #include "nn_gauss_head.h"
+#include "nn_optim.h"
 #include "rng.h"
 #include "vmbpo_tabular.h"
 
@@ -166,24 +167,24 @@ static void ref_dist(const ref_t *c, vmbpo_net_id id, const double *x, double *m
 }
 
 /* log of a tanh-Gaussian at action a (u = atanh of the clamped action, as the library does). */
-static double ref_logp(const double *mean, const double *ls, const double *a) {
+/* log pi(a) for a = tanh(u), taken at u: a density of a sampled action is taken at its pre-tanh
+ * value, which stays exact where tanh(u) rounds to +-1 (nn_dist.h, nn_tanh_gaussian_log_prob_u). */
+static double ref_logp_u(const double *mean, const double *ls, const double *u) {
   double lp = 0;
   for (int j = 0; j < ACT; j++) {
-    double x = fmin(fmax(a[j], -(1 - 1e-6)), 1 - 1e-6), u = atanh(x), z = (u - mean[j]) / exp(ls[j]);
-    lp += -0.5 * z * z - ls[j] - HALF_LOG_2PI - log(1 - x * x);
+    double z = (u[j] - mean[j]) / exp(ls[j]);
+    lp += -0.5 * z * z - ls[j] - HALF_LOG_2PI - 2 * (log(2) - fabs(u[j]) - log1p(exp(-2 * fabs(u[j]))));
   }
   return lp;
 }
 
-/* Reparameterised sample: a = tanh(mean + std eps), returns log q(a). */
-static double ref_sample(const double *mean, const double *ls, const float *eps, double *a) {
-  double lp = 0;
+/* Reparameterised sample: u = mean + std eps, a = tanh(u); returns log q(a) (at u). */
+static double ref_sample(const double *mean, const double *ls, const float *eps, double *a, double *u) {
   for (int j = 0; j < ACT; j++) {
-    double u = mean[j] + exp(ls[j]) * eps[j];
-    a[j] = tanh(u);
-    lp += -0.5 * (double)eps[j] * eps[j] - ls[j] - HALF_LOG_2PI - log(1 - a[j] * a[j]);
+    u[j] = mean[j] + exp(ls[j]) * eps[j];
+    a[j] = tanh(u[j]);
   }
-  return lp;
+  return ref_logp_u(mean, ls, u);
 }
 
 static double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
@@ -313,9 +314,10 @@ static void ref_critic_samples(const ref_t *c, ref_samples *s) {
     double x[OBS], mc[ACT], lc[ACT], mp[ACT], lpp[ACT], dx[OBS], xn[OBS], rr;
     fvec(x, b->obs + i * OBS, OBS);
     ref_dist(c, VMBPO_NET_QC, x, mc, lc);
-    s->log_qc[r] = ref_sample(mc, lc, c->eps_a + (size_t)r * ACT, s->a[r]);
+    double u[ACT];
+    s->log_qc[r] = ref_sample(mc, lc, c->eps_a + (size_t)r * ACT, s->a[r], u);
     ref_dist(c, VMBPO_NET_PI, x, mp, lpp);
-    s->log_pi[r] = ref_logp(mp, lpp, s->a[r]);
+    s->log_pi[r] = ref_logp_u(mp, lpp, u);
     ref_model(c, x, s->a[r], c->eps_m + (size_t)r * ENS * c->Dm, c->member[r], dx, &rr);
     for (int d = 0; d < OBS; d++) xn[d] = x[d] + dx[d];
     if (!c->learn_reward) rr = toy_reward_d(x, s->a[r], xn);
@@ -356,12 +358,12 @@ static double ref_v_loss(const ref_t *c) {
 static double ref_qc_loss(const ref_t *c) {
   double loss = 0;
   for (int i = 0; i < c->b->size; i++) {
-    double x[OBS], mc[ACT], lc[ACT], mp[ACT], lpp[ACT], a[ACT];
+    double x[OBS], mc[ACT], lc[ACT], mp[ACT], lpp[ACT], a[ACT], u[ACT];
     fvec(x, c->b->obs + i * OBS, OBS);
     ref_dist(c, VMBPO_NET_QC, x, mc, lc);
-    double lq = ref_sample(mc, lc, c->eps4 + i * ACT, a);
+    double lq = ref_sample(mc, lc, c->eps4 + i * ACT, a, u);
     ref_dist(c, VMBPO_NET_PI, x, mp, lpp);
-    loss += lq - ref_q(c, VMBPO_NET_Q, x, a) - ref_logp(mp, lpp, a);
+    loss += lq - ref_q(c, VMBPO_NET_Q, x, a) - ref_logp_u(mp, lpp, u);
   }
   return loss / c->b->size;
 }
@@ -371,12 +373,12 @@ static double ref_pi_loss(const ref_t *c) {
   const int B = c->b->size, N = B * KS;
   double nll = 0, kl = 0;
   for (int r = 0; r < N; r++) {
-    double x[OBS], mc[ACT], lc[ACT], mp[ACT], lpp[ACT], a[ACT];
+    double x[OBS], mc[ACT], lc[ACT], mp[ACT], lpp[ACT], a[ACT], u[ACT];
     fvec(x, c->b->obs + (r % B) * OBS, OBS);
     ref_dist(c, VMBPO_NET_QC, x, mc, lc);
-    ref_sample(mc, lc, c->eps_a + (size_t)r * ACT, a);
+    ref_sample(mc, lc, c->eps_a + (size_t)r * ACT, a, u);
     ref_dist(c, VMBPO_NET_PI, x, mp, lpp);
-    nll -= ref_logp(mp, lpp, a);
+    nll -= ref_logp_u(mp, lpp, u);
   }
   for (int i = 0; i < B; i++) {
     double x[OBS], mo[ACT], lo[ACT], mp[ACT], lpp[ACT];
@@ -644,6 +646,57 @@ START_TEST(step4_qc_loss_and_gradient_through_the_action) {
   check_value(loss, ref_qc_loss(&c), "L_c (eq. 25)");
   check_grad(ref_qc_loss, &c, c.th[VMBPO_NET_QC], vmbpo_net(v, VMBPO_NET_QC)->grads,
              vmbpo_net(v, VMBPO_NET_QC)->param_count, "L_c, q_c");
+  ref_free(&c);
+  algo_vmbpo.destroy(v);
+}
+END_TEST
+
+/* q_c = pi, both saturated (pre-tanh means near 10: tanh rounds to 1 in float). Then
+ * log q_c(a) - log pi(a) is 0 at every sample, so eq. 25's loss is -mean Q and eq. 24's target is Q.
+ * A density recovered from the float action through atanh's clamp was off by tens of nats here,
+ * which lifted V (and through V', Q) by that much per step; this pins the densities to u. */
+START_TEST(saturated_qc_equal_to_pi_has_a_zero_log_ratio) {
+  vmbpo_t *v = make_apart(&algo_vmbpo, 28, true, NULL, 0);
+  nn_mlp *qc = vmbpo_net(v, VMBPO_NET_QC), *pi = vmbpo_net(v, VMBPO_NET_PI);
+  float *bias = nn_mlp_bias(qc, qc->layer_count - 1, 0);
+  for (int j = 0; j < ACT; j++) bias[j] += (j % 2 ? -10.0f : 10.0f); /* means of both signs */
+  nn_mlp_copy_params(pi, qc);
+  perturb(vmbpo_net(v, VMBPO_NET_Q), 34, 0.5f);
+  toy_batch t;
+  make_batch(&t, 8);
+  noise z;
+  make_noise(&z, 90);
+  ember_err err = {0};
+  double loss;
+  ck_assert_int_eq(vmbpo_qc_loss_grad(v, &t.b, z.eps4, &loss, &err), 0);
+  ref_t c;
+  ref_init(&c, v, &t.b);
+  c.eps4 = z.eps4;
+  double mean_q = 0;
+  for (int i = 0; i < BATCH; i++) {
+    double x[OBS], mc[ACT], lc[ACT], a[ACT], u[ACT];
+    fvec(x, t.b.obs + i * OBS, OBS);
+    ref_dist(&c, VMBPO_NET_QC, x, mc, lc);
+    ref_sample(mc, lc, z.eps4 + i * ACT, a, u);
+    ck_assert_msg(fabs(u[0]) > 9 && (float)fabs(a[0]) == 1.0f, "row %d is not saturated (u %g)", i, u[0]);
+    mean_q += ref_q(&c, VMBPO_NET_Q, x, a);
+  }
+  mean_q /= BATCH;
+  check_value(loss, -mean_q, "L_c (eq. 25) with q_c = pi saturated: -mean Q");
+  check_value(loss, ref_qc_loss(&c), "L_c (eq. 25) saturated");
+  check_grad(ref_qc_loss, &c, c.th[VMBPO_NET_QC], qc->grads, qc->param_count, "L_c saturated, q_c");
+  ref_free(&c);
+  /* eq. 24: V's target Q - log q_c + log pi, so with q_c = pi the loss is that of V against Q */
+  vmbpo_critic_sample(v, &t.b, z.eps_a, z.eps_m, z.member);
+  double lv;
+  ck_assert_int_eq(vmbpo_v_loss_grad(v, &t.b, &lv, &err), 0);
+  ref_init(&c, v, &t.b);
+  c.eps_a = z.eps_a, c.eps_m = z.eps_m, c.member = z.member;
+  ref_critic_samples(&c, &fixed_samples);
+  for (int r = 0; r < BATCH * KS; r++)
+    ck_assert_msg(fabs(fixed_samples.log_qc[r] - fixed_samples.log_pi[r]) < 1e-9, "row %d: log ratio %g", r,
+                  fixed_samples.log_qc[r] - fixed_samples.log_pi[r]);
+  check_value(lv, ref_v_loss(&c), "L_V (eq. 24) saturated");
   ref_free(&c);
   algo_vmbpo.destroy(v);
 }
@@ -1062,6 +1115,7 @@ Suite *vmbpo_suite(void) {
   tcase_add_test(tc, step3_critic_losses_and_gradients);
   tcase_add_test(tc, step3_target_masks_terminal_value_but_keeps_nu);
   tcase_add_test(tc, step4_qc_loss_and_gradient_through_the_action);
+  tcase_add_test(tc, saturated_qc_equal_to_pi_has_a_zero_log_ratio);
   tcase_add_test(tc, mstep_pi_loss_and_gradient_with_kl);
   tcase_add_test(tc, mfe_exponential_td_loss_and_gradient);
   tcase_add_test(tc, step1_weights_match_the_tabular_reference);

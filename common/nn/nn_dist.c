@@ -182,15 +182,29 @@ static double clamped_atanh(float a) {
   return atanh(x);
 }
 
+/* One coordinate of the tanh-Gaussian log-density at pre-squash u. */
+static inline double tanh_gauss_term(double u, float mean, float log_std) {
+  double z = (u - mean) * exp(-(double)log_std);
+  return -0.5 * z * z - log_std - HALF_LOG_2PI - nn_log1m_tanh_sq(u);
+}
+
+/* The backward of one coordinate (g = dL/dlog_prob). */
+static inline void tanh_gauss_term_backward(float *d_mean, float *d_log_std, float *d_u, double g, double u,
+                                            float mean, float log_std) {
+  double inv_std = exp(-(double)log_std);
+  double z = (u - mean) * inv_std;
+  if (d_mean) *d_mean += (float)(g * z * inv_std);
+  if (d_log_std) *d_log_std += (float)(g * (z * z - 1.0));
+  if (d_u) *d_u += (float)(g * (-z * inv_std + 2.0 * tanh(u)));
+}
+
 void nn_tanh_gaussian_log_prob(float *log_prob, const float *action, const float *mean, const float *log_std,
                                int batch, int dim) {
   for (int b = 0; b < batch; b++) {
     double sum = 0;
     for (int j = 0; j < dim; j++) {
       size_t i = (size_t)b * dim + j;
-      double u = clamped_atanh(action[i]);
-      double z = (u - mean[i]) * exp(-(double)log_std[i]);
-      sum += -0.5 * z * z - log_std[i] - HALF_LOG_2PI - nn_log1m_tanh_sq(u);
+      sum += tanh_gauss_term(clamped_atanh(action[i]), mean[i], log_std[i]);
     }
     log_prob[b] = (float)sum;
   }
@@ -199,16 +213,39 @@ void nn_tanh_gaussian_log_prob(float *log_prob, const float *action, const float
 void nn_tanh_gaussian_log_prob_backward(float *d_mean, float *d_log_std, const float *d_log_prob,
                                         const float *action, const float *mean, const float *log_std,
                                         int batch, int dim) {
-  for (int b = 0; b < batch; b++) {
-    const double g = d_log_prob[b];
+  for (int b = 0; b < batch; b++)
     for (int j = 0; j < dim; j++) {
       size_t i = (size_t)b * dim + j;
-      double inv_std = exp(-(double)log_std[i]);
-      double z = (clamped_atanh(action[i]) - mean[i]) * inv_std;
-      if (d_mean) d_mean[i] += (float)(g * z * inv_std);
-      if (d_log_std) d_log_std[i] += (float)(g * (z * z - 1.0));
+      tanh_gauss_term_backward(d_mean ? d_mean + i : NULL, d_log_std ? d_log_std + i : NULL, NULL, d_log_prob[b],
+                               clamped_atanh(action[i]), mean[i], log_std[i]);
     }
+}
+
+void nn_tanh_gaussian_pre_u(float *u, const float *mean, const float *log_std, const float *eps, size_t n) {
+  for (size_t i = 0; i < n; i++) u[i] = (float)(mean[i] + exp((double)log_std[i]) * eps[i]);
+}
+
+void nn_tanh_gaussian_log_prob_u(float *log_prob, const float *u, const float *mean, const float *log_std,
+                                 int batch, int dim) {
+  for (int b = 0; b < batch; b++) {
+    double sum = 0;
+    for (int j = 0; j < dim; j++) {
+      size_t i = (size_t)b * dim + j;
+      sum += tanh_gauss_term(u[i], mean[i], log_std[i]);
+    }
+    log_prob[b] = (float)sum;
   }
+}
+
+void nn_tanh_gaussian_log_prob_u_backward(float *d_mean, float *d_log_std, float *d_u, const float *d_log_prob,
+                                          const float *u, const float *mean, const float *log_std, int batch,
+                                          int dim) {
+  for (int b = 0; b < batch; b++)
+    for (int j = 0; j < dim; j++) {
+      size_t i = (size_t)b * dim + j;
+      tanh_gauss_term_backward(d_mean ? d_mean + i : NULL, d_log_std ? d_log_std + i : NULL, d_u ? d_u + i : NULL,
+                               d_log_prob[b], u[i], mean[i], log_std[i]);
+    }
 }
 
 void nn_tanh_gaussian_mode(float *action, const float *mean, size_t n) {

@@ -102,6 +102,22 @@ void nn_tanh_gaussian_log_prob_backward(float *d_mean, float *d_log_std, const f
                                         const float *action, const float *mean, const float *log_std,
                                         int batch, int dim);
 
+/* The same log-probability at the action tanh(u), given its pre-squash value u: for actions this
+ * code sampled itself. Exact where tanh(u) rounds to +-1 in float, where the forms above (which must
+ * recover u = atanh(action) through the clamp) are not: two densities compared at one sample, e.g.
+ * log q_c(a) - log pi(a) of VMBPO's eqs. 24-25, must be taken at the same u, or their difference is
+ * off by the clamp's error (tens of nats once a policy saturates).
+ * pre_u:    u [B, D] = mean + std * eps (the u of nn_tanh_gaussian_sample, rounded to float)
+ * forward:  log_prob [B] = sum_j -z^2/2 - log_std - log(2 pi)/2 - log(1 - tanh(u)^2),  z = (u - mean) / std
+ * backward: d_mean += g z / std;  d_log_std += g (z^2 - 1);  d_u += g (-z / std + 2 tanh(u))
+ *           (any of the three outputs may be NULL) */
+void nn_tanh_gaussian_pre_u(float *u, const float *mean, const float *log_std, const float *eps, size_t n);
+void nn_tanh_gaussian_log_prob_u(float *log_prob, const float *u, const float *mean, const float *log_std,
+                                 int batch, int dim);
+void nn_tanh_gaussian_log_prob_u_backward(float *d_mean, float *d_log_std, float *d_u, const float *d_log_prob,
+                                          const float *u, const float *mean, const float *log_std, int batch,
+                                          int dim);
+
 /* The deterministic (evaluation) action: action [n] = tanh(mean). */
 void nn_tanh_gaussian_mode(float *action, const float *mean, size_t n);
 
