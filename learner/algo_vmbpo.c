@@ -53,6 +53,8 @@ static const config_field vmbpo_fields[] = {
     F(pi_equals_qc, CONFIG_BOOL, 0, 0, "true", "M-step copies q_c into pi (the paper's experiments)"),
     F(acting_policy, CONFIG_STRING, 0, 0, "pi", "policy the actors run and export_params ships: pi or qc"),
     F(ensemble_size, CONFIG_INT, 1, 32, "1", "members of the dynamics model q_d"),
+    F(critics, CONFIG_INT, 1, 8, "1",
+      "members of Q and Q'; above 1 their minimum is read (clipped double Q, not in the paper; vmbpo only)"),
     F(model_weight_decay, CONFIG_FLOAT, 0, 1, "0", "decoupled weight decay of q_d's network"),
     F(model_bound_penalty, CONFIG_FLOAT, 0, 10, "0.01", "weight of the log-variance bound width in step 1"),
     F(nu_max, CONFIG_FLOAT, 0.1, 80, "10", "nu is clamped to [-nu_max, nu_max]"),
@@ -110,6 +112,7 @@ struct vmbpo {
   char task[CONFIG_STRING_MAX];
   algo_task_fns fns;
   int O, A, B, K, N, E, Dm; /* obs, act, max batch, samples per real, B*K, members, model dim */
+  int C;                    /* critics: members of Q and Q' */
   bool learn_reward;
   bool act_with_qc;
   bool qd_norm_model; /* step 1's normaliser per (x, a) from model samples (else over the batch) */
@@ -143,6 +146,9 @@ struct vmbpo {
   float *delta, *w;   /* [B] */
   float *r_model, *d_model, *nu_s, *vt_s, *y_q, *y_v, *d_out1; /* [N] (d_out1: [N + B]) */
   float *log_qc, *log_pi; /* [N] */
+  float *q_min;           /* [max(N, B)]: the minimum over the critics */
+  float *d_q;             /* [max(N, B), C]: dL/dQ per member */
+  int *q_arg;             /* [max(N, B)]: which critic is the minimum */
   float *a_c;         /* [N, A] */
   float *u_c;         /* [N, A]: a_c before tanh; every density of a sampled action is taken at it */
   float *mean_c, *lstd_c, *mean_p, *lstd_p, *mean_o, *lstd_o; /* [B, A] */
@@ -246,7 +252,7 @@ static void snapshot_restore(vmbpo_t *v) {
 }
 
 static int alloc_scratch(vmbpo_t *v, ember_err *err) {
-  const size_t O = v->O, A = v->A, B = v->B, N = v->N, E = v->E, Dm = v->Dm;
+  const size_t O = v->O, A = v->A, B = v->B, N = v->N, E = v->E, Dm = v->Dm, C = v->C, NB = N > B ? N : B;
   struct {
     float **slot;
     size_t floats;
@@ -258,6 +264,7 @@ static int alloc_scratch(vmbpo_t *v, ember_err *err) {
       {&v->r_model, N},           {&v->d_model, N},                   {&v->nu_s, N},
       {&v->vt_s, N},              {&v->y_q, N},                       {&v->y_v, N},
       {&v->d_out1, N + B},        {&v->log_qc, N},                    {&v->log_pi, N},
+      {&v->q_min, NB},            {&v->d_q, NB * C},
       {&v->a_c, N * A},           {&v->u_c, N * A},           {&v->mean_c, B * A},                {&v->lstd_c, B * A},
       {&v->mean_p, B * A},        {&v->lstd_p, B * A},                {&v->mean_o, B * A},
       {&v->lstd_o, B * A},        {&v->mean_rep, N * A},              {&v->lstd_rep, N * A},
@@ -269,7 +276,7 @@ static int alloc_scratch(vmbpo_t *v, ember_err *err) {
   size_t total = 0, n = sizeof bufs / sizeof *bufs;
   for (size_t i = 0; i < n; i++) total += bufs[i].floats;
   v->scratch = calloc(total, sizeof(float));
-  v->iscratch = calloc(N, sizeof(int));
+  v->iscratch = calloc(N + NB, sizeof(int));
   if (!v->scratch || !v->iscratch)
     return ember_fail(err, EMBER_ENOMEM, "%s: out of memory for %zu scratch floats", v->algo_name, total);
   float *p = v->scratch;
@@ -278,6 +285,7 @@ static int alloc_scratch(vmbpo_t *v, ember_err *err) {
     p += bufs[i].floats;
   }
   v->member = v->iscratch;
+  v->q_arg = v->iscratch + N;
   return 0;
 }
 
@@ -319,6 +327,12 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
                section->name, ctx->max_batch, (long long)c->model_samples_per_real);
     return NULL;
   }
+  if (mfe && c->critics != 1) {
+    ember_fail(err, EMBER_EINVAL,
+               "%s.critics must be 1: the exponential TD update of VMBPO-MFE is written for one critic, got %lld",
+               section->name, (long long)c->critics);
+    return NULL;
+  }
   bool norm_model;
   if (strcmp(c->qd_weight_norm, "model") == 0)
     norm_model = true;
@@ -350,6 +364,7 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
   v->K = (int)c->model_samples_per_real;
   v->N = v->B * v->K;
   v->E = (int)c->ensemble_size;
+  v->C = (int)c->critics;
   v->learn_reward = ctx->task.reward_fn == NULL;
   v->Dm = v->O + (v->learn_reward ? 1 : 0);
   v->act_with_qc = act_qc;
@@ -369,8 +384,8 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
       [VMBPO_NET_PI] = {O, 2 * A, 1, 0},       [VMBPO_NET_PI_OLD] = {O, 2 * A, 1, 0},
       [VMBPO_NET_QC] = {O, 2 * A, 1, 0},       [VMBPO_NET_QD] = {O + A, 2 * v->Dm, v->E, 1},
       [VMBPO_NET_NU] = {2 * O + A, 1, 1, 0},   [VMBPO_NET_V] = {O, 1, 1, 0},
-      [VMBPO_NET_Q] = {O + A, 1, 1, 0},        [VMBPO_NET_V_TARGET] = {O, 1, 1, 0},
-      [VMBPO_NET_Q_TARGET] = {O + A, 1, 1, 0},
+      [VMBPO_NET_Q] = {O + A, 1, v->C, 0},     [VMBPO_NET_V_TARGET] = {O, 1, 1, 0},
+      [VMBPO_NET_Q_TARGET] = {O + A, 1, v->C, 0},
   };
   /* Rows each network's workspace must hold (module comment: N = B*K model rows). */
   const int rows[VMBPO_NET_COUNT] = {
@@ -465,6 +480,23 @@ static void nu_row(float *out, const float *x, const float *a, const float *x_ne
 static void tile(float *dst, const float *src, int rows, int cols, int K) {
   const size_t block = (size_t)rows * cols;
   for (int k = 0; k < K; k++) memcpy(dst + (size_t)k * block, src, block * sizeof(float));
+}
+
+/* out [rows] = min over the C critics of q [rows, C]; arg [rows] = the member that gives it. */
+static const float *critic_min(const float *q, int rows, int C, float *out, int *arg) {
+  if (C == 1) {
+    for (int r = 0; r < rows; r++) arg[r] = 0;
+    return q;
+  }
+  for (int r = 0; r < rows; r++) {
+    const float *row = q + (size_t)r * C;
+    int m = 0;
+    for (int j = 1; j < C; j++)
+      if (row[j] < row[m]) m = j;
+    out[r] = row[m];
+    arg[r] = m;
+  }
+  return out;
 }
 
 /* A policy network's (mean, log_std) at obs [rows, O]; returns the raw output (inside ws). */
@@ -604,8 +636,9 @@ int vmbpo_qd_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps_model, 
   } else {
     /* w = B softmax(t ((1 - d) V'(x') - (Q'(x,a) - eta r) / gamma)) over the batch */
     concat2(v->xa, b->obs, O, b->action, A, B);
-    const float *qt = nn_mlp_forward(v->net[VMBPO_NET_Q_TARGET], v->ws[VMBPO_NET_Q_TARGET], v->xa, B,
-                                     NN_INPUT_SHARED);
+    const float *qt = critic_min(nn_mlp_forward(v->net[VMBPO_NET_Q_TARGET], v->ws[VMBPO_NET_Q_TARGET], v->xa, B,
+                                                NN_INPUT_SHARED),
+                                 B, v->C, v->q_min, v->q_arg);
     vmbpo_step1_weights(v->y_v, qt, b->reward, b->terminated, B, v->eta, v->gamma, temp, v->delta, v->w, ess,
                         w_max);
   }
@@ -743,17 +776,19 @@ void vmbpo_critic_sample(vmbpo_t *v, const algo_batch *b, const float *eps_actio
 int vmbpo_q_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss_out, ember_err *err) {
   const int N = b->size * v->K;
   nn_mlp *q = v->net[VMBPO_NET_Q];
-  /* L_Q = mean_{i,k} (Q(x_i, a_ik) - sg(y_Q))^2   (eq. 23) */
+  /* L_Q = mean_{i,k,m} (Q_m(x_i, a_ik) - sg(y_Q))^2   (eq. 23; every critic m regresses to the same y) */
+  const int C = v->C;
   const float *qv = nn_mlp_forward(q, v->ws[VMBPO_NET_Q], v->xa, N, NN_INPUT_SHARED);
   double loss = 0;
-  for (int r = 0; r < N; r++) {
-    float d = qv[r] - v->y_q[r];
-    loss += (double)d * d;
-    v->d_out1[r] = 2.0f * d / (float)N;
-  }
-  loss /= N;
+  for (int r = 0; r < N; r++)
+    for (int m = 0; m < C; m++) {
+      float d = qv[(size_t)r * C + m] - v->y_q[r];
+      loss += (double)d * d;
+      v->d_q[(size_t)r * C + m] = 2.0f * d / (float)(N * C);
+    }
+  loss /= (double)N * C;
   nn_mlp_zero_grad(q);
-  nn_mlp_backward(q, v->ws[VMBPO_NET_Q], v->d_out1, NN_PARAM_GRADS_ACCUMULATE, NULL);
+  nn_mlp_backward(q, v->ws[VMBPO_NET_Q], v->d_q, NN_PARAM_GRADS_ACCUMULATE, NULL);
   *loss_out = loss;
   if (!isfinite(loss))
     return ember_fail(err, EMBER_ENONFINITE, "%s: critic loss L_Q (eq. 23) is non-finite (%g)", v->algo_name, loss);
@@ -763,7 +798,8 @@ int vmbpo_q_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss_out, ember_e
 int vmbpo_v_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss_out, ember_err *err) {
   const int B = b->size, N = B * v->K;
   /* y_V = Q(x_i, a_ik) - log q_c(a_ik|x_i) + log pi(a_ik|x_i), with the current (updated) Q   (eq. 24) */
-  const float *qv = nn_mlp_forward(v->net[VMBPO_NET_Q], v->ws[VMBPO_NET_Q], v->xa, N, NN_INPUT_SHARED);
+  const float *qv = critic_min(nn_mlp_forward(v->net[VMBPO_NET_Q], v->ws[VMBPO_NET_Q], v->xa, N, NN_INPUT_SHARED), N,
+                               v->C, v->q_min, v->q_arg);
   for (int r = 0; r < N; r++) v->y_v[r] = qv[r] - v->log_qc[r] + v->log_pi[r];
   /* L_V = mean_{i,k} (V(x_i) - sg(y_V))^2;  dL/dV(x_i) = 2 sum_k (V(x_i) - y_ik) / N */
   nn_mlp *vn = v->net[VMBPO_NET_V];
@@ -798,24 +834,28 @@ int vmbpo_qc_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps, double
   policy_dist(v, VMBPO_NET_PI, b->obs, B, v->mean_p, v->lstd_p);
   nn_tanh_gaussian_log_prob_u(v->log_pi, v->u_c, v->mean_p, v->lstd_p, B, A);
   concat2(v->xa, b->obs, O, v->a_c, A, B);
-  const float *qv = nn_mlp_forward(q, v->ws[VMBPO_NET_Q], v->xa, B, NN_INPUT_SHARED);
-  /* L_c = mean_i [ log q_c(a_i|x_i) - Q(x_i, a_i) - log pi(a_i|x_i) ]   (eq. 25) */
+  const int C = v->C;
+  const float *qv = critic_min(nn_mlp_forward(q, v->ws[VMBPO_NET_Q], v->xa, B, NN_INPUT_SHARED), B, C, v->q_min,
+                               v->q_arg);
+  /* L_c = mean_i [ log q_c(a_i|x_i) - Q(x_i, a_i) - log pi(a_i|x_i) ]   (eq. 25; Q = min over the critics) */
   double loss = 0;
+  memset(v->d_q, 0, (size_t)B * C * sizeof(float));
   for (int i = 0; i < B; i++) {
     loss += (double)v->log_qc[i] - qv[i] - v->log_pi[i];
-    v->d_out1[i] = -1.0f / (float)B;  /* dL/dQ */
-    v->d_logp[i] = 1.0f / (float)B;   /* dL/dlog q_c */
+    v->d_q[(size_t)i * C + v->q_arg[i]] = -1.0f / (float)B; /* dL/dQ, to the row's smallest critic */
+    v->d_out1[i] = -1.0f / (float)B;                         /* dL/dlog pi */
+    v->d_logp[i] = 1.0f / (float)B;                          /* dL/dlog q_c */
   }
   loss /= B;
   /* Through the action: dL/da from -Q (Q's input gradient, Q's parameters untouched) ... */
   memset(v->d_action, 0, BA * sizeof(float));
-  nn_mlp_backward_input_cols(q, v->ws[VMBPO_NET_Q], v->d_out1, NN_PARAM_GRADS_SKIP, v->d_action, O, A);
+  nn_mlp_backward_input_cols(q, v->ws[VMBPO_NET_Q], v->d_q, NN_PARAM_GRADS_SKIP, v->d_action, O, A);
   memset(v->d_mean, 0, BA * sizeof(float));
   memset(v->d_lstd, 0, BA * sizeof(float));
   /* ... and from log q_c, both arguments (the sample path and the density's own parameters) ... */
   nn_tanh_gaussian_sample_backward(v->d_mean, v->d_lstd, v->d_action, v->d_logp, v->mean_c, v->lstd_c, eps, B, A);
   /* ... and from -log pi(a): pi fixed, the gradient reaches q_c through u = mu_c + std_c eps only
-   * (dL/dlog pi = -1/B, the same as dL/dQ in d_out1). Its squash term cancels log q_c's. */
+   * (dL/dlog pi = -1/B in d_out1). Its squash term cancels log q_c's. */
   memset(v->g_u, 0, BA * sizeof(float));
   nn_tanh_gaussian_log_prob_u_backward(NULL, NULL, v->g_u, v->d_out1, v->u_c, v->mean_p, v->lstd_p, B, A);
   nn_gaussian_sample_backward(v->d_mean, v->d_lstd, v->g_u, v->lstd_c, eps, B, A);
@@ -979,7 +1019,7 @@ static int vmbpo_round(vmbpo_t *v, const algo_batch *b, algo_stats *st, ember_er
   draw_model_noise(v, N);
   vmbpo_critic_sample(v, b, v->eps_a, v->eps_model, v->member);
   if ((rc = vmbpo_q_loss_grad(v, b, &lq, err)) != 0) return rc;
-  const double q_mean = mean_of(v->ws[VMBPO_NET_Q]->activations[v->net[VMBPO_NET_Q]->layer_count - 1], N);
+  const double q_mean = mean_of(v->ws[VMBPO_NET_Q]->activations[v->net[VMBPO_NET_Q]->layer_count - 1], N * v->C);
   if ((rc = adam(v, v->opt_q, v->net[VMBPO_NET_Q]->params, v->net[VMBPO_NET_Q]->grads, "Q", err)) != 0) return rc;
   if ((rc = vmbpo_v_loss_grad(v, b, &lv, err)) != 0) return rc;
   const double v_mean = mean_of(v->ws[VMBPO_NET_V]->activations[v->net[VMBPO_NET_V]->layer_count - 1], B);

@@ -18,7 +18,9 @@
  *           soft log-variance bounds of nn_gauss_head.h (r only when the task's reward cannot be
  *           recovered from observations; E = ensemble_size members)          (step 1)
  *   nu      log-likelihood ratio   [obs | act | x' - obs] -> 1                (step 2)
- *   V, Q    values in nats         obs -> 1, [obs | act] -> 1                 (step 3)
+ *   V, Q    values in nats         obs -> 1, [obs | act] -> C                 (step 3; C = critics,
+ *           an ensemble whose members all regress to eq. 23's target; where Q is read (eqs. 24, 25,
+ *           step 1's Q') the minimum over members is used, clipped double Q; C = 1 is the paper's)
  *   V', Q'  Polyak-averaged targets of V and Q
  *
  * Sample layout: with K = model_samples_per_real, the B*K model rows are k-major: row k*B + i
@@ -61,6 +63,7 @@ typedef struct {
   bool pi_equals_qc;              /* M-step = copy q_c into pi (the paper's experiments) */
   char acting_policy[CONFIG_STRING_MAX]; /* "pi" or "qc": what act() and export_params use */
   int64_t ensemble_size;          /* E: q_d members */
+  int64_t critics;                /* members of Q (and Q'); > 1: the minimum over them is used (clipped double Q) */
   double model_weight_decay;      /* decoupled weight decay of q_d's network */
   double model_bound_penalty;     /* weight of the log-variance bound width in step 1's loss */
   double nu_max;                  /* nu clamped to [-nu_max, nu_max] before use */
@@ -154,14 +157,16 @@ int vmbpo_nu_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps_model, 
  * the two losses below. */
 void vmbpo_critic_sample(vmbpo_t *v, const algo_batch *b, const float *eps_action, const float *eps_model,
                          const int *member);
-/* Eq. (23): L_Q = mean_{i,k} (Q(x_i, a_ik) - y_ik)^2, y = eta r^ + gamma ((1 - d^) V'(x^) - nu). Gradient: Q. */
+/* Eq. (23): L_Q = mean_{i,k,m} (Q_m(x_i, a_ik) - y_ik)^2 over the C critics m, y = eta r^ + gamma ((1 - d^) V'(x^)
+ * - nu). Gradient: Q. */
 int vmbpo_q_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss, ember_err *err);
 /* Eq. (24): L_V = mean_{i,k} (V(x_i) - (Q(x_i,a_ik) - log q_c(a_ik|x_i) + log pi(a_ik|x_i)))^2 with
- * the current Q. Gradient: V. Uses the samples of the last vmbpo_critic_sample or vmbpo_mfe_sample. */
+ * the current Q (its minimum over the critics). Gradient: V. Uses the samples of the last vmbpo_critic_sample or vmbpo_mfe_sample. */
 int vmbpo_v_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss, ember_err *err);
 
 /* Step 4 (eq. 25): L_c = mean_i [log q_c(a_i|x_i) - Q(x_i,a_i) - log pi(a_i|x_i)], a_i = tanh(mu + std
- * eps_i) (eps [B, act_dim]). Gradient: q_c, through the action into Q and log pi. */
+ * eps_i) (eps [B, act_dim]), Q the minimum over the critics. Gradient: q_c, through the action into
+ * Q (the row's smallest member) and log pi. */
 int vmbpo_qc_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps, double *loss, ember_err *err);
 
 /* M-step (eq. 27): L_pi = - mean_{i,k} log pi(a_ik|x_i) + lambda mean_i KL(pi_old(.|x_i) || pi(.|x_i)),

@@ -214,11 +214,20 @@ static double ref_nu(const ref_t *c, const double *x, const double *a, const dou
   return fmin(fmax(nu, -settings.nu_max), settings.nu_max);
 }
 
-static double ref_q(const ref_t *c, vmbpo_net_id id, const double *x, const double *a) {
-  double in[OBS + ACT];
+/* One critic of Q or Q' (a member of the ensemble) at (x, a). */
+static double ref_q_member(const ref_t *c, vmbpo_net_id id, int member, const double *x, const double *a) {
+  double in[OBS + ACT], y;
   memcpy(in, x, OBS * sizeof(double));
   memcpy(in + OBS, a, ACT * sizeof(double));
-  return ref1(c, id, in);
+  ref_mlp(c, id, member, in, &y);
+  return y;
+}
+
+/* Q or Q' as read by eqs. 19, 24, 25: the minimum over its critics (one critic: itself). */
+static double ref_q(const ref_t *c, vmbpo_net_id id, const double *x, const double *a) {
+  double q = INFINITY;
+  for (int m = 0; m < vmbpo_net(c->v, id)->ensemble_size; m++) q = fmin(q, ref_q_member(c, id, m, x, a));
+  return q;
 }
 
 /* Step 1's weights at the unperturbed parameters (they are sg() in the loss).
@@ -330,15 +339,17 @@ static void ref_critic_samples(const ref_t *c, ref_samples *s) {
 static ref_samples fixed_samples; /* the samples at the unperturbed parameters: sg() in the losses */
 
 static double ref_q_loss(const ref_t *c) {
-  const int B = c->b->size, N = B * KS;
+  const int B = c->b->size, N = B * KS, C = vmbpo_net(c->v, VMBPO_NET_Q)->ensemble_size;
   double loss = 0;
   for (int r = 0; r < N; r++) {
     double x[OBS];
     fvec(x, c->b->obs + (r % B) * OBS, OBS);
-    double d = ref_q(c, VMBPO_NET_Q, x, fixed_samples.a[r]) - fixed_samples.y_q[r];
-    loss += d * d;
+    for (int m = 0; m < C; m++) {
+      double d = ref_q_member(c, VMBPO_NET_Q, m, x, fixed_samples.a[r]) - fixed_samples.y_q[r];
+      loss += d * d;
+    }
   }
-  return loss / N;
+  return loss / (N * C);
 }
 
 static double ref_v_loss(const ref_t *c) {
@@ -500,11 +511,12 @@ static vmbpo_t *make_apart(const algo_ops *ops, uint64_t seed, bool task_reward,
 
 /* ---- each loss: value and gradient ---------------------------------------------------------------- */
 
-static void step1_case(bool task_reward, const char *norm) {
-  char set[64];
+static void step1_case(bool task_reward, const char *norm, int critics) {
+  char set[64], crit[32];
   snprintf(set, sizeof set, "qd_weight_norm=%s", norm);
-  const char *sets[] = {set, "qd_weight_max=1.08"};
-  vmbpo_t *v = make_apart(&algo_vmbpo, 21, task_reward, sets, 2);
+  snprintf(crit, sizeof crit, "critics=%d", critics);
+  const char *sets[] = {set, "qd_weight_max=1.08", crit};
+  vmbpo_t *v = make_apart(&algo_vmbpo, 21, task_reward, sets, 3);
   perturb(vmbpo_net(v, VMBPO_NET_V_TARGET), 25, 1.0f); /* weights from 0.25 to 1.7 */
   toy_batch t;
   make_batch(&t, 1);
@@ -535,10 +547,11 @@ static void step1_case(bool task_reward, const char *norm) {
   algo_vmbpo.destroy(v);
 }
 START_TEST(step1_qd_loss_and_gradient) {
-  step1_case(true, "batch");
-  step1_case(false, "batch"); /* the reward head too */
-  step1_case(true, "model");
-  step1_case(false, "model");
+  step1_case(true, "batch", 1);
+  step1_case(false, "batch", 1); /* the reward head too */
+  step1_case(true, "batch", 2);  /* Q' read as the minimum of two critics */
+  step1_case(true, "model", 1);
+  step1_case(false, "model", 1);
 }
 END_TEST
 
@@ -567,8 +580,9 @@ START_TEST(step2_nu_loss_and_gradient) {
 END_TEST
 
 START_TEST(step3_critic_losses_and_gradients) {
-  for (int learned = 0; learned < 2; learned++) {
-    vmbpo_t *v = make_apart(&algo_vmbpo, 23, !learned, NULL, 0);
+  for (int learned = 0; learned < 3; learned++) {
+    const char *twin[] = {"critics=2"}; /* case 2: two critics, each regressing, V's target their minimum */
+    vmbpo_t *v = make_apart(&algo_vmbpo, 23, learned != 1, twin, learned == 2 ? 1 : 0);
     perturb(vmbpo_net(v, VMBPO_NET_NU), 31, 0.2f);
     perturb(vmbpo_net(v, VMBPO_NET_V), 32, 0.2f);
     toy_batch t;
@@ -631,18 +645,49 @@ START_TEST(step3_target_masks_terminal_value_but_keeps_nu) {
 END_TEST
 
 START_TEST(step4_qc_loss_and_gradient_through_the_action) {
-  vmbpo_t *v = make_apart(&algo_vmbpo, 25, true, NULL, 0);
+  const char *twin[] = {"critics=2"};
+  vmbpo_t *v = make_apart(&algo_vmbpo, 25, true, twin, (size_t)_i); /* _i = 1: through the smaller critic */
   perturb(vmbpo_net(v, VMBPO_NET_Q), 33, 0.5f); /* a Q with slope in a: dQ/da matters */
   toy_batch t;
   make_batch(&t, 5);
   noise z;
   make_noise(&z, 70);
+  ref_t c;
+  if (_i == 1) { /* shift critic 1 so that each critic is the smaller one on some rows */
+    double d[BATCH];
+    ref_init(&c, v, &t.b);
+    for (int i = 0; i < BATCH; i++) {
+      double x[OBS], mc[ACT], lc[ACT], a[ACT], u[ACT];
+      fvec(x, t.b.obs + i * OBS, OBS);
+      ref_dist(&c, VMBPO_NET_QC, x, mc, lc);
+      ref_sample(mc, lc, z.eps4 + i * ACT, a, u);
+      d[i] = ref_q_member(&c, VMBPO_NET_Q, 0, x, a) - ref_q_member(&c, VMBPO_NET_Q, 1, x, a);
+    }
+    ref_free(&c);
+    for (int i = 1; i < BATCH; i++) /* sort */
+      for (int j = i; j > 0 && d[j] < d[j - 1]; j--) {
+        double tmp = d[j];
+        d[j] = d[j - 1], d[j - 1] = tmp;
+      }
+    nn_mlp *q = vmbpo_net(v, VMBPO_NET_Q);
+    nn_mlp_bias(q, q->layer_count - 1, 1)[0] += (float)(0.5 * (d[1] + d[2]));
+  }
   double loss;
   ember_err err = {0};
   ck_assert_int_eq(vmbpo_qc_loss_grad(v, &t.b, z.eps4, &loss, &err), 0);
-  ref_t c;
   ref_init(&c, v, &t.b);
   c.eps4 = z.eps4;
+  if (_i == 1) { /* the minimum must come from each critic on some rows, or the routing goes untested */
+    int first = 0;
+    for (int i = 0; i < BATCH; i++) {
+      double x[OBS], mc[ACT], lc[ACT], a[ACT], u[ACT];
+      fvec(x, t.b.obs + i * OBS, OBS);
+      ref_dist(&c, VMBPO_NET_QC, x, mc, lc);
+      ref_sample(mc, lc, z.eps4 + i * ACT, a, u);
+      first += ref_q_member(&c, VMBPO_NET_Q, 0, x, a) < ref_q_member(&c, VMBPO_NET_Q, 1, x, a);
+    }
+    ck_assert_msg(first > 0 && first < BATCH, "critic 0 is the minimum on %d of %d rows", first, BATCH);
+  }
   check_value(loss, ref_qc_loss(&c), "L_c (eq. 25)");
   check_grad(ref_qc_loss, &c, c.th[VMBPO_NET_QC], vmbpo_net(v, VMBPO_NET_QC)->grads,
              vmbpo_net(v, VMBPO_NET_QC)->param_count, "L_c, q_c");
@@ -1008,6 +1053,20 @@ START_TEST(a_loss_that_turns_non_finite_rolls_the_whole_update_back) {
 }
 END_TEST
 
+START_TEST(mfe_refuses_two_critics) {
+  config_binding b = {algo_vmbpo_mfe.settings, &settings};
+  ember_err err = {0};
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  ck_assert_int_eq(config_set(&b, 1, "vmbpo_mfe.critics", "2", "test", &err), 0);
+  algo_context ctx = {.task_name = "toy", .obs_dim = OBS, .act_dim = ACT, .max_batch = BATCH, .seed = 1,
+                      .task = {.task = NULL, .reward_fn = toy_reward, .terminated_fn = toy_terminated},
+                      .settings = &settings};
+  ck_assert_ptr_null(algo_vmbpo_mfe.create(&ctx, &err));
+  ck_assert_int_eq(err.code, EMBER_EINVAL);
+  ck_assert_msg(strstr(err.msg, "vmbpo_mfe.critics") != NULL, "%s", err.msg);
+}
+END_TEST
+
 START_TEST(wrong_shapes_are_refused) {
   vmbpo_t *v = make(&algo_vmbpo, 33, true, NULL, 0);
   toy_batch t;
@@ -1114,7 +1173,7 @@ Suite *vmbpo_suite(void) {
   tcase_add_test(tc, step2_nu_loss_and_gradient);
   tcase_add_test(tc, step3_critic_losses_and_gradients);
   tcase_add_test(tc, step3_target_masks_terminal_value_but_keeps_nu);
-  tcase_add_test(tc, step4_qc_loss_and_gradient_through_the_action);
+  tcase_add_loop_test(tc, step4_qc_loss_and_gradient_through_the_action, 0, 2);
   tcase_add_test(tc, saturated_qc_equal_to_pi_has_a_zero_log_ratio);
   tcase_add_test(tc, mstep_pi_loss_and_gradient_with_kl);
   tcase_add_test(tc, mfe_exponential_td_loss_and_gradient);
@@ -1128,6 +1187,7 @@ Suite *vmbpo_suite(void) {
   tcase_add_test(tr, non_finite_batches_are_refused_without_change);
   tcase_add_test(tr, a_loss_that_turns_non_finite_rolls_the_whole_update_back);
   tcase_add_test(tr, wrong_shapes_are_refused);
+  tcase_add_test(tr, mfe_refuses_two_critics);
   tcase_add_test(tr, save_load_continues_bit_identically);
   tcase_add_test(tr, export_ships_the_acting_policy);
   suite_add_tcase(s, tr);
