@@ -113,6 +113,9 @@ int plot_runs(const char *const *run_dirs, size_t n, const char *out_dir, ember_
   int series = 0;
   for (size_t i = 0; i < n; i++) {
     int xs = column(&headers[i], "env_steps");
+    /* evaluations are placed where the evaluated policy was published (eval_env_steps), when the
+     * file says: a long evaluation finishes many env steps after its policy was taken */
+    int xe = column(&headers[i], "eval_env_steps");
     const char *which[2] = {"eval_return", "train_return"};
     for (int k = 0; k < 2; k++) {
       int c = column(&headers[i], which[k]);
@@ -121,16 +124,18 @@ int plot_runs(const char *const *run_dirs, size_t n, const char *out_dir, ember_
       put_quoted(f, csv[i]);
       char title[300];
       snprintf(title, sizeof title, "%s %s", base_name(run_dirs[i]), k == 0 ? "eval" : "train");
-      fprintf(f, " using %d:%d every ::1 with %s title ", xs, c, k == 0 ? "linespoints pt 7 ps 0.6" : "lines dt 2");
+      fprintf(f, " using %d:%d every ::1 with %s title ", k == 0 && xe ? xe : xs, c,
+              k == 0 ? "linespoints pt 7 ps 0.6" : "lines dt 2");
       put_quoted(f, title);
     }
   }
   if (!series) fprintf(f, "0 notitle");
   fprintf(f, "\n");
 
-  /* losses of the first run: every column after the five standard ones */
+  /* losses of the first run: every column but the standard ones */
   int loss_cols[PLOT_MAX_COLUMNS], nloss = 0;
-  static const char *standard[] = {"env_steps", "wall_s", "updates", "train_return", "eval_return"};
+  static const char *standard[] = {"env_steps",   "wall_s",      "updates",
+                                   "train_return", "eval_return", "eval_env_steps"};
   for (int c = 0; c < headers[0].count; c++) {
     int std = 0;
     for (size_t k = 0; k < sizeof standard / sizeof *standard; k++) std |= strcmp(headers[0].names[c], standard[k]) == 0;

@@ -68,6 +68,7 @@ const config_section learner_config_section = {"learner", learner_fields,
 /* ---- the instance -------------------------------------------------------------------------------- */
 
 #define TRAIN_WINDOW 10
+#define PUB_RING 4096 /* versions whose env steps at publication are remembered (eval_env_steps) */
 #define MAX_ACTORS 1024
 
 typedef struct {
@@ -107,12 +108,15 @@ struct learner {
   uint64_t eval_version;
   double eval_sum;
   uint64_t eval_count;
+  double eval_env_steps; /* env steps when eval_version was published; NAN when not remembered */
+  uint64_t pub_version[PUB_RING], pub_steps[PUB_RING]; /* version v at [v % PUB_RING] */
   uint64_t episodes, eval_episodes, batches_refused;
 
   actor_seen actors[MAX_ACTORS];
   int n_actors;
 
   FILE *csv;
+  char csv_path[CONFIG_STRING_MAX + 32];
   bool csv_ready;      /* header written or kept (after the resume decision) */
   tb_writer *tb;
   char ckpt_dir[CONFIG_STRING_MAX];
@@ -206,25 +210,63 @@ static int open_csv(learner_t *l, ember_err *err) {
   if (!l->run.run_dir[0]) return 0;
   int rc = mkdir_p(l->run.run_dir, err);
   if (rc) return rc;
-  char path[CONFIG_STRING_MAX + 32];
-  snprintf(path, sizeof path, "%s/curves.csv", l->run.run_dir);
+  snprintf(l->csv_path, sizeof l->csv_path, "%s/curves.csv", l->run.run_dir);
   /* append mode: a resumed run continues the file (learner_resume cuts it back to the checkpoint's
    * length); a fresh run empties it there and writes the header */
-  if (!(l->csv = fopen(path, "a"))) return ember_fail(err, EMBER_EIO, "cannot write %s: %s", path, strerror(errno));
+  if (!(l->csv = fopen(l->csv_path, "a")))
+    return ember_fail(err, EMBER_EIO, "cannot write %s: %s", l->csv_path, strerror(errno));
   return 0;
+}
+
+/* The header line of curves.csv (without the newline). */
+static void csv_header(const learner_t *l, char *buf, size_t n) {
+  size_t used = (size_t)snprintf(buf, n, "env_steps,wall_s,updates,train_return,eval_return,eval_env_steps");
+  for (int i = 0; l->ops->stat_names[i] && used < n; i++)
+    used += (size_t)snprintf(buf + used, n - used, ",%s", l->ops->stat_names[i]);
+}
+
+/* A resumed run whose curves.csv has another header (written by another version of ember, or for
+ * another algorithm) keeps that file beside it as curves.N.csv and starts a fresh one. */
+static bool csv_keep_if_other_header(learner_t *l) {
+  char want[4096], have[4096] = "";
+  csv_header(l, want, sizeof want);
+  FILE *f = fopen(l->csv_path, "r");
+  if (!f) return false;
+  if (!fgets(have, sizeof have, f)) have[0] = 0;
+  fclose(f);
+  have[strcspn(have, "\r\n")] = 0;
+  if (strcmp(have, want) == 0) return false;
+  char kept[sizeof l->csv_path + 32];
+  for (int i = 1; i < 1000; i++) {
+    snprintf(kept, sizeof kept, "%.*s.%d.csv", (int)strlen(l->csv_path) - 4, l->csv_path, i);
+    struct stat st;
+    if (stat(kept, &st) != 0) break;
+  }
+  fclose(l->csv);
+  l->csv = NULL;
+  if (rename(l->csv_path, kept) != 0)
+    log_event(LOG_WARN, "learner", "csv_keep_failed", LF_STR("path", l->csv_path), LF_STR("error", strerror(errno)));
+  else
+    log_event(LOG_WARN, "learner", "csv_header_changed", LF_STR("kept_as", kept),
+              LF_STR("reason", "the columns of curves.csv changed; a fresh file starts"));
+  if (!(l->csv = fopen(l->csv_path, "a")))
+    log_event(LOG_ERROR, "learner", "csv_open_failed", LF_STR("path", l->csv_path), LF_STR("error", strerror(errno)));
+  return true;
 }
 
 /* Cuts curves.csv to `bytes` (0: a fresh file with its header). */
 static void csv_reset(learner_t *l, uint64_t bytes) {
+  if (!l->csv) return;
+  if (bytes > 0 && csv_keep_if_other_header(l)) bytes = 0;
   if (!l->csv) return;
   fflush(l->csv);
   struct stat st;
   if (fstat(fileno(l->csv), &st) == 0 && (uint64_t)st.st_size > bytes && ftruncate(fileno(l->csv), (off_t)bytes) != 0)
     log_event(LOG_WARN, "learner", "csv_truncate_failed", LF_STR("error", strerror(errno)));
   if (fstat(fileno(l->csv), &st) == 0 && st.st_size == 0) {
-    fprintf(l->csv, "env_steps,wall_s,updates,train_return,eval_return");
-    for (int i = 0; l->ops->stat_names[i]; i++) fprintf(l->csv, ",%s", l->ops->stat_names[i]);
-    fprintf(l->csv, "\n");
+    char header[4096];
+    csv_header(l, header, sizeof header);
+    fprintf(l->csv, "%s\n", header);
     fflush(l->csv);
   }
   l->csv_ready = true;
@@ -282,6 +324,7 @@ learner_t *learner_new(const run_config *run, const learner_config *cfg, const v
   l->spec = spec;
   l->zmq = zmq_ctx;
   l->eval_version = 0;
+  l->eval_env_steps = NAN;
   l->metrics = metrics;
   if (!l->metrics) l->metrics = l->own_metrics = metrics_new();
   if (!l->metrics) {
@@ -339,6 +382,8 @@ static int publish(learner_t *l, ember_err *err) {
   l->current.version = ++l->version;
   l->current.learner_updates = l->updates;
   l->current.env_steps = l->env_steps;
+  l->pub_version[l->version % PUB_RING] = l->version;
+  l->pub_steps[l->version % PUB_RING] = l->env_steps;
   ember_err e = {0};
   if (net_send_body(l->pub, EMBER__ENVELOPE__BODY_PARAMS, &l->current, NULL, ZMQ_DONTWAIT, &e) == 0)
     metric_inc(l->m_params_sent);
@@ -452,6 +497,8 @@ void learner_report_episode(learner_t *l, uint64_t actor_id, uint64_t policy_ver
       l->eval_version = policy_version;
       l->eval_sum = 0;
       l->eval_count = 0;
+      const size_t slot = policy_version % PUB_RING;
+      l->eval_env_steps = l->pub_version[slot] == policy_version ? (double)l->pub_steps[slot] : NAN;
     }
     l->eval_sum += episode_return;
     l->eval_count++;
@@ -559,8 +606,11 @@ static void live_actors(learner_t *l, uint64_t *count, uint64_t *lag) {
 
 static void write_csv_row(learner_t *l, double t) {
   if (!l->csv) return;
-  fprintf(l->csv, "%llu,%.3f,%llu,%.6g,%.6g", (unsigned long long)l->env_steps, t - l->t0,
-          (unsigned long long)l->updates, train_return(l), eval_return(l));
+  /* eval_env_steps: where the evaluated policy was published; evaluations of long episodes
+   * finish many env steps later, so curves of equal steps should plot eval_return against it */
+  fprintf(l->csv, "%llu,%.3f,%llu,%.6g,%.6g,%.0f", (unsigned long long)l->env_steps, t - l->t0,
+          (unsigned long long)l->updates, train_return(l), eval_return(l),
+          l->eval_count ? l->eval_env_steps : NAN);
   for (int i = 0; l->ops->stat_names[i]; i++)
     fprintf(l->csv, ",%.6g", l->stat_rows ? l->stat_sum[i] / (double)l->stat_rows : NAN);
   fprintf(l->csv, "\n");

@@ -4,7 +4,8 @@
 #     byte the one of an uninterrupted run of the same seed and length;
 #   - the same when stopped by SIGTERM at whatever update it reached;
 #   - the same when the newest checkpoint is corrupt (skipped, the older one used);
-#   - curves.csv keeps one header and is appended to; the version goes on;
+#   - curves.csv keeps one header and is appended to; the version goes on; its eval_env_steps
+#     places each evaluation at its policy's publication; a file with other columns is kept aside;
 #   - a checkpoint of another task, another network shape, or of the other mode is refused with
 #     both named; and a different seed gives a different state (the comparison can fail).
 set -euo pipefail
@@ -33,6 +34,22 @@ awk -F, 'NR > 2 && ($1 < s || $3 < u) { bad = 1 } NR > 1 { s = $1; u = $3 } END 
   || fail "curves.csv goes backwards after the resume"
 [ "$(tail -1 "$dir/hook/curves.csv" | cut -d, -f3)" = "$(tail -1 "$dir/full/curves.csv" | cut -d, -f3)" ] \
   || fail "last CSV rows differ in updates"
+
+# eval_env_steps: every evaluation is placed where its policy was published: in this mode the
+# evaluation runs at that moment, so it equals a publication's env steps, never past the row's own
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "eval_return") e = i; if ($i == "eval_env_steps") x = i }
+  if (!e || !x) { print "no eval_return or eval_env_steps column"; exit 1 }; next }
+  $e != "nan" { n++; if ($x == "nan" || $x + 0 > $1 + 0 || $x + 0 < prev) { print "row " NR ": " $0; exit 1 }; prev = $x + 0 }
+  END { if (n == 0) { print "no evaluation"; exit 1 } }' "$dir/full/curves.csv" || fail "eval_env_steps in curves.csv"
+
+# a resumed run whose curves.csv has other columns (an older ember) keeps that file as curves.1.csv
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/cols" --set learner.max_updates=1000 > /dev/null || fail "cols 1"
+sed -i '1s/,eval_env_steps//' "$dir/cols/curves.csv"
+cp "$dir/cols/curves.csv" "$dir/cols_before.csv"
+"$ember" "${args[@]}" --steps $steps --run-dir "$dir/cols" > "$dir/cols2.txt" 2>&1 || fail "cols 2"
+cmp "$dir/cols_before.csv" "$dir/cols/curves.1.csv" || fail "the file with the old columns was not kept as curves.1.csv"
+head -1 "$dir/cols/curves.csv" | grep -q "eval_return,eval_env_steps," || fail "the fresh curves.csv has no new header"
+grep -q "csv_header_changed" "$dir/cols2.txt" || fail "the kept file is not logged"
 
 # 2. SIGTERM at an arbitrary moment (a longer run, so the signal lands mid-run), then resume
 long=20000

@@ -17,7 +17,7 @@ test -s "$dir/run/config.yaml" || fail "no config.yaml"
 grep -q "hidden_size: 16" "$dir/run/config.yaml" || fail "config.yaml lacks the --set value"
 grep -q "inproc://" "$dir/run/config.yaml" || fail "config.yaml does not show the inproc endpoints used"
 test -s "$dir/run/learner_state.bin" || fail "no learner state"
-head -1 "$dir/run/curves.csv" | grep -q "^env_steps,wall_s,updates,train_return,eval_return,critic_loss" \
+head -1 "$dir/run/curves.csv" | grep -q "^env_steps,wall_s,updates,train_return,eval_return,eval_env_steps,critic_loss" \
   || fail "curves.csv header: $(head -1 "$dir/run/curves.csv")"
 rows=$(($(wc -l < "$dir/run/curves.csv") - 1))
 [ "$rows" -ge 2 ] || fail "curves.csv has $rows rows"

@@ -209,8 +209,8 @@ START_TEST(publishes_versions_in_order_then_stops) {
   ck_assert_ptr_nonnull(f);
   char line[1024];
   ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-  ck_assert_str_eq(line, "env_steps,wall_s,updates,train_return,eval_return,critic_loss,q_mean,target_mean,"
-                         "actor_loss,alpha,alpha_loss,entropy\n");
+  ck_assert_str_eq(line, "env_steps,wall_s,updates,train_return,eval_return,eval_env_steps,critic_loss,q_mean,"
+                         "target_mean,actor_loss,alpha,alpha_loss,entropy\n");
   int rows = 0;
   while (fgets(line, sizeof line, f)) rows++;
   fclose(f);
