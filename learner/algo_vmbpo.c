@@ -55,6 +55,9 @@ static const config_field vmbpo_fields[] = {
     F(ensemble_size, CONFIG_INT, 1, 32, "1", "members of the dynamics model q_d"),
     F(critics, CONFIG_INT, 1, 8, "1",
       "members of Q and Q'; above 1 their minimum is read (clipped double Q, not in the paper; vmbpo only)"),
+    F(real_ratio, CONFIG_FLOAT, 0, 1, "0",
+      "weight of the real transitions in step 3's Q regression, with their own x' and termination (MBPO's real "
+      "ratio, not in the paper; vmbpo only)"),
     F(model_weight_decay, CONFIG_FLOAT, 0, 1, "0", "decoupled weight decay of q_d's network"),
     F(model_bound_penalty, CONFIG_FLOAT, 0, 10, "0.01", "weight of the log-variance bound width in step 1"),
     F(nu_max, CONFIG_FLOAT, 0.1, 80, "10", "nu is clamped to [-nu_max, nu_max]"),
@@ -116,6 +119,7 @@ struct vmbpo {
   bool learn_reward;
   bool act_with_qc;
   bool qd_norm_model; /* step 1's normaliser per (x, a) from model samples (else over the batch) */
+  int real_rows;      /* B real rows in step 3's critic rows (real_ratio > 0) or 0; set per batch */
   float eta, gamma, lo, hi, nu_max;
 
   nn_mlp *net[VMBPO_NET_COUNT];
@@ -132,10 +136,10 @@ struct vmbpo {
   size_t snapshot_bytes;
 
   /* scratch; [rows, cols] with N = B*K model rows, B real rows */
-  float *xa;          /* [N, O + A]: [x_i | a_ik], the input of q_d and Q */
+  float *xa;          /* [N + B, O + A]: [x_i | a_ik], the input of q_d and Q (+ the real rows, step 3) */
   float *nu_in;       /* [N + B, 2O + A]: [x | a | dx] */
   float *obs_rep;     /* [N, O]: x_i tiled K times */
-  float *next_rep;    /* [N, O]: model next states x^ */
+  float *next_rep;    /* [N + B, O]: model next states x^ (+ the real x', step 3) */
   float *target_d;    /* [B, Dm]: step 1's regression targets [x' - x | r] */
   float *d_raw;       /* [N, E * 2 Dm] */
   float *head_grad;   /* [2 Dm]: one row's bound gradients */
@@ -144,10 +148,10 @@ struct vmbpo {
   int *member;        /* [N] */
   float *eps_a;       /* [N, A] */
   float *delta, *w;   /* [B] */
-  float *r_model, *d_model, *nu_s, *vt_s, *y_q, *y_v, *d_out1; /* [N] (d_out1: [N + B]) */
+  float *r_model, *d_model, *nu_s, *vt_s, *y_q, *y_v, *d_out1; /* [N] (nu_s, vt_s, y_q, d_out1: [N + B]) */
   float *log_qc, *log_pi; /* [N] */
   float *q_min;           /* [max(N, B)]: the minimum over the critics */
-  float *d_q;             /* [max(N, B), C]: dL/dQ per member */
+  float *d_q;             /* [N + B, C]: dL/dQ per member */
   int *q_arg;             /* [max(N, B)]: which critic is the minimum */
   float *a_c;         /* [N, A] */
   float *u_c;         /* [N, A]: a_c before tanh; every density of a sampled action is taken at it */
@@ -257,14 +261,14 @@ static int alloc_scratch(vmbpo_t *v, ember_err *err) {
     float **slot;
     size_t floats;
   } bufs[] = {
-      {&v->xa, N * (O + A)},      {&v->nu_in, (N + B) * (2 * O + A)}, {&v->obs_rep, N * O},
-      {&v->next_rep, N * O},      {&v->target_d, B * Dm},             {&v->d_raw, N * E * 2 * Dm},
+      {&v->xa, (N + B) * (O + A)}, {&v->nu_in, (N + B) * (2 * O + A)}, {&v->obs_rep, N * O},
+      {&v->next_rep, (N + B) * O},      {&v->target_d, B * Dm},             {&v->d_raw, N * E * 2 * Dm},
       {&v->head_grad, 2 * Dm},    {&v->model_draw, N * E * Dm},       {&v->eps_model, N * E * Dm},
       {&v->eps_a, N * A},         {&v->delta, B},                     {&v->w, B},
-      {&v->r_model, N},           {&v->d_model, N},                   {&v->nu_s, N},
-      {&v->vt_s, N},              {&v->y_q, N},                       {&v->y_v, N},
+      {&v->r_model, N},           {&v->d_model, N},                   {&v->nu_s, N + B},
+      {&v->vt_s, N + B},          {&v->y_q, N + B},                   {&v->y_v, N},
       {&v->d_out1, N + B},        {&v->log_qc, N},                    {&v->log_pi, N},
-      {&v->q_min, NB},            {&v->d_q, NB * C},                  {&v->u_c, N * A},
+      {&v->q_min, NB},            {&v->d_q, (N + B) * C},             {&v->u_c, N * A},
       {&v->a_c, N * A},           {&v->mean_c, B * A},                {&v->lstd_c, B * A},
       {&v->mean_p, B * A},        {&v->lstd_p, B * A},                {&v->mean_o, B * A},
       {&v->lstd_o, B * A},        {&v->mean_rep, N * A},              {&v->lstd_rep, N * A},
@@ -325,6 +329,12 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
   if ((double)ctx->max_batch * (double)c->model_samples_per_real > 1e7) {
     ember_fail(err, EMBER_EINVAL, "%s: max_batch %d x model_samples_per_real %lld model rows is too many",
                section->name, ctx->max_batch, (long long)c->model_samples_per_real);
+    return NULL;
+  }
+  if (mfe && c->real_ratio != 0) {
+    ember_fail(err, EMBER_EINVAL,
+               "%s.real_ratio must be 0: VMBPO-MFE's critic is trained on real transitions only, got %g",
+               section->name, c->real_ratio);
     return NULL;
   }
   if (mfe && c->critics != 1) {
@@ -391,7 +401,7 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
   const int rows[VMBPO_NET_COUNT] = {
       [VMBPO_NET_PI] = v->B,     [VMBPO_NET_PI_OLD] = v->B, [VMBPO_NET_QC] = v->B,
       [VMBPO_NET_QD] = v->N,     [VMBPO_NET_NU] = v->N + v->B, [VMBPO_NET_V] = v->B,
-      [VMBPO_NET_Q] = v->N > v->B ? v->N : v->B, [VMBPO_NET_V_TARGET] = v->N, [VMBPO_NET_Q_TARGET] = v->B,
+      [VMBPO_NET_Q] = v->N + v->B, [VMBPO_NET_V_TARGET] = v->N + v->B, [VMBPO_NET_Q_TARGET] = v->B,
   };
   for (int i = 0; i < VMBPO_NET_COUNT; i++) {
     int hl = shape[i].model ? (int)c->model_hidden_layers : L, hs = shape[i].model ? (int)c->model_hidden_size : H;
@@ -762,31 +772,44 @@ void vmbpo_critic_sample(vmbpo_t *v, const algo_batch *b, const float *eps_actio
   for (int r = 0; r < N; r++)
     nu_row(v->nu_in + (size_t)r * W, v->obs_rep + (size_t)r * O, v->a_c + (size_t)r * A, v->next_rep + (size_t)r * O,
            O, A);
-  const float *nu = nn_mlp_forward(v->net[VMBPO_NET_NU], v->ws[VMBPO_NET_NU], v->nu_in, N, NN_INPUT_SHARED);
-  const float *vt = nn_mlp_forward(v->net[VMBPO_NET_V_TARGET], v->ws[VMBPO_NET_V_TARGET], v->next_rep, N,
+  /* real rows (real_ratio > 0): (x_i, a_i) with their own x'_i, r_i and d_i, after the N model rows */
+  const int R = v->cfg.real_ratio > 0 ? B : 0;
+  v->real_rows = R;
+  for (int i = 0; i < R; i++) {
+    nu_row(v->nu_in + (size_t)(N + i) * W, b->obs + (size_t)i * O, b->action + (size_t)i * A,
+           b->next_obs + (size_t)i * O, O, A);
+    memcpy(v->next_rep + (size_t)(N + i) * O, b->next_obs + (size_t)i * O, (size_t)O * sizeof(float));
+  }
+  if (R) concat2(v->xa + (size_t)N * (O + A), b->obs, O, b->action, A, R);
+  const float *nu = nn_mlp_forward(v->net[VMBPO_NET_NU], v->ws[VMBPO_NET_NU], v->nu_in, N + R, NN_INPUT_SHARED);
+  const float *vt = nn_mlp_forward(v->net[VMBPO_NET_V_TARGET], v->ws[VMBPO_NET_V_TARGET], v->next_rep, N + R,
                                    NN_INPUT_SHARED);
   /* y_Q = eta r^ + gamma ((1 - d^) V'(x^) - nu(x, a, x^))   (eq. 23; nu kept at terminal x^) */
-  for (int r = 0; r < N; r++) {
+  for (int r = 0; r < N + R; r++) {
+    const float rew = r < N ? v->r_model[r] : b->reward[r - N], done = r < N ? v->d_model[r] : b->terminated[r - N];
     v->nu_s[r] = clamp_nu(nu[r], v->nu_max);
     v->vt_s[r] = vt[r];
-    v->y_q[r] = v->eta * v->r_model[r] + v->gamma * ((1.0f - v->d_model[r]) * vt[r] - v->nu_s[r]);
+    v->y_q[r] = v->eta * rew + v->gamma * ((1.0f - done) * vt[r] - v->nu_s[r]);
   }
 }
 
 int vmbpo_q_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss_out, ember_err *err) {
   const int N = b->size * v->K;
   nn_mlp *q = v->net[VMBPO_NET_Q];
-  /* L_Q = mean_{i,k,m} (Q_m(x_i, a_ik) - sg(y_Q))^2   (eq. 23; every critic m regresses to the same y) */
-  const int C = v->C;
-  const float *qv = nn_mlp_forward(q, v->ws[VMBPO_NET_Q], v->xa, N, NN_INPUT_SHARED);
+  /* L_Q = mean_{i,k,m} (Q_m(x_i, a_ik) - sg(y_Q))^2   (eq. 23; every critic m regresses to the same y),
+   * with real rows: (1 - rho) that + rho mean_{i,m} (Q_m(x_i, a_i) - sg(y_i))^2 */
+  const int C = v->C, R = v->real_rows;
+  const double rho = R ? v->cfg.real_ratio : 0.0;
+  const float *qv = nn_mlp_forward(q, v->ws[VMBPO_NET_Q], v->xa, N + R, NN_INPUT_SHARED);
   double loss = 0;
-  for (int r = 0; r < N; r++)
+  for (int r = 0; r < N + R; r++) {
+    const double wr = r < N ? (1.0 - rho) / ((double)N * C) : rho / ((double)R * C);
     for (int m = 0; m < C; m++) {
       float d = qv[(size_t)r * C + m] - v->y_q[r];
-      loss += (double)d * d;
-      v->d_q[(size_t)r * C + m] = 2.0f * d / (float)(N * C);
+      loss += wr * d * d;
+      v->d_q[(size_t)r * C + m] = (float)(2.0 * wr * d);
     }
-  loss /= (double)N * C;
+  }
   nn_mlp_zero_grad(q);
   nn_mlp_backward(q, v->ws[VMBPO_NET_Q], v->d_q, NN_PARAM_GRADS_ACCUMULATE, NULL);
   *loss_out = loss;

@@ -64,6 +64,7 @@ typedef struct {
   char acting_policy[CONFIG_STRING_MAX]; /* "pi" or "qc": what act() and export_params use */
   int64_t ensemble_size;          /* E: q_d members */
   int64_t critics;                /* members of Q (and Q'); > 1: the minimum over them is used (clipped double Q) */
+  double real_ratio;              /* weight of the real transitions' rows in eq. 23's regression (MBPO's real ratio) */
   double model_weight_decay;      /* decoupled weight decay of q_d's network */
   double model_bound_penalty;     /* weight of the log-variance bound width in step 1's loss */
   double nu_max;                  /* nu clamped to [-nu_max, nu_max] before use */
@@ -153,12 +154,14 @@ int vmbpo_nu_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps_model, 
                        double *clamp_rate, ember_err *err);
 
 /* Step 3's samples: a_ik ~ q_c(.|x_i) (eps_action), x^_ik ~ q_d(.|x_i, a_ik) (eps_model, member), the
- * reward and termination of each, nu and V' at them, and the target of eq. (23). Kept inside v for
- * the two losses below. */
+ * reward and termination of each, nu and V' at them, and the target of eq. (23); with real_ratio > 0
+ * also the B real rows (x_i, a_i) with y_i = eta r_i + gamma ((1 - d_i) V'(x'_i) - nu(x_i, a_i, x'_i)).
+ * Kept inside v for the two losses below. */
 void vmbpo_critic_sample(vmbpo_t *v, const algo_batch *b, const float *eps_action, const float *eps_model,
                          const int *member);
 /* Eq. (23): L_Q = mean_{i,k,m} (Q_m(x_i, a_ik) - y_ik)^2 over the C critics m, y = eta r^ + gamma ((1 - d^) V'(x^)
- * - nu). Gradient: Q. */
+ * - nu); with real_ratio rho > 0, (1 - rho) times that plus rho mean_{i,m} (Q_m(x_i, a_i) - y_i)^2 over the real
+ * rows. Gradient: Q. */
 int vmbpo_q_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss, ember_err *err);
 /* Eq. (24): L_V = mean_{i,k} (V(x_i) - (Q(x_i,a_ik) - log q_c(a_ik|x_i) + log pi(a_ik|x_i)))^2 with
  * the current Q (its minimum over the critics). Gradient: V. Uses the samples of the last vmbpo_critic_sample or vmbpo_mfe_sample. */

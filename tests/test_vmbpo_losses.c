@@ -313,6 +313,7 @@ static double ref_step2(const ref_t *c) {
 /* Step 3's samples and targets, row r = k*B + i: action, log q_c, log pi, y_Q. */
 typedef struct {
   double a[BATCH * KS][ACT], log_qc[BATCH * KS], log_pi[BATCH * KS], y_q[BATCH * KS];
+  double y_real[BATCH]; /* the real rows' targets (real_ratio > 0) */
 } ref_samples;
 
 static void ref_critic_samples(const ref_t *c, ref_samples *s) {
@@ -334,6 +335,14 @@ static void ref_critic_samples(const ref_t *c, ref_samples *s) {
     /* eq. (23): y = eta r + gamma ((1 - d) V'(x^) - nu(x, a, x^)) */
     s->y_q[r] = settings.eta * rr + settings.gamma * ((1 - done) * ref1(c, VMBPO_NET_V_TARGET, xn) - ref_nu(c, x, s->a[r], dx));
   }
+  /* real rows: y = eta r + gamma ((1 - d) V'(x') - nu(x, a, x')) at the stored transition */
+  for (int i = 0; i < B; i++) {
+    double x[OBS], a[ACT], xn[OBS], dx[OBS];
+    fvec(x, b->obs + i * OBS, OBS), fvec(a, b->action + i * ACT, ACT), fvec(xn, b->next_obs + i * OBS, OBS);
+    for (int d = 0; d < OBS; d++) dx[d] = xn[d] - x[d];
+    s->y_real[i] = settings.eta * b->reward[i] +
+                   settings.gamma * ((1 - b->terminated[i]) * ref1(c, VMBPO_NET_V_TARGET, xn) - ref_nu(c, x, a, dx));
+  }
 }
 
 static ref_samples fixed_samples; /* the samples at the unperturbed parameters: sg() in the losses */
@@ -349,7 +358,19 @@ static double ref_q_loss(const ref_t *c) {
       loss += d * d;
     }
   }
-  return loss / (N * C);
+  loss /= N * C;
+  const double rho = settings.real_ratio;
+  if (rho == 0) return loss;
+  double real = 0;
+  for (int i = 0; i < B; i++) {
+    double x[OBS], a[ACT];
+    fvec(x, c->b->obs + i * OBS, OBS), fvec(a, c->b->action + i * ACT, ACT);
+    for (int m = 0; m < C; m++) {
+      double d = ref_q_member(c, VMBPO_NET_Q, m, x, a) - fixed_samples.y_real[i];
+      real += d * d;
+    }
+  }
+  return (1 - rho) * loss + rho * real / (B * C);
 }
 
 static double ref_v_loss(const ref_t *c) {
@@ -580,9 +601,10 @@ START_TEST(step2_nu_loss_and_gradient) {
 END_TEST
 
 START_TEST(step3_critic_losses_and_gradients) {
-  for (int learned = 0; learned < 3; learned++) {
-    const char *twin[] = {"critics=2"}; /* case 2: two critics, each regressing, V's target their minimum */
-    vmbpo_t *v = make_apart(&algo_vmbpo, 23, learned != 1, twin, learned == 2 ? 1 : 0);
+  for (int learned = 0; learned < 4; learned++) {
+    /* case 2: two critics, each regressing, V's target their minimum; case 3: with real rows too */
+    const char *twin[] = {"critics=2", "real_ratio=0.3"};
+    vmbpo_t *v = make_apart(&algo_vmbpo, 23, learned != 1, twin, learned == 2 ? 1 : learned == 3 ? 2 : 0);
     perturb(vmbpo_net(v, VMBPO_NET_NU), 31, 0.2f);
     perturb(vmbpo_net(v, VMBPO_NET_V), 32, 0.2f);
     toy_batch t;
@@ -1053,17 +1075,20 @@ START_TEST(a_loss_that_turns_non_finite_rolls_the_whole_update_back) {
 }
 END_TEST
 
-START_TEST(mfe_refuses_two_critics) {
-  config_binding b = {algo_vmbpo_mfe.settings, &settings};
-  ember_err err = {0};
-  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
-  ck_assert_int_eq(config_set(&b, 1, "vmbpo_mfe.critics", "2", "test", &err), 0);
-  algo_context ctx = {.task_name = "toy", .obs_dim = OBS, .act_dim = ACT, .max_batch = BATCH, .seed = 1,
-                      .task = {.task = NULL, .reward_fn = toy_reward, .terminated_fn = toy_terminated},
-                      .settings = &settings};
-  ck_assert_ptr_null(algo_vmbpo_mfe.create(&ctx, &err));
-  ck_assert_int_eq(err.code, EMBER_EINVAL);
-  ck_assert_msg(strstr(err.msg, "vmbpo_mfe.critics") != NULL, "%s", err.msg);
+START_TEST(mfe_refuses_the_options_of_the_model_based_critic) {
+  const char *keys[][2] = {{"vmbpo_mfe.critics", "2"}, {"vmbpo_mfe.real_ratio", "0.1"}};
+  for (int k = 0; k < 2; k++) {
+    config_binding b = {algo_vmbpo_mfe.settings, &settings};
+    ember_err err = {0};
+    ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+    ck_assert_int_eq(config_set(&b, 1, keys[k][0], keys[k][1], "test", &err), 0);
+    algo_context ctx = {.task_name = "toy", .obs_dim = OBS, .act_dim = ACT, .max_batch = BATCH, .seed = 1,
+                        .task = {.task = NULL, .reward_fn = toy_reward, .terminated_fn = toy_terminated},
+                        .settings = &settings};
+    ck_assert_ptr_null(algo_vmbpo_mfe.create(&ctx, &err));
+    ck_assert_int_eq(err.code, EMBER_EINVAL);
+    ck_assert_msg(strstr(err.msg, keys[k][0]) != NULL, "%s", err.msg);
+  }
 }
 END_TEST
 
@@ -1187,7 +1212,7 @@ Suite *vmbpo_suite(void) {
   tcase_add_test(tr, non_finite_batches_are_refused_without_change);
   tcase_add_test(tr, a_loss_that_turns_non_finite_rolls_the_whole_update_back);
   tcase_add_test(tr, wrong_shapes_are_refused);
-  tcase_add_test(tr, mfe_refuses_two_critics);
+  tcase_add_test(tr, mfe_refuses_the_options_of_the_model_based_critic);
   tcase_add_test(tr, save_load_continues_bit_identically);
   tcase_add_test(tr, export_ships_the_acting_policy);
   suite_add_tcase(s, tr);
