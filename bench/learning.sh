@@ -35,17 +35,20 @@ last5() {
 
 # compare TASK: every algorithm's evaluation return on TASK against env steps, averaged over its
 # seeds (each seed's latest evaluation in every LEARN_BIN-step bin, steps rounded to the nearest
-# multiple), from all runs in
+# multiple; the steps are eval_env_steps, where the evaluated policy was published, when the
+# curves.csv has that column), from all runs in
 # OUT/runs: OUT/compare_TASK.csv and OUT/compare_TASK.png (one line per algorithm, equal steps).
 compare() {
   local task=$1 csv=$out/compare_$1.csv png=$out/compare_$1.png files=()
   for f in "$out"/runs/*_"${task}"_s*/curves.csv; do [ -f "$f" ] && files+=("$f"); done
   [ ${#files[@]} -gt 0 ] || return 0
   awk -F, -v bin="${LEARN_BIN:-2500}" -v task="$task" '
-    FNR == 1 { for (i = 1; i <= NF; i++) { if ($i == "eval_return") e = i; if ($i == "env_steps") x = i }
+    FNR == 1 { x = xe = 0; for (i = 1; i <= NF; i++) { if ($i == "eval_return") e = i; if ($i == "env_steps") x = i
+                                                        if ($i == "eval_env_steps") xe = i }
+               if (xe) x = xe  # evaluations at the publication of their policy (curves.csv of 2026-11-24 on)
                n = split(FILENAME, parts, "/"); run = parts[n - 1]; algo = run; sub("_" task "_s[0-9]+$", "", algo)
                if (!(algo in seen)) { seen[algo] = 1; order[++na] = algo }; nr[algo]++; runs[algo, nr[algo]] = run; next }
-    $e != "" && $e != "nan" { b = int(($x + bin / 2) / bin) * bin; if (b < bin) b = bin; v[run, b] = $e; if (b > maxb) maxb = b }
+    $e != "" && $e != "nan" && $x != "nan" { b = int(($x + bin / 2) / bin) * bin; if (b < bin) b = bin; v[run, b] = $e; if (b > maxb) maxb = b }
     END { printf "env_steps"; for (a = 1; a <= na; a++) printf ",%s", order[a]; printf "\n"
           for (b = bin; b <= maxb; b += bin) { printf "%d", b
             for (a = 1; a <= na; a++) { s = 0; k = 0
