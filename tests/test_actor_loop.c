@@ -581,7 +581,8 @@ START_TEST(nice_sets_the_env_thread_niceness) {
   errno = 0;
   int base = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
   ck_assert_int_eq(errno, 0);
-  int want = base > 5 ? base : 5; /* an unprivileged thread cannot go below what it inherited */
+  /* an unprivileged thread cannot go below what it inherited (root can: the suite may run under nice) */
+  int want = base > 5 && geteuid() != 0 ? base : 5;
   harness_init(&h, "pendulum", 2, REPLAY_ACK);
   h.cfg.nice = 5;
   h.cfg.max_env_steps = 200;
