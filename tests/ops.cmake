@@ -3,7 +3,7 @@
 if(TARGET ember)
   # stop + resume of --deterministic ends bit-identical to an uninterrupted run; refusals; CSV
   add_test(NAME it_resume COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_resume.sh $<TARGET_FILE:ember>)
-  set_tests_properties(it_resume PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  set_tests_properties(it_resume PROPERTIES TIMEOUT 360 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   # TensorBoard event files of a short `ember train`, decoded
   ember_check_test(test_resume_tb SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_resume_tb.c LIBS ember_common
                    TIMEOUT 180)
