@@ -55,6 +55,8 @@ static const config_field vmbpo_fields[] = {
     F(ensemble_size, CONFIG_INT, 1, 32, "1", "members of the dynamics model q_d"),
     F(critics, CONFIG_INT, 1, 8, "1",
       "members of Q and Q'; above 1 their minimum is read (clipped double Q, not in the paper; vmbpo only)"),
+    F(qc_mean_penalty, CONFIG_FLOAT, 0, 100, "1e-3",
+      "step 4: weight of the squared pre-tanh mean of q_c, a brake on saturation (SAC v1's policy regulariser)"),
     F(real_ratio, CONFIG_FLOAT, 0, 1, "0",
       "weight of the real transitions in step 3's Q regression, with their own x' and termination (MBPO's real "
       "ratio, not in the paper; vmbpo only)"),
@@ -875,6 +877,17 @@ int vmbpo_qc_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps, double
   nn_mlp_backward_input_cols(q, v->ws[VMBPO_NET_Q], v->d_q, NN_PARAM_GRADS_SKIP, v->d_action, O, A);
   memset(v->d_mean, 0, BA * sizeof(float));
   memset(v->d_lstd, 0, BA * sizeof(float));
+  /* ... + pen mean_i |mu_i|^2: with pi = q_c nothing else in eq. 25 opposes a mean that runs into
+   * tanh's flat tails, where dQ/da no longer reaches it (docs/algorithms.md) ... */
+  const double pen = v->cfg.qc_mean_penalty;
+  if (pen > 0) {
+    double sq = 0;
+    for (size_t j = 0; j < BA; j++) {
+      sq += (double)v->mean_c[j] * v->mean_c[j];
+      v->d_mean[j] += (float)(2.0 * pen * v->mean_c[j] / B);
+    }
+    loss += pen * sq / B;
+  }
   /* ... and from log q_c, both arguments (the sample path and the density's own parameters) ... */
   nn_tanh_gaussian_sample_backward(v->d_mean, v->d_lstd, v->d_action, v->d_logp, v->mean_c, v->lstd_c, eps, B, A);
   /* ... and from -log pi(a): pi fixed, the gradient reaches q_c through u = mu_c + std_c eps only

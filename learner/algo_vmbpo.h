@@ -65,6 +65,7 @@ typedef struct {
   int64_t ensemble_size;          /* E: q_d members */
   int64_t critics;                /* members of Q (and Q'); > 1: the minimum over them is used (clipped double Q) */
   double real_ratio;              /* weight of the real transitions' rows in eq. 23's regression (MBPO's real ratio) */
+  double qc_mean_penalty;         /* step 4: + this * mean_i |mu_c(x_i)|^2 (the pre-tanh mean; SAC v1's regulariser) */
   double model_weight_decay;      /* decoupled weight decay of q_d's network */
   double model_bound_penalty;     /* weight of the log-variance bound width in step 1's loss */
   double nu_max;                  /* nu clamped to [-nu_max, nu_max] before use */
@@ -167,8 +168,8 @@ int vmbpo_q_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss, ember_err *
  * the current Q (its minimum over the critics). Gradient: V. Uses the samples of the last vmbpo_critic_sample or vmbpo_mfe_sample. */
 int vmbpo_v_loss_grad(vmbpo_t *v, const algo_batch *b, double *loss, ember_err *err);
 
-/* Step 4 (eq. 25): L_c = mean_i [log q_c(a_i|x_i) - Q(x_i,a_i) - log pi(a_i|x_i)], a_i = tanh(mu + std
- * eps_i) (eps [B, act_dim]), Q the minimum over the critics. Gradient: q_c, through the action into
+/* Step 4 (eq. 25): L_c = mean_i [log q_c(a_i|x_i) - Q(x_i,a_i) - log pi(a_i|x_i)] + qc_mean_penalty mean_i
+ * |mu_c(x_i)|^2, a_i = tanh(mu + std eps_i) (eps [B, act_dim]), Q the minimum over the critics. Gradient: q_c, through the action into
  * Q (the row's smallest member) and log pi. */
 int vmbpo_qc_loss_grad(vmbpo_t *v, const algo_batch *b, const float *eps, double *loss, ember_err *err);
 

@@ -396,6 +396,7 @@ static double ref_qc_loss(const ref_t *c) {
     double lq = ref_sample(mc, lc, c->eps4 + i * ACT, a, u);
     ref_dist(c, VMBPO_NET_PI, x, mp, lpp);
     loss += lq - ref_q(c, VMBPO_NET_Q, x, a) - ref_logp_u(mp, lpp, u);
+    for (int j = 0; j < ACT; j++) loss += settings.qc_mean_penalty * mc[j] * mc[j];
   }
   return loss / c->b->size;
 }
@@ -667,8 +668,9 @@ START_TEST(step3_target_masks_terminal_value_but_keeps_nu) {
 END_TEST
 
 START_TEST(step4_qc_loss_and_gradient_through_the_action) {
-  const char *twin[] = {"critics=2"};
-  vmbpo_t *v = make_apart(&algo_vmbpo, 25, true, twin, (size_t)_i); /* _i = 1: through the smaller critic */
+  /* _i = 0: with a large mean penalty (its term must match too); _i = 1: through the smaller critic */
+  const char *sets[][1] = {{"qc_mean_penalty=0.3"}, {"critics=2"}};
+  vmbpo_t *v = make_apart(&algo_vmbpo, 25, true, sets[_i], 1);
   perturb(vmbpo_net(v, VMBPO_NET_Q), 33, 0.5f); /* a Q with slope in a: dQ/da matters */
   toy_batch t;
   make_batch(&t, 5);
@@ -723,7 +725,8 @@ END_TEST
  * A density recovered from the float action through atanh's clamp was off by tens of nats here,
  * which lifted V (and through V', Q) by that much per step; this pins the densities to u. */
 START_TEST(saturated_qc_equal_to_pi_has_a_zero_log_ratio) {
-  vmbpo_t *v = make_apart(&algo_vmbpo, 28, true, NULL, 0);
+  const char *sets[] = {"qc_mean_penalty=0"}; /* the loss is then exactly -mean Q */
+  vmbpo_t *v = make_apart(&algo_vmbpo, 28, true, sets, 1);
   nn_mlp *qc = vmbpo_net(v, VMBPO_NET_QC), *pi = vmbpo_net(v, VMBPO_NET_PI);
   float *bias = nn_mlp_bias(qc, qc->layer_count - 1, 0);
   for (int j = 0; j < ACT; j++) bias[j] += (j % 2 ? -10.0f : 10.0f); /* means of both signs */
