@@ -14,30 +14,9 @@ seconds=${BENCH_SECONDS:-10}
 threads=${BENCH_THREADS:-$(nproc 2>/dev/null || echo 2)}
 ref=$here/../../shared/anchors/torch_learner_ref.py
 
-ref_ok=1
-if [ ! -f "$ref" ]; then echo "# no PyTorch reference at $ref: ratio not measured" >&2; ref_ok=0
-elif ! /usr/bin/python3 -c 'import torch' 2> /dev/null; then
-  echo "# /usr/bin/python3 has no torch (deploy/install-deps.sh --bench installs python3-torch): ratio not measured" >&2
-  ref_ok=0
-fi
-
-# measure THREADS SUFFIX: one pair of figures and their ratio
-measure() {
-  local n=$1 suffix=$2 ours theirs mine torch
-  ours=$(OPENBLAS_NUM_THREADS=$n "$build/bench/bench_learner" "$seconds")
-  mine=$(awk '/^BENCH learner_sac_updates_per_s/ { print $3 }' <<< "$ours")
-  echo "# ember: OpenBLAS threads $n"
-  echo "BENCH learner_sac_updates_per_s$suffix $mine updates/s"
-  [ $ref_ok = 1 ] || return 0
-  theirs=$(/usr/bin/python3 "$ref" --algo sac --seconds "$seconds" --threads "$n")
-  grep '^#' <<< "$theirs" || true
-  torch=$(awk '/^BENCH torch_sac_updates_per_s/ { print $3 }' <<< "$theirs")
-  echo "BENCH torch_sac_updates_per_s$suffix $torch updates/s"
-  awk -v a="$mine" -v b="$torch" -v s="$suffix" 'BEGIN { printf "BENCH learner_sac_vs_torch%s %.2f x\n", s, a / b }'
-}
-
-measure "$threads" ""
-[ "$threads" = 1 ] || measure 1 _1thread
+. "$here/learner_vs_torch.sh"
+measure_vs_torch sac "$threads" ""
+[ "$threads" = 1 ] || measure_vs_torch sac 1 _1thread
 
 # VMBPO beside its PyTorch twin (same sizes, one model sample per real sample)
 here=$(cd "$(dirname "$0")" && pwd)
