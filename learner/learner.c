@@ -258,7 +258,7 @@ static bool csv_keep_if_other_header(learner_t *l) {
 static void csv_reset(learner_t *l, uint64_t bytes) {
   if (!l->csv) return;
   if (bytes > 0 && csv_keep_if_other_header(l)) bytes = 0;
-  if (!l->csv) return;
+  if (!l->csv) return; /* the fresh file could not be opened (logged) */
   fflush(l->csv);
   struct stat st;
   if (fstat(fileno(l->csv), &st) == 0 && (uint64_t)st.st_size > bytes && ftruncate(fileno(l->csv), (off_t)bytes) != 0)

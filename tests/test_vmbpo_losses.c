@@ -667,6 +667,14 @@ START_TEST(step3_target_masks_terminal_value_but_keeps_nu) {
 }
 END_TEST
 
+/* Row i of a step-4 batch: its state x, and q_c's action a = tanh(u) drawn with eps4 (the reference). */
+static void ref_step4_action(const ref_t *c, int i, double *x, double *a, double *u) {
+  double mc[ACT], lc[ACT];
+  fvec(x, c->b->obs + i * OBS, OBS);
+  ref_dist(c, VMBPO_NET_QC, x, mc, lc);
+  ref_sample(mc, lc, c->eps4 + i * ACT, a, u);
+}
+
 START_TEST(step4_qc_loss_and_gradient_through_the_action) {
   /* _i = 0: with a large mean penalty (its term must match too); _i = 1: through the smaller critic */
   const char *sets[][1] = {{"qc_mean_penalty=0.3"}, {"critics=2"}};
@@ -680,11 +688,10 @@ START_TEST(step4_qc_loss_and_gradient_through_the_action) {
   if (_i == 1) { /* shift critic 1 so that each critic is the smaller one on some rows */
     double d[BATCH];
     ref_init(&c, v, &t.b);
+    c.eps4 = z.eps4;
     for (int i = 0; i < BATCH; i++) {
-      double x[OBS], mc[ACT], lc[ACT], a[ACT], u[ACT];
-      fvec(x, t.b.obs + i * OBS, OBS);
-      ref_dist(&c, VMBPO_NET_QC, x, mc, lc);
-      ref_sample(mc, lc, z.eps4 + i * ACT, a, u);
+      double x[OBS], a[ACT], u[ACT];
+      ref_step4_action(&c, i, x, a, u);
       d[i] = ref_q_member(&c, VMBPO_NET_Q, 0, x, a) - ref_q_member(&c, VMBPO_NET_Q, 1, x, a);
     }
     ref_free(&c);
@@ -704,10 +711,8 @@ START_TEST(step4_qc_loss_and_gradient_through_the_action) {
   if (_i == 1) { /* the minimum must come from each critic on some rows, or the routing goes untested */
     int first = 0;
     for (int i = 0; i < BATCH; i++) {
-      double x[OBS], mc[ACT], lc[ACT], a[ACT], u[ACT];
-      fvec(x, t.b.obs + i * OBS, OBS);
-      ref_dist(&c, VMBPO_NET_QC, x, mc, lc);
-      ref_sample(mc, lc, z.eps4 + i * ACT, a, u);
+      double x[OBS], a[ACT], u[ACT];
+      ref_step4_action(&c, i, x, a, u);
       first += ref_q_member(&c, VMBPO_NET_Q, 0, x, a) < ref_q_member(&c, VMBPO_NET_Q, 1, x, a);
     }
     ck_assert_msg(first > 0 && first < BATCH, "critic 0 is the minimum on %d of %d rows", first, BATCH);
@@ -744,10 +749,8 @@ START_TEST(saturated_qc_equal_to_pi_has_a_zero_log_ratio) {
   c.eps4 = z.eps4;
   double mean_q = 0;
   for (int i = 0; i < BATCH; i++) {
-    double x[OBS], mc[ACT], lc[ACT], a[ACT], u[ACT];
-    fvec(x, t.b.obs + i * OBS, OBS);
-    ref_dist(&c, VMBPO_NET_QC, x, mc, lc);
-    ref_sample(mc, lc, z.eps4 + i * ACT, a, u);
+    double x[OBS], a[ACT], u[ACT];
+    ref_step4_action(&c, i, x, a, u);
     ck_assert_msg(fabs(u[0]) > 9 && (float)fabs(a[0]) == 1.0f, "row %d is not saturated (u %g)", i, u[0]);
     mean_q += ref_q(&c, VMBPO_NET_Q, x, a);
   }
