@@ -806,7 +806,8 @@ static void update(learner_t *l, const Ember__SampleBatch *sb) {
 /* ---- checkpoints --------------------------------------------------------------------------------- */
 
 #define CKPT_PREFIX "learner"
-#define CKPT_FORMAT 1u
+#define CKPT_FORMAT 2u /* 2: the "publications" record (eval_env_steps across a resume) */
+#define CKPT_FORMAT_OLDEST 1u
 
 typedef struct {
   char magic[8];                 /* "EMBRLRNR" */
@@ -824,6 +825,13 @@ typedef struct {
   double stat_sum[ALGO_MAX_STATS];
   algo_stats stats;
 } ckpt_counters;
+
+/* Where each recent version was published, so that evaluations finishing after a resume are still
+ * placed at their policy's env steps (curves.csv's eval_env_steps). */
+typedef struct {
+  double eval_env_steps;
+  uint64_t pub_version[PUB_RING], pub_steps[PUB_RING];
+} ckpt_publications;
 
 static void identity_of(const learner_t *l, ckpt_identity *id) {
   memset(id, 0, sizeof *id);
@@ -881,8 +889,15 @@ static int ckpt_write(void *ctx, FILE *out, ember_err *err) {
     struct stat st;
     if (fstat(fileno(l->csv), &st) == 0) c.csv_bytes = (uint64_t)st.st_size;
   }
+  ckpt_publications *pub = malloc(sizeof *pub);
+  if (!pub) return ember_fail(err, EMBER_ENOMEM, "checkpoint: no memory for the publication record");
+  pub->eval_env_steps = l->eval_env_steps;
+  memcpy(pub->pub_version, l->pub_version, sizeof pub->pub_version);
+  memcpy(pub->pub_steps, l->pub_steps, sizeof pub->pub_steps);
   int rc = checkpoint_put(out, "identity", &id, sizeof id, err);
   if (!rc) rc = checkpoint_put(out, "counters", &c, sizeof c, err);
+  if (!rc) rc = checkpoint_put(out, "publications", pub, sizeof *pub, err);
+  free(pub);
   if (rc) return rc;
 
   char *buf = NULL;
@@ -948,28 +963,9 @@ static int params_copy(const Ember__Params *p, Ember__Params *out) {
   return 0;
 }
 
-static int ckpt_read(void *ctx, FILE *in, ember_err *err) {
-  learner_t *l = ctx;
-  ckpt_identity id, mine;
-  identity_of(l, &mine);
-  int rc = checkpoint_get(in, "identity", &id, sizeof id, err);
-  if (rc) return rc;
-  id.algo[sizeof id.algo - 1] = id.task[sizeof id.task - 1] = 0;
-  if (memcmp(id.magic, "EMBRLRNR", 8) != 0 || id.format != CKPT_FORMAT)
-    return ember_fail(err, EMBER_ESCHEMA, "not a learner checkpoint of format %u", CKPT_FORMAT);
-  if (strcmp(id.algo, mine.algo) != 0 || strcmp(id.task, mine.task) != 0 || id.obs_dim != mine.obs_dim ||
-      id.act_dim != mine.act_dim)
-    return ember_fail(err, EMBER_ESHAPE,
-                      "the checkpoint is of algorithm %s on task %s (obs %u, act %u), this learner runs %s on %s "
-                      "(obs %u, act %u): use another checkpoint_dir or run_dir, or learner.resume=false",
-                      id.algo, id.task, id.obs_dim, id.act_dim, mine.algo, mine.task, mine.obs_dim, mine.act_dim);
-  if (id.has_source != mine.has_source)
-    return ember_fail(err, EMBER_ESHAPE,
-                      "the checkpoint was written %s `ember train --deterministic` (its actor and replay state), "
-                      "this learner runs %s it",
-                      id.has_source ? "by" : "without", mine.has_source ? "with" : "without");
-  ckpt_counters c;
-  if ((rc = checkpoint_get(in, "counters", &c, sizeof c, err)) != 0) return rc;
+/* The algorithm state, the last Params and (--deterministic) the source's state. */
+static int ckpt_read_rest(learner_t *l, FILE *in, ember_err *err) {
+  int rc;
   void *buf = NULL;
   uint64_t n = 0;
   if ((rc = get_blob(in, "algo", &buf, &n, err)) != 0) return rc;
@@ -990,19 +986,64 @@ static int ckpt_read(void *ctx, FILE *in, ember_err *err) {
   free(buf);
   if (rc) return rc;
   if (l->has_src && l->src.load && (rc = l->src.load(l->src.ctx, in, err)) != 0) return rc;
-
-  l->updates = c.updates, l->version = c.version, l->env_steps = c.env_steps, l->env_base = c.env_base;
-  l->episodes = c.episodes, l->eval_episodes = c.eval_episodes, l->batches_refused = c.batches_refused;
-  l->eval_version = c.eval_version, l->eval_count = c.eval_count, l->eval_sum = c.eval_sum;
-  l->stat_rows = c.stat_rows;
-  l->wall_offset = c.wall_s;
-  memcpy(l->train_returns, c.train_returns, sizeof c.train_returns);
-  l->train_n = c.train_n < 0 || c.train_n > TRAIN_WINDOW ? 0 : c.train_n;
-  l->train_next = c.train_next < 0 || c.train_next >= TRAIN_WINDOW ? 0 : c.train_next;
-  memcpy(l->stat_sum, c.stat_sum, sizeof c.stat_sum);
-  l->stats = c.stats;
-  csv_reset(l, c.csv_bytes);
   return 0;
+}
+
+/* The counters of a checkpoint read whole (pub: NULL for format 1). */
+static void ckpt_apply(learner_t *l, const ckpt_counters *c, const ckpt_publications *pub) {
+  l->updates = c->updates, l->version = c->version, l->env_steps = c->env_steps, l->env_base = c->env_base;
+  l->episodes = c->episodes, l->eval_episodes = c->eval_episodes, l->batches_refused = c->batches_refused;
+  l->eval_version = c->eval_version, l->eval_count = c->eval_count, l->eval_sum = c->eval_sum;
+  l->stat_rows = c->stat_rows;
+  l->wall_offset = c->wall_s;
+  memcpy(l->train_returns, c->train_returns, sizeof c->train_returns);
+  l->train_n = c->train_n < 0 || c->train_n > TRAIN_WINDOW ? 0 : c->train_n;
+  l->train_next = c->train_next < 0 || c->train_next >= TRAIN_WINDOW ? 0 : c->train_next;
+  memcpy(l->stat_sum, c->stat_sum, sizeof c->stat_sum);
+  l->stats = c->stats;
+  if (pub) {
+    l->eval_env_steps = pub->eval_env_steps;
+    memcpy(l->pub_version, pub->pub_version, sizeof l->pub_version);
+    memcpy(l->pub_steps, pub->pub_steps, sizeof l->pub_steps);
+  }
+  csv_reset(l, c->csv_bytes);
+}
+
+static int ckpt_read(void *ctx, FILE *in, ember_err *err) {
+  learner_t *l = ctx;
+  ckpt_identity id, mine;
+  identity_of(l, &mine);
+  int rc = checkpoint_get(in, "identity", &id, sizeof id, err);
+  if (rc) return rc;
+  id.algo[sizeof id.algo - 1] = id.task[sizeof id.task - 1] = 0;
+  if (memcmp(id.magic, "EMBRLRNR", 8) != 0 || id.format < CKPT_FORMAT_OLDEST || id.format > CKPT_FORMAT)
+    return ember_fail(err, EMBER_ESCHEMA, "not a learner checkpoint of formats %u to %u", CKPT_FORMAT_OLDEST,
+                      CKPT_FORMAT);
+  if (strcmp(id.algo, mine.algo) != 0 || strcmp(id.task, mine.task) != 0 || id.obs_dim != mine.obs_dim ||
+      id.act_dim != mine.act_dim)
+    return ember_fail(err, EMBER_ESHAPE,
+                      "the checkpoint is of algorithm %s on task %s (obs %u, act %u), this learner runs %s on %s "
+                      "(obs %u, act %u): use another checkpoint_dir or run_dir, or learner.resume=false",
+                      id.algo, id.task, id.obs_dim, id.act_dim, mine.algo, mine.task, mine.obs_dim, mine.act_dim);
+  if (id.has_source != mine.has_source)
+    return ember_fail(err, EMBER_ESHAPE,
+                      "the checkpoint was written %s `ember train --deterministic` (its actor and replay state), "
+                      "this learner runs %s it",
+                      id.has_source ? "by" : "without", mine.has_source ? "with" : "without");
+  ckpt_counters c;
+  if ((rc = checkpoint_get(in, "counters", &c, sizeof c, err)) != 0) return rc;
+  ckpt_publications *pub = NULL;
+  if (id.format >= 2) { /* format 1 has none: eval_env_steps reads nan until the next evaluation */
+    if (!(pub = malloc(sizeof *pub))) return ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
+    if ((rc = checkpoint_get(in, "publications", pub, sizeof *pub, err)) != 0) {
+      free(pub);
+      return rc;
+    }
+  }
+  rc = ckpt_read_rest(l, in, err);
+  if (!rc) ckpt_apply(l, &c, pub);
+  free(pub);
+  return rc;
 }
 
 int learner_checkpoint(learner_t *l, ember_err *err) {

@@ -42,6 +42,12 @@ awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "eval_return") e = i; i
   $e != "nan" { n++; if ($x == "nan" || $x + 0 > $1 + 0 || $x + 0 < prev) { print "row " NR ": " $0; exit 1 }; prev = $x + 0 }
   END { if (n == 0) { print "no evaluation"; exit 1 } }' "$dir/full/curves.csv" || fail "eval_env_steps in curves.csv"
 
+# ... and a resumed run still places them: the checkpoint keeps where recent versions were published
+# (no row after the resume shows an evaluation without its eval_env_steps)
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "eval_return") e = i; if ($i == "eval_env_steps") x = i }; next }
+  $e != "nan" && $x == "nan" { print "row " NR ": " $0; exit 1 }' "$dir/hook/curves.csv" \
+  || fail "eval_env_steps lost across the resume"
+
 # a resumed run whose curves.csv has other columns (an older ember) keeps that file as curves.1.csv
 "$ember" "${args[@]}" --steps 1000 --run-dir "$dir/cols" --set learner.max_updates=300 > /dev/null || fail "cols 1"
 sed -i '1s/,eval_env_steps//' "$dir/cols/curves.csv"
