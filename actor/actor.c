@@ -115,6 +115,7 @@ struct actor {
   published_t pub;
   refusal_log params_log, message_log, insert_log;
   fault_burst faults;
+  int64_t held_since_us; /* the training envs held for replay since then (pace_to_replay); 0 = not held */
   char hostname[256];
 };
 
@@ -749,52 +750,47 @@ static void log_progress(actor_t *a, int64_t t) {
 }
 
 /* With replay_wait_ms: a full queue means replay is not taking inserts as fast as the actor makes
- * them (its rate limiter, a link still backed up, or no replay at all); wait, bounded, for room rather
- * than make transitions only to drop them. Waiting only while batches were in flight was not enough:
- * once a short ack_timeout_ms had written them off, the loop ran on at full speed and dropped nearly
- * everything until the link drained. */
-static void pace_to_replay(actor_t *a) {
+ * them (its rate limiter, a link still backed up, or no replay at all); hold the training envs, up to
+ * replay_wait_ms per step, rather than make transitions only to drop them. Waiting only while batches
+ * were in flight was not enough: once a short ack_timeout_ms had written them off, the loop ran on at
+ * full speed and dropped nearly everything until the link drained. The hold is waited in slices of at
+ * most PACE_SLICE_MS, each followed by the rest of the loop (Params, heartbeats, actor_stop), and an
+ * evaluation under way plays its steps instead of sleeping: held back by replay's rate limiter (`ember
+ * train`), an evaluation of 1000-step episodes otherwise ends thousands of env steps after its
+ * policy's publication. Returns true when the training envs may step (room, or the hold ran out: the
+ * step then drops the oldest queued batch, counted). */
+#define PACE_SLICE_MS 50
+static bool pace_to_replay(actor_t *a, ember_err *err, int *rc) {
+  *rc = EMBER_OK;
   replay_insert_stats is;
   replay_insert_client_stats(a->insert, &is);
-  if (is.queued < (uint32_t)a->cfg.queue_batches) return;
+  if (is.queued < (uint32_t)a->cfg.queue_batches) {
+    a->held_since_us = 0;
+    return true;
+  }
   int64_t t0 = now_us();
-  replay_insert_client_wait_for_room(a->insert, (int)a->cfg.replay_wait_ms);
+  if (!a->held_since_us) a->held_since_us = t0;
+  int64_t left_ms = a->cfg.replay_wait_ms - (t0 - a->held_since_us) / 1000;
+  if (left_ms <= 0) {
+    a->held_since_us = 0;
+    return true; /* held long enough: step, even if that drops a batch */
+  }
+  bool room;
+  if (a->eval_active) {
+    *rc = eval_step(a, err);
+    room = replay_insert_client_wait_for_room(a->insert, 0) == 1;
+  } else {
+    room = replay_insert_client_wait_for_room(a->insert, (int)(left_ms < PACE_SLICE_MS ? left_ms : PACE_SLICE_MS)) == 1;
+  }
   a->st.replay_wait_us += (uint64_t)(now_us() - t0);
+  if (room) a->held_since_us = 0;
+  return room;
 }
 
-/* One iteration: learner messages, act, step, record, evaluate, send, timers. */
-static int step_once(actor_t *a, ember_err *err) {
-  if (a->cfg.replay_wait_ms > 0) pace_to_replay(a);
-  int64_t t = now_ms();
-  poll_socket(a, a->sub, false, t);
-  poll_socket(a, a->dealer, true, t);
-
-  const size_t OK = (size_t)a->K * a->obs_dim;
-  memcpy(a->obs, env_vec_obs(a->vec), OK * sizeof(float));
-  uint64_t version = a->policy ? a->st.policy_version : 0;
-  if (a->policy) {
-    int rc = policy_act(a->policy, a->obs, a->K, false, &a->rng, a->actions, a->log_probs, err);
-    if (rc) return rc;
-    if (!all_finite(a->actions, (size_t)a->K * a->act_dim)) {
-      a->st.nonfinite_actions++;
-      uniform_actions(a, 0, a->K);
-    }
-  } else {
-    uniform_actions(a, 0, a->K);
-  }
-  env_step_out out = {a->next_obs, a->reward, a->terminated, a->truncated, a->episode_return, a->episode_length};
-  int rc = env_vec_step(a->vec, a->actions, &out, err);
-  if (rc) return rc;
-  a->st.env_steps += (uint64_t)a->K;
-  a->log_steps += (uint64_t)a->K;
-  append_transitions(a, version, t);
-  finish_episodes(a, version);
-  if (a->eval_active) {
-    rc = eval_step(a, err);
-    if (rc) return rc;
-  }
+/* Learner messages, heartbeats, a ParamsRequest when Params are overdue, progress and metrics: the part
+ * of a loop iteration that goes on while the training envs are held. */
+static int housekeeping(actor_t *a, int64_t t, ember_err *err) {
   replay_insert_client_poll(a->insert, 0);
-
   if (t - a->last_heartbeat_ms >= a->cfg.heartbeat_ms) {
     send_heartbeat(a, t);
     if (a->watch_dealer && (auth_watch_refusals(a->watch_dealer) || auth_watch_refusals(a->watch_sub))) {
@@ -813,6 +809,48 @@ static int step_once(actor_t *a, ember_err *err) {
     a->last_sync_ms = t;
   }
   return EMBER_OK;
+}
+
+/* One iteration: learner messages, act, step, record, evaluate, send, timers. */
+static int step_once(actor_t *a, ember_err *err) {
+  int rc = EMBER_OK;
+  if (a->cfg.replay_wait_ms > 0 && !pace_to_replay(a, err, &rc)) {
+    if (rc) return rc;
+    int64_t t = now_ms();
+    poll_socket(a, a->sub, false, t);
+    poll_socket(a, a->dealer, true, t);
+    return housekeeping(a, t, err);
+  }
+  if (rc) return rc;
+  int64_t t = now_ms();
+  poll_socket(a, a->sub, false, t);
+  poll_socket(a, a->dealer, true, t);
+
+  const size_t OK = (size_t)a->K * a->obs_dim;
+  memcpy(a->obs, env_vec_obs(a->vec), OK * sizeof(float));
+  uint64_t version = a->policy ? a->st.policy_version : 0;
+  if (a->policy) {
+    rc = policy_act(a->policy, a->obs, a->K, false, &a->rng, a->actions, a->log_probs, err);
+    if (rc) return rc;
+    if (!all_finite(a->actions, (size_t)a->K * a->act_dim)) {
+      a->st.nonfinite_actions++;
+      uniform_actions(a, 0, a->K);
+    }
+  } else {
+    uniform_actions(a, 0, a->K);
+  }
+  env_step_out out = {a->next_obs, a->reward, a->terminated, a->truncated, a->episode_return, a->episode_length};
+  rc = env_vec_step(a->vec, a->actions, &out, err);
+  if (rc) return rc;
+  a->st.env_steps += (uint64_t)a->K;
+  a->log_steps += (uint64_t)a->K;
+  append_transitions(a, version, t);
+  finish_episodes(a, version);
+  if (a->eval_active) {
+    rc = eval_step(a, err);
+    if (rc) return rc;
+  }
+  return housekeeping(a, t, err);
 }
 
 /* actor.nice: where actors share cores with the replay server and the learner (a laptop, `ember

@@ -30,16 +30,19 @@
  *   5. evaluation: when the policy version has advanced by eval_every_versions since the last
  *      evaluation, eval_episodes envs of their own (a second vector, one episode each) start
  *      playing the deterministic policy of that version, one step per loop iteration alongside the
- *      training envs; each finished episode is reported with evaluation = true and that version.
+ *      training envs, and one per slice of a hold (below) while the training envs wait for replay;
+ *      each finished episode is reported with evaluation = true and that version.
  *   6. the insert client sends what its credits allow and reads acks (non-blocking); Heartbeat
  *      every heartbeat_ms; ParamsRequest again after params_request_ms without any Params.
- *      With replay_wait_ms > 0 (off by default), an actor whose queue is full waits up to that long
- *      per step for room in it (an ack, a timed-out batch's credit, or the link taking a queued
- *      batch): replay's rate limiter then paces the actor instead of the actor making transitions
- *      only to drop them. This holds too when a short ack_timeout_ms has written off everything in
- *      flight while the link is still backed up, and when no replay is there at all: the loop then
- *      makes one step per replay_wait_ms (heartbeats, reports and actor_stop still go on) and
- *      drops the oldest queued batch for each new one, counted.
+ *      With replay_wait_ms > 0 (off by default), an actor whose queue is full holds its training
+ *      envs up to that long per step for room in it (an ack, a timed-out batch's credit, or the link
+ *      taking a queued batch): replay's rate limiter then paces the actor instead of the actor making
+ *      transitions only to drop them. The hold is waited in slices of at most 50 ms, and between them
+ *      the loop goes on reading Params, sending heartbeats and requests, playing an evaluation under
+ *      way and honouring actor_stop. This holds too when a short ack_timeout_ms has written off
+ *      everything in flight while the link is still backed up, and when no replay is there at all:
+ *      the loop then makes one step per replay_wait_ms and drops the oldest queued batch for each
+ *      new one, counted.
  * On start: with nice > 0, the calling thread's scheduling niceness is set to it (Linux, per thread:
  * setpriority on its tid; a failure is logged as a warning naming the error, and the run goes on);
  * then Hello and ParamsRequest on the DEALER (a late joiner need not wait for a broadcast).
@@ -90,8 +93,8 @@ typedef struct {
   int64_t queue_batches;           /* batches waiting for credit; beyond this the oldest is dropped */
   int64_t ack_timeout_ms;          /* a batch unacknowledged this long is written off as unconfirmed */
   int64_t replay_wait_ms;          /* 0: never wait for replay (drop when the queue is full); > 0: when
-                                      the queue is full and batches are in flight, wait up to this long
-                                      for an ack before the next step (pace to replay's rate limiter) */
+                                      the queue is full, hold the training envs up to this long for
+                                      room before the next step (pace to replay's rate limiter) */
   int64_t eval_every_versions;     /* evaluate every N parameter versions; 0 = never */
   int64_t eval_episodes;           /* episodes per evaluation (run side by side) */
   int64_t heartbeat_ms;

@@ -26,9 +26,9 @@ static const config_field actor_fields[] = {
       "batches waiting for credit; when full, the oldest is dropped and counted"),
     F("ack_timeout_ms", CONFIG_INT, ack_timeout_ms, 1, 3.6e6, "5000",
       "a batch unacknowledged this long is written off as unconfirmed"),
-    F("replay_wait_ms", CONFIG_INT, replay_wait_ms, 0, 60000, "0",
-      "when the queue is full, wait up to this long per step for room in it (an ack, or the link taking a "
-      "batch: pace to replay); 0 = never wait, drop"),
+    F("replay_wait_ms", CONFIG_INT, replay_wait_ms, 0, 3.6e6, "0",
+      "when the queue is full, hold the envs up to this long per step for room in it (an ack, or the link "
+      "taking a batch: pace to replay), still reading Params and evaluating; 0 = never wait, drop"),
     F("eval_every_versions", CONFIG_INT, eval_every_versions, 0, 1e12, "10",
       "evaluate the deterministic policy every N parameter versions; 0 = never"),
     F("eval_episodes", CONFIG_INT, eval_episodes, 1, 1000, "5", "episodes per evaluation, played side by side"),

@@ -11,7 +11,7 @@ static const config_field train_fields[] = {
     TF(progress_interval_s, CONFIG_FLOAT, 0, 1e6, "2", "seconds between progress lines; 0 = none"),
     TF(updates_per_step, CONFIG_FLOAT, 0, 1e4, "1",
        "learner updates per env step, enforced by replay's rate limiter; 0 = no limiter"),
-    TF(lead_steps, CONFIG_INT, 1, 1e9, "500", "env steps the actors may run ahead of that ratio (or fall behind)"),
+    TF(lead_steps, CONFIG_INT, 1, 1e9, "100", "env steps the actors may run ahead of that ratio (or fall behind)"),
     TF(log_level, CONFIG_STRING, 0, 0, "warn",
        "log lines of the components: debug, info, warn, error, off (EMBER_LOG_LEVEL wins)"),
 };

@@ -19,6 +19,11 @@
 
 extern char **environ;
 
+/* An actor of `ember train` holds its envs for replay's rate limiter as long as the learner needs
+ * (an update of a large model, a checkpoint): everything it makes is learned from, nothing is dropped
+ * for pacing. Params, heartbeats, evaluations and a stop still go on while it is held. */
+#define TRAIN_REPLAY_WAIT_MS 3600000
+
 static atomic_int g_interrupted;
 static void on_signal(int sig) {
   (void)sig;
@@ -99,8 +104,14 @@ static void embed(app_settings *s) {
    * wait for acks (paced, instead of stepping envs only to drop what they make), and over inproc
    * nothing is lost, so a held-back batch is not written off as unconfirmed after 5 s. */
   if (s->replay.samples_per_insert > 0) {
-    if (s->actor.replay_wait_ms == 0) s->actor.replay_wait_ms = 200;
+    if (s->actor.replay_wait_ms == 0) s->actor.replay_wait_ms = TRAIN_REPLAY_WAIT_MS;
     if (s->actor.ack_timeout_ms < 600000) s->actor.ack_timeout_ms = 600000;
+    /* Short queues: what an actor holds unsent is made by an older policy than the learner's, and
+     * the defaults (64 batches of 64, 8 in flight) let each actor run ~4,600 transitions ahead of
+     * what the learner had seen. Unless set: a batch per env step, 2 in flight, 1 waiting. */
+    if (s->actor.transitions_per_batch == 64) s->actor.transitions_per_batch = s->actor.num_envs;
+    if (s->actor.max_in_flight == 8) s->actor.max_in_flight = 2;
+    if (s->actor.queue_batches == 64) s->actor.queue_batches = 1;
   }
   if (s->replay.min_size_to_sample < s->learner.batch_size) s->replay.min_size_to_sample = s->learner.batch_size;
 }

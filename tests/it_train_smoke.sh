@@ -9,7 +9,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$ember" train --task pendulum --steps 1500 --seed 3 --actors 2 --run-dir "$dir/run" \
   --set sac.hidden_size=16 --set learner.batch_size=32 --set replay.min_size_to_sample=200 \
-  --set learner.csv_interval_s=0.5 --set train.progress_interval_s=1 > "$dir/out.txt"
+  --set learner.csv_interval_s=0.5 --set train.progress_interval_s=1 --set train.log_level=info \
+  > "$dir/out.txt" 2> "$dir/log.txt"
 cat "$dir/out.txt"
 grep -q "ember train: done" "$dir/out.txt" || fail "no final line"
 grep -q "env steps" "$dir/out.txt" || fail "no progress line"
@@ -24,6 +25,14 @@ rows=$(($(wc -l < "$dir/run/curves.csv") - 1))
 # the run stops at run.steps stored transitions (give or take what arrives between two checks)
 tail -1 "$dir/run/curves.csv" | awk -F, '{ exit !($1 >= 1500 && $1 <= 2500 && $3 > 0) }' \
   || fail "last row: $(tail -1 "$dir/run/curves.csv")"
+
+# the actors wait for replay's rate limiter, they do not run ahead and drop: nothing made is dropped,
+# and what they made beyond what replay took is at most their short queues (3 one-step batches each)
+awk '/"component":"actor","msg":"stopped"/ { n++; match($0, /"env_steps":[0-9]+/); made += substr($0, RSTART + 12, RLENGTH - 12)
+       if ($0 !~ /"dropped":0,/) bad = bad " dropped" }
+     /"component":"replay","msg":"stopped"/ { match($0, /"inserts":[0-9]+/); ins = substr($0, RSTART + 10, RLENGTH - 10) }
+     END { if (n != 2 || ins == "" || bad != "" || made - ins > 6 || made < ins) { print n, made, ins, bad; exit 1 } }' \
+  "$dir/log.txt" || fail "actors ran ahead of replay or dropped: $(grep '"stopped"' "$dir/log.txt")"
 
 # the run can be repeated from its own config file
 "$ember" train --config "$dir/run/config.yaml" --steps 600 --run-dir "$dir/run2" --set train.progress_interval_s=0 \

@@ -350,6 +350,48 @@ START_TEST(evaluation_every_n_versions_reports_the_version) {
 }
 END_TEST
 
+/* Held back by a slow replay (as by the rate limiter of `ember train`), an actor plays its evaluation
+ * while it waits: with one evaluation step per training step, 200-step evaluation episodes would end
+ * only after 200 training steps (400 transitions here, 4 s through this replay); held, they end long
+ * before. The stream itself stays whole: nothing dropped. */
+START_TEST(held_actor_plays_its_evaluation_while_it_waits) {
+  harness_init(&h, "pendulum", 2, REPLAY_SLOW);
+  h.slow_ms = 10;
+  h.cfg.max_episode_steps = 200;
+  h.cfg.transitions_per_batch = 2; /* a batch per step, one in flight, one queued: held at once */
+  h.cfg.max_in_flight = 1;
+  h.cfg.queue_batches = 1;
+  h.cfg.replay_wait_ms = 60000;
+  h.cfg.eval_every_versions = 1;
+  h.cfg.eval_episodes = 2;
+  harness_start(&h);
+  params_fixture p;
+  harness_params(&h, &p, 1, 31);
+  int evals = 0;
+  int64_t until = harness_ms() + DEADLINE_MS;
+  while (evals < 2) {
+    ck_assert_msg(harness_ms() < until, "the evaluation never finished (%d of 2 episodes)", evals);
+    if (h.heartbeat_version != 1) harness_publish(&h, &p.params);
+    harness_pump(&h, 10);
+    evals = 0;
+    for (int i = 0; i < h.nepisodes; i++) evals += h.episodes[i].evaluation;
+  }
+  uint64_t transitions_at_eval = h.transitions;
+  fixture_free(&p);
+  harness_join(&h);
+  for (int i = 0; i < h.nepisodes; i++)
+    if (h.episodes[i].evaluation) ck_assert_uint_eq(h.episodes[i].length, 200);
+  ck_assert_msg(transitions_at_eval < 100, "the evaluation ended after %llu transitions reached replay",
+                (unsigned long long)transitions_at_eval);
+  actor_stats s;
+  actor_get_stats(h.actor, &s);
+  ck_assert_uint_eq(s.evaluations, 1);
+  ck_assert_uint_eq(s.transitions_dropped, 0);
+  ck_assert_uint_gt(s.replay_wait_us, 0);
+  harness_check_accounting(&s);
+}
+END_TEST
+
 START_TEST(replay_gone_means_bounded_queue_and_counted_drops) {
   /* nothing listens at the replay endpoint, nor is there a learner: the loop must still run */
   harness_init(&h, "pendulum", 4, REPLAY_ABSENT);
@@ -705,6 +747,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, late_joiner_gets_params_by_request);
   tcase_add_test(tc, bad_params_are_refused_and_counted);
   tcase_add_test(tc, evaluation_every_n_versions_reports_the_version);
+  tcase_add_test(tc, held_actor_plays_its_evaluation_while_it_waits);
   tcase_add_test(tc, replay_gone_means_bounded_queue_and_counted_drops);
   tcase_add_test(tc, silent_replay_is_written_off_and_counted);
   tcase_add_test(tc, replay_wait_paces_the_actor_to_a_slow_replay);
