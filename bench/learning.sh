@@ -36,7 +36,7 @@ last5() {
 # compare TASK: every algorithm's evaluation return on TASK against env steps, averaged over its
 # seeds (each seed's latest evaluation in every LEARN_BIN-step bin, steps rounded to the nearest
 # multiple; the steps are eval_env_steps, where the evaluated policy was published, when the
-# curves.csv has that column), from all runs in
+# curves.csv has that column; a run stopped early counts only up to its last evaluation), from all runs in
 # OUT/runs: OUT/compare_TASK.csv and OUT/compare_TASK.png (one line per algorithm, equal steps).
 compare() {
   local task=$1 csv=$out/compare_$1.csv png=$out/compare_$1.png files=()
@@ -48,12 +48,13 @@ compare() {
                if (xe) x = xe  # evaluations at the publication of their policy (curves.csv of 2026-11-24 on)
                n = split(FILENAME, parts, "/"); run = parts[n - 1]; algo = run; sub("_" task "_s[0-9]+$", "", algo)
                if (!(algo in seen)) { seen[algo] = 1; order[++na] = algo }; nr[algo]++; runs[algo, nr[algo]] = run; next }
-    $e != "" && $e != "nan" && $x != "nan" { b = int(($x + bin / 2) / bin) * bin; if (b < bin) b = bin; v[run, b] = $e; if (b > maxb) maxb = b }
+    $e != "" && $e != "nan" && $x != "nan" { b = int(($x + bin / 2) / bin) * bin; if (b < bin) b = bin; v[run, b] = $e; if (b > maxb) maxb = b
+                                             if (b > rmax[run]) rmax[run] = b }
     END { printf "env_steps"; for (a = 1; a <= na; a++) printf ",%s", order[a]; printf "\n"
           for (b = bin; b <= maxb; b += bin) { printf "%d", b
             for (a = 1; a <= na; a++) { s = 0; k = 0
               for (r = 1; r <= nr[order[a]]; r++) { id = runs[order[a], r]
-                if ((id, b) in v) last[id] = v[id, b]; if (id in last) { s += last[id]; k++ } }
+                if ((id, b) in v) last[id] = v[id, b]; if ((id in last) && b <= rmax[id]) { s += last[id]; k++ } }
               if (k) printf ",%.2f", s / k; else printf ",nan" }
             printf "\n" } }' "${files[@]}" > "$csv"
   local cols
