@@ -811,20 +811,16 @@ static int housekeeping(actor_t *a, int64_t t, ember_err *err) {
   return EMBER_OK;
 }
 
-/* One iteration: learner messages, act, step, record, evaluate, send, timers. */
+/* One iteration: learner messages, act, step, record, evaluate, send, timers (or, held for replay,
+ * all but the training step). */
 static int step_once(actor_t *a, ember_err *err) {
   int rc = EMBER_OK;
-  if (a->cfg.replay_wait_ms > 0 && !pace_to_replay(a, err, &rc)) {
-    if (rc) return rc;
-    int64_t t = now_ms();
-    poll_socket(a, a->sub, false, t);
-    poll_socket(a, a->dealer, true, t);
-    return housekeeping(a, t, err);
-  }
+  const bool step = a->cfg.replay_wait_ms <= 0 || pace_to_replay(a, err, &rc);
   if (rc) return rc;
   int64_t t = now_ms();
   poll_socket(a, a->sub, false, t);
   poll_socket(a, a->dealer, true, t);
+  if (!step) return housekeeping(a, t, err); /* held for replay */
 
   const size_t OK = (size_t)a->K * a->obs_dim;
   memcpy(a->obs, env_vec_obs(a->vec), OK * sizeof(float));
