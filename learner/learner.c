@@ -806,7 +806,7 @@ static void update(learner_t *l, const Ember__SampleBatch *sb) {
 /* ---- checkpoints --------------------------------------------------------------------------------- */
 
 #define CKPT_PREFIX "learner"
-#define CKPT_FORMAT 2u /* 2: the "publications" record (eval_env_steps across a resume) */
+#define CKPT_FORMAT 2u /* 2: the publications (eval_env_steps across a resume) */
 #define CKPT_FORMAT_OLDEST 1u
 
 typedef struct {
@@ -889,15 +889,12 @@ static int ckpt_write(void *ctx, FILE *out, ember_err *err) {
     struct stat st;
     if (fstat(fileno(l->csv), &st) == 0) c.csv_bytes = (uint64_t)st.st_size;
   }
-  ckpt_publications *pub = malloc(sizeof *pub);
-  if (!pub) return ember_fail(err, EMBER_ENOMEM, "checkpoint: no memory for the publication record");
-  pub->eval_env_steps = l->eval_env_steps;
-  memcpy(pub->pub_version, l->pub_version, sizeof pub->pub_version);
-  memcpy(pub->pub_steps, l->pub_steps, sizeof pub->pub_steps);
   int rc = checkpoint_put(out, "identity", &id, sizeof id, err);
   if (!rc) rc = checkpoint_put(out, "counters", &c, sizeof c, err);
-  if (!rc) rc = checkpoint_put(out, "publications", pub, sizeof *pub, err);
-  free(pub);
+  /* the publications (read back into a ckpt_publications) */
+  if (!rc) rc = checkpoint_put(out, "eval_env_steps", &l->eval_env_steps, sizeof l->eval_env_steps, err);
+  if (!rc) rc = checkpoint_put(out, "pub_version", l->pub_version, sizeof l->pub_version, err);
+  if (!rc) rc = checkpoint_put(out, "pub_steps", l->pub_steps, sizeof l->pub_steps, err);
   if (rc) return rc;
 
   char *buf = NULL;
@@ -1035,7 +1032,10 @@ static int ckpt_read(void *ctx, FILE *in, ember_err *err) {
   ckpt_publications *pub = NULL;
   if (id.format >= 2) { /* format 1 has none: eval_env_steps reads nan until the next evaluation */
     if (!(pub = malloc(sizeof *pub))) return ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
-    if ((rc = checkpoint_get(in, "publications", pub, sizeof *pub, err)) != 0) {
+    rc = checkpoint_get(in, "eval_env_steps", &pub->eval_env_steps, sizeof pub->eval_env_steps, err);
+    if (!rc) rc = checkpoint_get(in, "pub_version", pub->pub_version, sizeof pub->pub_version, err);
+    if (!rc) rc = checkpoint_get(in, "pub_steps", pub->pub_steps, sizeof pub->pub_steps, err);
+    if (rc) {
       free(pub);
       return rc;
     }
