@@ -345,6 +345,22 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
                section->name, (long long)c->critics);
     return NULL;
   }
+  /* eq. 27's trust region: pi_old is pi at the start of each M-step, so the KL and its gradient are
+   * zero at the first gradient step; a lambda that cannot act is refused rather than ignored. */
+  if (c->lambda > 0 && c->pi_equals_qc) {
+    ember_fail(err, EMBER_EINVAL,
+               "%s.lambda %g has no effect while %s.pi_equals_qc is true (the M-step copies q_c into pi); set "
+               "pi_equals_qc false or lambda 0",
+               section->name, c->lambda, section->name);
+    return NULL;
+  }
+  if (c->lambda > 0 && c->mstep_iters < 2) {
+    ember_fail(err, EMBER_EINVAL,
+               "%s.lambda %g has no effect with %s.mstep_iters 1: KL(pi_old || pi) and its gradient are zero at an "
+               "M-step's first gradient step (pi_old is pi at its start); set mstep_iters 2 or more",
+               section->name, c->lambda, section->name);
+    return NULL;
+  }
   bool norm_model;
   if (strcmp(c->qd_weight_norm, "model") == 0)
     norm_model = true;

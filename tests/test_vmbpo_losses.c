@@ -72,7 +72,7 @@ static vmbpo_t *make(const algo_ops *ops, uint64_t seed, bool task_reward, const
   char key[96];
   const char *base[][2] = {{"hidden_size", "5"},     {"model_hidden_size", "5"}, {"activation", "tanh"},
                            {"ensemble_size", "2"},   {"model_samples_per_real", "2"}, {"eta", "0.7"},
-                           {"gamma", "0.9"},         {"lambda", "0.6"}};
+                           {"gamma", "0.9"}};
   for (size_t i = 0; i < sizeof base / sizeof *base; i++) {
     snprintf(key, sizeof key, "%s.%s", ops->settings->name, base[i][0]);
     ck_assert_msg(config_set(&b, 1, key, base[i][1], "test", &err) == 0, "%s", err.msg);
@@ -776,8 +776,8 @@ START_TEST(saturated_qc_equal_to_pi_has_a_zero_log_ratio) {
 END_TEST
 
 START_TEST(mstep_pi_loss_and_gradient_with_kl) {
-  const char *sets[] = {"pi_equals_qc=false"};
-  vmbpo_t *v = make_apart(&algo_vmbpo, 26, true, sets, 1);
+  const char *sets[] = {"pi_equals_qc=false", "lambda=0.6", "mstep_iters=2"};
+  vmbpo_t *v = make_apart(&algo_vmbpo, 26, true, sets, 3);
   toy_batch t;
   make_batch(&t, 6);
   noise z;
@@ -795,8 +795,8 @@ START_TEST(mstep_pi_loss_and_gradient_with_kl) {
   /* with lambda large the gradient is dominated by the KL and must still match */
   ref_free(&c);
   algo_vmbpo.destroy(v);
-  const char *sets2[] = {"pi_equals_qc=false", "lambda=50"};
-  v = make_apart(&algo_vmbpo, 26, true, sets2, 2);
+  const char *sets2[] = {"pi_equals_qc=false", "lambda=50", "mstep_iters=2"};
+  v = make_apart(&algo_vmbpo, 26, true, sets2, 3);
   ck_assert_int_eq(vmbpo_pi_loss_grad(v, &t.b, z.eps_a, &loss, &kl, &err), 0);
   ref_init(&c, v, &t.b);
   c.eps_a = z.eps_a;
@@ -1029,8 +1029,8 @@ static void free_params(params_copy *x) {
 START_TEST(non_finite_batches_are_refused_without_change) {
   const algo_ops *ops[] = {&algo_vmbpo, &algo_vmbpo_mfe};
   for (int o = 0; o < 2; o++) {
-    const char *sets[] = {"pi_equals_qc=false"};
-    vmbpo_t *v = make(ops[o], 31, true, sets, 1);
+    const char *sets[] = {"pi_equals_qc=false", "lambda=0.6", "mstep_iters=2"};
+    vmbpo_t *v = make(ops[o], 31, true, sets, 3);
     toy_batch t;
     make_batch(&t, 8);
     params_copy before = copy_params(v);
@@ -1121,11 +1121,38 @@ START_TEST(wrong_shapes_are_refused) {
 }
 END_TEST
 
+START_TEST(lambda_that_cannot_act_is_refused) {
+  /* eq. 27's KL to pi_old is zero at an M-step's first step and unused when pi is q_c's copy: a
+   * lambda set there would do nothing, so create refuses it and names the keys.
+   * k = 0: pi = q_c (the default); 1: pi fitted, one gradient step per M-step; 2: two steps (accepted) */
+  for (int k = 0; k < 3; k++) {
+    config_binding b = {&vmbpo_config_section, &settings};
+    ember_err err = {0};
+    ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+    ck_assert_int_eq(config_set(&b, 1, "vmbpo.lambda", "1", "test", &err), 0);
+    if (k >= 1) ck_assert_int_eq(config_set(&b, 1, "vmbpo.pi_equals_qc", "false", "test", &err), 0);
+    if (k == 2) ck_assert_int_eq(config_set(&b, 1, "vmbpo.mstep_iters", "2", "test", &err), 0);
+    algo_context ctx = {.task_name = "toy", .obs_dim = OBS, .act_dim = ACT, .max_batch = BATCH, .seed = 1,
+                        .task = {.reward_fn = toy_reward}, .settings = &settings};
+    vmbpo_t *v = algo_vmbpo.create(&ctx, &err);
+    if (k == 2) {
+      ck_assert_msg(v != NULL, "%s", err.msg);
+      algo_vmbpo.destroy(v);
+      continue;
+    }
+    ck_assert_ptr_null(v);
+    ck_assert_int_eq(err.code, EMBER_EINVAL);
+    ck_assert_msg(strstr(err.msg, "vmbpo.lambda") && strstr(err.msg, k == 0 ? "pi_equals_qc" : "mstep_iters"), "%s",
+                  err.msg);
+  }
+}
+END_TEST
+
 START_TEST(save_load_continues_bit_identically) {
   const algo_ops *ops[] = {&algo_vmbpo, &algo_vmbpo_mfe};
   for (int o = 0; o < 2; o++) {
-    const char *sets[] = {"pi_equals_qc=false", "mfe_model_every=2"};
-    vmbpo_t *a = make(ops[o], 34, false, sets, 2);
+    const char *sets[] = {"pi_equals_qc=false", "mfe_model_every=2", "lambda=0.6", "mstep_iters=2"};
+    vmbpo_t *a = make(ops[o], 34, false, sets, 4);
     toy_batch t;
     make_batch(&t, 11);
     ember_err err = {0};
@@ -1136,7 +1163,7 @@ START_TEST(save_load_continues_bit_identically) {
     FILE *f = tmpfile();
     ck_assert_int_eq(ops[o]->save(a, f, &err), 0);
     rewind(f);
-    vmbpo_t *b = make(ops[o], 999, false, sets, 2); /* another seed: everything must come from the file */
+    vmbpo_t *b = make(ops[o], 999, false, sets, 4); /* another seed: everything must come from the file */
     ck_assert_msg(ops[o]->load(b, f, &err) == 0, "%s", err.msg);
     fclose(f);
     for (int i = 0; i < 2; i++) {
@@ -1218,6 +1245,7 @@ Suite *vmbpo_suite(void) {
   tcase_add_test(tr, non_finite_batches_are_refused_without_change);
   tcase_add_test(tr, a_loss_that_turns_non_finite_rolls_the_whole_update_back);
   tcase_add_test(tr, wrong_shapes_are_refused);
+  tcase_add_test(tr, lambda_that_cannot_act_is_refused);
   tcase_add_test(tr, mfe_refuses_the_options_of_the_model_based_critic);
   tcase_add_test(tr, save_load_continues_bit_identically);
   tcase_add_test(tr, export_ships_the_acting_policy);
