@@ -92,13 +92,13 @@ static const task_preset presets[] = {{"pendulum", NULL, pendulum_preset},
 int app_settings_init(app_settings *s, ember_err *err) {
   memset(s, 0, sizeof *s);
   config_binding *b = s->bindings;
-  b[s->n_bindings++] = (config_binding){&run_config_section, &s->run};
-  b[s->n_bindings++] = (config_binding){&learner_config_section, &s->learner};
-  b[s->n_bindings++] = (config_binding){&train_config_section, &s->train};
-  b[s->n_bindings++] = (config_binding){&replay_config_section, &s->replay};
-  b[s->n_bindings++] = (config_binding){&actor_config_section, &s->actor};
-  b[s->n_bindings++] = (config_binding){&metrics_config_section, &s->metrics};
-  b[s->n_bindings++] = (config_binding){&security_config_section, &s->security};
+  b[s->n_bindings++] = (config_binding){&run_config_section, &s->run, NULL};
+  b[s->n_bindings++] = (config_binding){&learner_config_section, &s->learner, NULL};
+  b[s->n_bindings++] = (config_binding){&train_config_section, &s->train, NULL};
+  b[s->n_bindings++] = (config_binding){&replay_config_section, &s->replay, NULL};
+  b[s->n_bindings++] = (config_binding){&actor_config_section, &s->actor, NULL};
+  b[s->n_bindings++] = (config_binding){&metrics_config_section, &s->metrics, NULL};
+  b[s->n_bindings++] = (config_binding){&security_config_section, &s->security, NULL};
   for (const algo_ops *const *a = algo_all(); *a; a++) {
     if (s->n_bindings >= APP_MAX_SECTIONS) return ember_fail(err, EMBER_EINVAL, "too many config sections");
     void *buf = calloc(1, (*a)->settings_size);
@@ -107,7 +107,16 @@ int app_settings_init(app_settings *s, ember_err *err) {
       return ember_fail(err, EMBER_ENOMEM, "out of memory");
     }
     s->algo_settings[s->n_algos++] = buf;
-    b[s->n_bindings++] = (config_binding){(*a)->settings, buf};
+    b[s->n_bindings++] = (config_binding){(*a)->settings, buf, NULL};
+  }
+  for (size_t i = 0; i < s->n_bindings; i++) {
+    if (b[i].section->nfields > APP_MAX_FIELDS) {
+      int rc = ember_fail(err, EMBER_EINVAL, "config section %s has %zu keys, more than APP_MAX_FIELDS %d",
+                          b[i].section->name, b[i].section->nfields, APP_MAX_FIELDS);
+      app_settings_free(s);
+      return rc;
+    }
+    b[i].set = s->set_flags[i];
   }
   return config_defaults(s->bindings, s->n_bindings, err);
 }
@@ -230,6 +239,10 @@ int app_settings_load(app_settings *s, const app_flags *f, char *const *envp, em
   }
   if (!applied) return 0;
   return config_load(s->bindings, s->n_bindings, f->config_path, envp, (const char *const *)f->sets, f->nsets, err);
+}
+
+bool app_setting_is_set(const app_settings *s, const char *key) {
+  return config_is_set(s->bindings, s->n_bindings, key);
 }
 
 void app_print_settings(const app_settings *s, FILE *out, bool markdown) {

@@ -60,6 +60,7 @@ typedef struct {
 extern const config_section security_config_section;
 
 #define APP_MAX_SECTIONS 32
+#define APP_MAX_FIELDS 128 /* keys per section */
 
 typedef struct {
   run_config run;
@@ -75,6 +76,7 @@ typedef struct {
   size_t n_bindings;
   config_section patched[APP_MAX_SECTIONS];     /* sections whose defaults a task preset changed */
   config_field *patched_fields[APP_MAX_SECTIONS];
+  bool set_flags[APP_MAX_SECTIONS][APP_MAX_FIELDS]; /* per binding: keys a file, variable or flag set */
 } app_settings;
 
 /* Parsed flags. sets[] point into argv or into owned strings (freed by app_flags_free). */
@@ -95,6 +97,10 @@ void app_flags_free(app_flags *f);
 
 /* Defaults (with the task's preset, see above), the file, EMBER_* variables, the flags. */
 int app_settings_load(app_settings *s, const app_flags *f, char *const *envp, ember_err *err);
+
+/* Whether the file, an EMBER_* variable or a flag gave "section.key" a value, even one equal to its
+ * default; a task preset's value counts as a default (false). */
+bool app_setting_is_set(const app_settings *s, const char *key);
 
 /* The settings struct of the algorithm run.algo (NULL when unknown). */
 const void *app_algo_settings(const app_settings *s);

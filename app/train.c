@@ -93,25 +93,27 @@ static void embed(app_settings *s) {
   s->actor.seed = s->replay.seed = s->run.seed;
   s->replay.snapshot_dir[0] = 0; /* the embedded table lives and dies with the run */
   if (strcmp(s->replay.sampler, "prioritized") == 0) s->learner.send_priorities = true;
-  /* The update-to-data ratio: replay's rate limiter counts sampled transitions per inserted one. */
-  if (s->train.updates_per_step > 0 && s->replay.samples_per_insert == 0) {
+  /* The update-to-data ratio: replay's rate limiter counts sampled transitions per inserted one.
+   * Each key below takes train's value only when the file, a variable or a flag left it unset. */
+  const bool limiter_set = app_setting_is_set(s, "replay.samples_per_insert");
+  if (s->train.updates_per_step > 0 && !limiter_set) {
     s->replay.samples_per_insert = s->train.updates_per_step * (double)s->learner.batch_size;
     double buffer = s->replay.samples_per_insert * (double)s->train.lead_steps;
     double floor_ = 2.0 * (double)s->learner.batch_size * (double)(s->learner.prefetch + 1);
-    s->replay.error_buffer = buffer > floor_ ? buffer : floor_;
+    if (!app_setting_is_set(s, "replay.error_buffer")) s->replay.error_buffer = buffer > floor_ ? buffer : floor_;
   }
   /* With the limiter on, replay holds inserts back while the learner catches up: the actors then
    * wait for acks (paced, instead of stepping envs only to drop what they make), and over inproc
    * nothing is lost, so a held-back batch is not written off as unconfirmed after 5 s. */
   if (s->replay.samples_per_insert > 0) {
-    if (s->actor.replay_wait_ms == 0) s->actor.replay_wait_ms = TRAIN_REPLAY_WAIT_MS;
-    if (s->actor.ack_timeout_ms < 600000) s->actor.ack_timeout_ms = 600000;
+    if (!app_setting_is_set(s, "actor.replay_wait_ms")) s->actor.replay_wait_ms = TRAIN_REPLAY_WAIT_MS;
+    if (!app_setting_is_set(s, "actor.ack_timeout_ms")) s->actor.ack_timeout_ms = 600000;
     /* Short queues: what an actor holds unsent is made by an older policy than the learner's, and
      * the defaults (64 batches of 64, 8 in flight) let each actor run ~4,600 transitions ahead of
-     * what the learner had seen. Unless set: a batch per env step, 2 in flight, 1 waiting. */
-    if (s->actor.transitions_per_batch == 64) s->actor.transitions_per_batch = s->actor.num_envs;
-    if (s->actor.max_in_flight == 8) s->actor.max_in_flight = 2;
-    if (s->actor.queue_batches == 64) s->actor.queue_batches = 1;
+     * what the learner had seen. So: a batch per env step, 2 in flight, 1 waiting. */
+    if (!app_setting_is_set(s, "actor.transitions_per_batch")) s->actor.transitions_per_batch = s->actor.num_envs;
+    if (!app_setting_is_set(s, "actor.max_in_flight")) s->actor.max_in_flight = 2;
+    if (!app_setting_is_set(s, "actor.queue_batches")) s->actor.queue_batches = 1;
   }
   if (s->replay.min_size_to_sample < s->learner.batch_size) s->replay.min_size_to_sample = s->learner.batch_size;
 }

@@ -174,7 +174,7 @@ static void serve(void *replay, void *control, const Ember__Params *params, acto
 static double actor_round(void *ctx, const char *task, int K, long steps, const Ember__Params *params, int round,
                           uint64_t *policy_version) {
   actor_config cfg;
-  config_binding b = {&actor_config_section, &cfg};
+  config_binding b = {&actor_config_section, &cfg, NULL};
   ember_err err = {0};
   if (config_defaults(&b, 1, &err)) die("actor defaults", &err);
   snprintf(cfg.task, sizeof cfg.task, "%s", task);

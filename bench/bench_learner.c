@@ -32,7 +32,7 @@ int main(int argc, char **argv) {
   }
   ember_err err = {0};
   void *settings = calloc(1, ops->settings_size ? ops->settings_size : 1);
-  config_binding bind = {ops->settings, settings};
+  config_binding bind = {ops->settings, settings, NULL};
   if (!settings || config_defaults(&bind, 1, &err)) {
     fprintf(stderr, "bench_learner: %s\n", settings ? err.msg : "out of memory");
     return 1;

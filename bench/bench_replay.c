@@ -290,7 +290,7 @@ static void bench_replay(double seconds, double *insert_rate, double *sample_rat
   pids[inserters] = spawn(sampler, sep, 0);
 
   replay_config cfg;
-  config_binding bind = {&replay_config_section, &cfg};
+  config_binding bind = {&replay_config_section, &cfg, NULL};
   config_defaults(&bind, 1, NULL);
   snprintf(cfg.insert_endpoint, sizeof cfg.insert_endpoint, "%s", iep);
   snprintf(cfg.sample_endpoint, sizeof cfg.sample_endpoint, "%s", sep);

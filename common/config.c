@@ -79,8 +79,30 @@ int config_defaults(const config_binding *b, size_t n, ember_err *err) {
       const config_field *f = &b[i].section->fields[j];
       int rc = parse_value(b[i].section, f, b[i].target, f->default_value ? f->default_value : "", "the default", err);
       if (rc) return rc;
+      if (b[i].set) b[i].set[j] = false;
     }
   return 0;
+}
+
+/* A value from a file, a variable or config_set: parsed into the target, its flag raised. */
+static int set_value(const config_binding *b, const config_field *f, const char *text, const char *source,
+                     ember_err *err) {
+  int rc = parse_value(b->section, f, b->target, text, source, err);
+  if (rc == 0 && b->set) b->set[f - b->section->fields] = true;
+  return rc;
+}
+
+bool config_is_set(const config_binding *b, size_t n, const char *key) {
+  const char *dot = strchr(key, '.');
+  if (!dot) return false;
+  size_t slen = (size_t)(dot - key);
+  for (size_t i = 0; i < n; i++) {
+    const config_section *sec = b[i].section;
+    if (strlen(sec->name) != slen || strncmp(sec->name, key, slen) != 0) continue;
+    const config_field *f = find_field(sec, dot + 1, strlen(dot + 1));
+    return f && b[i].set && b[i].set[f - sec->fields];
+  }
+  return false;
 }
 
 int config_set(const config_binding *b, size_t n, const char *key, const char *value, const char *source,
@@ -94,7 +116,7 @@ int config_set(const config_binding *b, size_t n, const char *key, const char *v
     if (strlen(sec->name) != slen || strncmp(sec->name, key, slen) != 0) continue;
     const config_field *f = find_field(sec, dot + 1, strlen(dot + 1));
     if (!f) return ember_fail(err, EMBER_ENOENT, "unknown key '%s' in section '%s' (from %s)", key, sec->name, source);
-    return parse_value(sec, f, b[i].target, value, source, err);
+    return set_value(&b[i], f, value, source, err);
   }
   return ember_fail(err, EMBER_ENOENT, "unknown section in key '%s' (from %s)", key, source);
 }
@@ -124,8 +146,8 @@ static void capture_log(cyaml_log_t level, void *ctx, const char *fmt, va_list a
   if (c->len >= sizeof c->text) c->len = sizeof c->text - 1;
 }
 
-static int apply_yaml_slot(const config_section *sec, const config_field *f, void *target, void *value,
-                           const char *path, ember_err *err) {
+static int apply_yaml_slot(const config_binding *b, const config_field *f, void *value, const char *path,
+                           ember_err *err) {
   char source[CONFIG_STRING_MAX + 32];
   snprintf(source, sizeof source, "config file '%s'", path);
   char text[64];
@@ -133,9 +155,9 @@ static int apply_yaml_slot(const config_section *sec, const config_field *f, voi
     case CONFIG_INT: snprintf(text, sizeof text, "%lld", (long long)*(int64_t *)value); break;
     case CONFIG_FLOAT: snprintf(text, sizeof text, "%.17g", *(double *)value); break;
     case CONFIG_BOOL: snprintf(text, sizeof text, "%s", *(bool *)value ? "true" : "false"); break;
-    case CONFIG_STRING: return parse_value(sec, f, target, (const char *)value, source, err);
+    case CONFIG_STRING: return set_value(b, f, (const char *)value, source, err);
   }
-  return parse_value(sec, f, target, text, source, err);
+  return set_value(b, f, text, source, err);
 }
 
 int config_load(const config_binding *b, size_t n, const char *path, char *const *envp, const char *const *sets,
@@ -205,7 +227,7 @@ int config_load(const config_binding *b, size_t n, const char *path, char *const
       void **slots = data[i];
       if (!slots) continue;
       for (size_t j = 0; j < b[i].section->nfields && !rc; j++)
-        if (slots[j]) rc = apply_yaml_slot(b[i].section, &b[i].section->fields[j], b[i].target, slots[j], path, err);
+        if (slots[j]) rc = apply_yaml_slot(&b[i], &b[i].section->fields[j], slots[j], path, err);
     }
     if (data) cyaml_free(&cfg, &top, data, 0);
     for (size_t i = 0; i < n; i++) free(key_fields[i]);
@@ -240,7 +262,7 @@ int config_load(const config_binding *b, size_t n, const char *path, char *const
         matched = 1;
         char source[300];
         snprintf(source, sizeof source, "environment variable %s", var);
-        rc = parse_value(b[i].section, &b[i].section->fields[j], b[i].target, eq + 1, source, err);
+        rc = set_value(&b[i], &b[i].section->fields[j], eq + 1, source, err);
         if (rc) return rc;
       }
     if (!matched) return ember_fail(err, EMBER_ENOENT, "environment variable %s is not an ember setting", var);

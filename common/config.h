@@ -20,6 +20,7 @@
 #ifndef EMBER_CONFIG_H
 #define EMBER_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -49,10 +50,14 @@ typedef struct {
   size_t nfields;
 } config_section;
 
-/* Where a section's values live: the section and the caller's struct. */
+/* Where a section's values live: the section and the caller's struct. `set`, when not NULL, is the
+ * caller's array of section->nfields flags, in the order of the fields: config_defaults clears them
+ * and every value from a file, a variable or config_set raises its key's flag, so a caller can tell
+ * a key the user set (even to its default's value) from one left at its default. */
 typedef struct {
   const config_section *section;
   void *target;
+  bool *set;
 } config_binding;
 
 /* Fills every field of every binding with its default. Defaults are ember's own, so a bad default
@@ -68,6 +73,10 @@ int config_load(const config_binding *bindings, size_t n, const char *path, char
 /* Sets one value from text: key is "section.name". `source` names where it came from, for errors. */
 int config_set(const config_binding *bindings, size_t n, const char *key, const char *value,
                const char *source, ember_err *err);
+
+/* Whether "section.name" was given a value by a file, a variable or config_set since the last
+ * config_defaults; false when the key is unknown or its binding does not track (set is NULL). */
+bool config_is_set(const config_binding *bindings, size_t n, const char *key);
 
 /* Writes the effective configuration as YAML (for a run directory: what this run really used). */
 int config_write_yaml(const config_binding *bindings, size_t n, FILE *out);

@@ -113,7 +113,7 @@ static void *sac_create(const algo_context *ctx, ember_err *err) {
   sac_settings defaults;
   const sac_settings *c = ctx->settings;
   if (!c) {
-    config_binding b = {&sac_config_section, &defaults};
+    config_binding b = {&sac_config_section, &defaults, NULL};
     if (config_defaults(&b, 1, err) != 0) return NULL;
     c = &defaults;
   }

@@ -301,7 +301,7 @@ static void *create_common(const algo_context *ctx, bool mfe, ember_err *err) {
   vmbpo_settings defaults;
   const vmbpo_settings *c = ctx->settings;
   if (!c) {
-    config_binding bind = {section, &defaults};
+    config_binding bind = {section, &defaults, NULL};
     if (config_defaults(&bind, 1, err) != 0) return NULL;
     c = &defaults;
   }

@@ -86,7 +86,7 @@ static inline void harness_init(harness *h, const char *task, int num_envs, repl
   ck_assert_ptr_nonnull(h->ctx);
   h->metrics = metrics_new();
   ember_err err = {0};
-  config_binding b = {&actor_config_section, &h->cfg};
+  config_binding b = {&actor_config_section, &h->cfg, NULL};
   ck_assert_msg(config_defaults(&b, 1, &err) == 0, "%s", err.msg);
   snprintf(h->cfg.task, sizeof h->cfg.task, "%s", task);
   h->cfg.id = 1; /* the default 0 means "derive one" in ember-actor; the library needs a real id */

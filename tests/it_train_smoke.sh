@@ -34,10 +34,14 @@ awk '/"component":"actor","msg":"stopped"/ { n++; match($0, /"env_steps":[0-9]+/
      END { if (n != 2 || ins == "" || bad != "" || made - ins > 6 || made < ins) { print n, made, ins, bad; exit 1 } }' \
   "$dir/log.txt" || fail "actors ran ahead of replay or dropped: $(grep '"stopped"' "$dir/log.txt")"
 
-# the run can be repeated from its own config file
+# the run can be repeated from its own config file; a key given a value, even its built-in default's,
+# keeps it (train's short actor queues apply only to keys nobody set)
 "$ember" train --config "$dir/run/config.yaml" --steps 600 --run-dir "$dir/run2" --set train.progress_interval_s=0 \
-  > /dev/null || fail "rerun from config.yaml"
+  --set actor.queue_batches=64 --set actor.max_in_flight=8 > /dev/null || fail "rerun from config.yaml"
 test -s "$dir/run2/curves.csv" || fail "rerun wrote no curves"
+grep -q "^  queue_batches: 64$" "$dir/run2/config.yaml" && grep -q "^  max_in_flight: 8$" "$dir/run2/config.yaml" \
+  || fail "train replaced actor keys that were set: $(grep -E 'queue_batches|max_in_flight' "$dir/run2/config.yaml")"
+grep -q "^  queue_batches: 1$" "$dir/run/config.yaml" || fail "train's short queue is not in the first run's config"
 
 # bad command lines: exit 2 with a message naming the problem
 set +e

@@ -643,7 +643,7 @@ START_TEST(nice_sets_the_env_thread_niceness) {
 
   /* the key is range-checked by the loader */
   actor_config cfg;
-  config_binding b = {&actor_config_section, &cfg};
+  config_binding b = {&actor_config_section, &cfg, NULL};
   ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
   ck_assert_int_eq(cfg.nice, 0);
   const char *sets[] = {"actor.nice=20"};
@@ -691,7 +691,7 @@ END_TEST
 START_TEST(actor_new_refuses_bad_setups) {
   void *ctx = zmq_ctx_new();
   actor_config cfg;
-  config_binding b = {&actor_config_section, &cfg};
+  config_binding b = {&actor_config_section, &cfg, NULL};
   ember_err err = {0};
   ck_assert_msg(config_defaults(&b, 1, &err) == 0, "%s", err.msg);
   cfg.id = 1;

@@ -27,7 +27,7 @@ static const config_field demo_fields[] = {
 static const config_section demo_section = {"replay", demo_fields, sizeof demo_fields / sizeof *demo_fields};
 
 static demo_config cfg;
-static config_binding binding[] = {{&demo_section, &cfg}};
+static config_binding binding[] = {{&demo_section, &cfg, NULL}};
 
 static char path[64];
 
@@ -71,6 +71,36 @@ START_TEST(file_then_env_then_set) {
   const char *sets2[] = {"replay.capacity=9000"};
   ck_assert_int_eq(config_load(binding, 1, path, envp, sets2, 1, &err), 0);
   ck_assert_int_eq(cfg.capacity, 9000); /* --set over env */
+}
+END_TEST
+
+START_TEST(set_keys_are_told_from_defaults) {
+  /* a value given by the file, a variable or config_set marks its key, even when it equals the
+   * default; config_defaults clears the marks; a binding without flags tracks nothing */
+  bool flags[4] = {true, true, true, true};
+  config_binding b = {&demo_section, &cfg, flags};
+  ember_err err = {0};
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  for (int i = 0; i < 4; i++) ck_assert(!flags[i]);
+  write_file("replay:\n  capacity: 1000000\n"); /* the default's own value */
+  char *envp[] = {"EMBER_REPLAY_PRIORITIZED=false", NULL};
+  const char *sets[] = {"replay.endpoint=tcp://*:5555"};
+  ck_assert_int_eq(config_load(&b, 1, path, envp, sets, 1, &err), 0);
+  ck_assert(config_is_set(&b, 1, "replay.capacity"));
+  ck_assert(config_is_set(&b, 1, "replay.prioritized"));
+  ck_assert(config_is_set(&b, 1, "replay.endpoint"));
+  ck_assert(!config_is_set(&b, 1, "replay.alpha"));
+  ck_assert(!config_is_set(&b, 1, "replay.nope"));
+  ck_assert(!config_is_set(&b, 1, "other.capacity"));
+  ck_assert(!config_is_set(&b, 1, "capacity"));
+  ck_assert_int_eq(config_load(&b, 1, NULL, NULL, NULL, 0, &err), 0); /* loaded again: defaults only */
+  ck_assert(!config_is_set(&b, 1, "replay.capacity"));
+  ck_assert_int_eq(config_set(&b, 1, "replay.alpha", "0.6", "test", &err), 0);
+  ck_assert(config_is_set(&b, 1, "replay.alpha"));
+  ck_assert_int_ne(config_set(&b, 1, "replay.capacity", "0", "test", &err), 0); /* out of range: not marked */
+  ck_assert(!config_is_set(&b, 1, "replay.capacity"));
+  ck_assert_int_eq(config_set(binding, 1, "replay.alpha", "0.6", "test", &err), 0);
+  ck_assert(!config_is_set(binding, 1, "replay.alpha")); /* untracked */
 }
 END_TEST
 
@@ -182,6 +212,7 @@ int main(void) {
   tcase_add_test(tc, missing_file);
   tcase_add_test(tc, bad_set_and_env);
   tcase_add_test(tc, write_yaml_round_trips);
+  tcase_add_test(tc, set_keys_are_told_from_defaults);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -37,7 +37,7 @@ static void setup(void) {
   log_set_level(LOG_WARN);
   zmq = zmq_ctx_new();
   replay_config rc;
-  config_binding b = {&replay_config_section, &rc};
+  config_binding b = {&replay_config_section, &rc, NULL};
   ember_err err = {0};
   ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
   snprintf(rc.insert_endpoint, sizeof rc.insert_endpoint, "inproc://t-insert");
@@ -62,7 +62,7 @@ static void teardown(void) {
 }
 
 static void configs(run_config *run, learner_config *cfg) {
-  config_binding b[] = {{&run_config_section, run}, {&learner_config_section, cfg}};
+  config_binding b[] = {{&run_config_section, run, NULL}, {&learner_config_section, cfg, NULL}};
   ember_err err = {0};
   ck_assert_int_eq(config_defaults(b, 2, &err), 0);
   run->steps = 0;

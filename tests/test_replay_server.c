@@ -35,7 +35,7 @@ static void *run_thread(void *arg) {
 }
 
 static void base_config(replay_config *c, const char *insert_ep, const char *sample_ep) {
-  config_binding b = {&replay_config_section, c};
+  config_binding b = {&replay_config_section, c, NULL};
   ember_err err = {0};
   ck_assert_msg(config_defaults(&b, 1, &err) == 0, "%s", err.msg);
   snprintf(c->insert_endpoint, sizeof c->insert_endpoint, "%s", insert_ep);

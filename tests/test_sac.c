@@ -34,7 +34,7 @@
 static sac_settings settings;
 
 static sac_t *make_sac(uint64_t seed, int max_batch, const char *const *sets, size_t nsets) {
-  config_binding b = {&sac_config_section, &settings};
+  config_binding b = {&sac_config_section, &settings, NULL};
   ember_err err = {0};
   ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
   ck_assert_int_eq(config_set(&b, 1, "sac.hidden_size", "5", "test", &err), 0);
@@ -330,7 +330,7 @@ START_TEST(wrong_shapes_are_refused) {
 END_TEST
 
 START_TEST(bad_settings_are_refused) {
-  config_binding b = {&sac_config_section, &settings};
+  config_binding b = {&sac_config_section, &settings, NULL};
   ember_err err = {0};
   ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
   snprintf(settings.activation, sizeof settings.activation, "sigmoid");
@@ -501,7 +501,7 @@ START_TEST(one_step_problem_moves_the_action_to_the_optimum) {
   const char *sets[] = {"sac.hidden_size=32", "sac.activation=relu", "sac.actor_lr=3e-3", "sac.critic_lr=3e-3",
                         "sac.alpha_lr=3e-3", "sac.init_alpha=0.1"};
   enum { B = 64 };
-  config_binding bind = {&sac_config_section, &settings};
+  config_binding bind = {&sac_config_section, &settings, NULL};
   ember_err err = {0};
   ck_assert_int_eq(config_defaults(&bind, 1, &err), 0);
   for (size_t i = 0; i < sizeof sets / sizeof *sets; i++) {
@@ -558,7 +558,7 @@ START_TEST(registry_finds_every_algorithm) {
     while ((*a)->stat_names[stats]) stats++;
     ck_assert_int_le(stats, ALGO_MAX_STATS);
     void *buf = calloc(1, (*a)->settings_size);
-    config_binding bind = {(*a)->settings, buf};
+    config_binding bind = {(*a)->settings, buf, NULL};
     ember_err err = {0};
     ck_assert_msg(config_defaults(&bind, 1, &err) == 0, "%s", err.msg);
     free(buf);

@@ -66,7 +66,7 @@ static void toy_terminated(const void *task, const float *next_obs, int n, float
 static vmbpo_settings settings;
 
 static vmbpo_t *make(const algo_ops *ops, uint64_t seed, bool task_reward, const char *const *sets, size_t nsets) {
-  config_binding b = {ops->settings, &settings};
+  config_binding b = {ops->settings, &settings, NULL};
   ember_err err = {0};
   ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
   char key[96];
@@ -1084,7 +1084,7 @@ END_TEST
 START_TEST(mfe_refuses_the_options_of_the_model_based_critic) {
   const char *keys[][2] = {{"vmbpo_mfe.critics", "2"}, {"vmbpo_mfe.real_ratio", "0.1"}};
   for (int k = 0; k < 2; k++) {
-    config_binding b = {algo_vmbpo_mfe.settings, &settings};
+    config_binding b = {algo_vmbpo_mfe.settings, &settings, NULL};
     ember_err err = {0};
     ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
     ck_assert_int_eq(config_set(&b, 1, keys[k][0], keys[k][1], "test", &err), 0);
@@ -1111,7 +1111,7 @@ START_TEST(wrong_shapes_are_refused) {
   ck_assert_ptr_nonnull(strstr(err.msg, "obs_dim"));
   algo_vmbpo.destroy(v);
   /* a bad setting is refused at create, naming the key */
-  config_binding b = {&vmbpo_config_section, &settings};
+  config_binding b = {&vmbpo_config_section, &settings, NULL};
   ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
   ck_assert_int_eq(config_set(&b, 1, "vmbpo.acting_policy", "mu", "test", &err), 0);
   algo_context ctx = {.task_name = "toy", .obs_dim = OBS, .act_dim = ACT, .max_batch = BATCH, .seed = 1,
@@ -1126,7 +1126,7 @@ START_TEST(lambda_that_cannot_act_is_refused) {
    * lambda set there would do nothing, so create refuses it and names the keys.
    * k = 0: pi = q_c (the default); 1: pi fitted, one gradient step per M-step; 2: two steps (accepted) */
   for (int k = 0; k < 3; k++) {
-    config_binding b = {&vmbpo_config_section, &settings};
+    config_binding b = {&vmbpo_config_section, &settings, NULL};
     ember_err err = {0};
     ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
     ck_assert_int_eq(config_set(&b, 1, "vmbpo.lambda", "1", "test", &err), 0);
