@@ -27,4 +27,14 @@ if(TARGET ember)
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning_vmbpo.sh $<TARGET_FILE:ember> vmbpo)
   set_tests_properties(it_learning_vmbpo PROPERTIES TIMEOUT 600 LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  # The same with eq. 27's M-step instead of the copy: pi fitted to q_c's actions by maximum
+  # likelihood, held through E-steps of 50 updates and then fitted by 20 gradient steps with a KL
+  # trust region (lambda 1). With an M-step after every update this path ran away on hopper
+  # (docs/algorithms.md, "A fitted pi needs the EM's own rhythm"); here it must learn pendulum.
+  add_test(NAME it_learning_vmbpo_fitted_pi
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning_vmbpo.sh $<TARGET_FILE:ember> vmbpo
+                   --set vmbpo.pi_equals_qc=false --set vmbpo.mstep_every=50 --set vmbpo.mstep_iters=20
+                   --set vmbpo.lambda=1)
+  set_tests_properties(it_learning_vmbpo_fitted_pi PROPERTIES TIMEOUT 600 LABELS no-asan
+                       ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
