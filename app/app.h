@@ -10,6 +10,7 @@ int app_config(int argc, char **argv);
 int app_plot(int argc, char **argv);    /* cmd_plot.c */
 int app_status(int argc, char **argv);  /* cmd_status.c */
 int app_keygen(int argc, char **argv);  /* cmd_keygen.c */
+int app_eval(int argc, char **argv);    /* cmd_eval.c */
 
 /* The local source of `ember train --deterministic` (cmd_deterministic.c; the design is in its
  * header comment): one actor and a replay table in the learner's thread, in lock-step with it.

@@ -1,6 +1,7 @@
 /* ember: the one command a user needs. Subcommands:
  *   ember train ...   replay, learner and actors in one process (app/train.c)
  *   ember config      every setting with its default, range and meaning
+ *   ember eval        a checkpoint's policy over many episodes (app/cmd_eval.c)
  *   ember plot        PNG learning curves from runs' curves.csv (app/cmd_plot.c)
  *   ember status      a one-screen summary of a running cluster (app/cmd_status.c)
  *   ember keygen      a CurveZMQ key pair (app/cmd_keygen.c) */
@@ -17,6 +18,7 @@ static void usage(FILE *out) {
           "commands:\n"
           "  train    train an agent: replay, learner and actors as threads of this process\n"
           "  config   list every setting (--markdown for a table)\n"
+          "  eval     a run's newest checkpoint over many episodes: ember eval RUN_DIR [--episodes N]\n"
           "  plot     PNG learning curves of runs: ember plot RUN_DIR... [--out DIR]\n"
           "  status   summary of a running cluster: ember status ENDPOINT...\n"
           "  keygen   a CurveZMQ key pair: ember keygen DIR NAME\n"
@@ -50,6 +52,7 @@ int main(int argc, char **argv) {
   }
   if (strcmp(argv[1], "train") == 0) return app_train(argc, argv);
   if (strcmp(argv[1], "config") == 0) return app_config(argc, argv);
+  if (strcmp(argv[1], "eval") == 0) return app_eval(argc, argv);
   if (strcmp(argv[1], "plot") == 0) return app_plot(argc, argv);
   if (strcmp(argv[1], "status") == 0) return app_status(argc, argv);
   if (strcmp(argv[1], "keygen") == 0) return app_keygen(argc, argv);

@@ -1093,6 +1093,70 @@ int learner_resume(learner_t *l, int *resumed, ember_err *err) {
   return 0;
 }
 
+/* ---- a checkpoint's policy alone (ember eval) ---- */
+
+typedef struct {
+  Ember__Params *params;
+  learner_ckpt_info info;
+} params_reader;
+
+static int ckpt_read_params(void *ctx, FILE *in, ember_err *err) {
+  params_reader *r = ctx;
+  ckpt_identity id;
+  int rc = checkpoint_get(in, "identity", &id, sizeof id, err);
+  if (rc) return rc;
+  id.algo[sizeof id.algo - 1] = id.task[sizeof id.task - 1] = 0;
+  if (memcmp(id.magic, "EMBRLRNR", 8) != 0 || id.format < CKPT_FORMAT_OLDEST || id.format > CKPT_FORMAT)
+    return ember_fail(err, EMBER_ESCHEMA, "not a learner checkpoint of formats %u to %u", CKPT_FORMAT_OLDEST,
+                      CKPT_FORMAT);
+  ckpt_counters c;
+  if ((rc = checkpoint_get(in, "counters", &c, sizeof c, err)) != 0) return rc;
+  if (id.format >= 2) {
+    ckpt_publications *pub = malloc(sizeof *pub);
+    if (!pub) return ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
+    rc = checkpoint_get(in, "eval_env_steps", &pub->eval_env_steps, sizeof pub->eval_env_steps, err);
+    if (!rc) rc = checkpoint_get(in, "pub_version", pub->pub_version, sizeof pub->pub_version, err);
+    if (!rc) rc = checkpoint_get(in, "pub_steps", pub->pub_steps, sizeof pub->pub_steps, err);
+    free(pub);
+    if (rc) return rc;
+  }
+  void *buf = NULL;
+  uint64_t n = 0;
+  if ((rc = get_blob(in, "algo", &buf, &n, err)) != 0) return rc; /* the algorithm's state: not needed */
+  free(buf);
+  if ((rc = get_blob(in, "params", &buf, &n, err)) != 0) return rc;
+  if (n == 0) rc = ember_fail(err, EMBER_ESTATE, "the checkpoint of %s on %s was written before the first "
+                              "publication (%llu updates): it holds no policy yet", id.algo, id.task,
+                              (unsigned long long)c.updates);
+  else if (!(r->params = ember__params__unpack(NULL, n, buf)))
+    rc = ember_fail(err, EMBER_ECORRUPT, "checkpoint: its Params do not decode");
+  free(buf);
+  if (rc) return rc;
+  snprintf(r->info.algo, sizeof r->info.algo, "%s", id.algo);
+  snprintf(r->info.task, sizeof r->info.task, "%s", id.task);
+  r->info.updates = c.updates, r->info.version = c.version, r->info.env_steps = c.env_steps;
+  return 0;
+}
+
+int learner_checkpoint_params(const char *dir, Ember__Params **params, learner_ckpt_info *info, ember_err *err) {
+  *params = NULL;
+  params_reader r;
+  memset(&r, 0, sizeof r);
+  int found = 0;
+  uint64_t step = 0;
+  int rc = checkpoint_load_newest(dir, CKPT_PREFIX, ckpt_read_params, &r, &found, &step, err);
+  if (rc) {
+    if (r.params) ember__params__free_unpacked(r.params, NULL);
+    return ember_err_prefix(err, "%s: ", dir);
+  }
+  if (!found) return ember_fail(err, EMBER_ENOENT, "%s holds no learner checkpoint that verifies", dir);
+  snprintf(r.info.path, sizeof r.info.path, "%.*s/%s-%020llu.ckpt", CONFIG_STRING_MAX - 1, dir, CKPT_PREFIX,
+           (unsigned long long)step);
+  *params = r.params;
+  if (info) *info = r.info;
+  return 0;
+}
+
 int learner_set_source(learner_t *l, const learner_source *src, ember_err *err) {
   if (l->resume_done || l->running)
     return ember_fail(err, EMBER_ESTATE, "learner_set_source after learner_resume or learner_run");

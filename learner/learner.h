@@ -158,6 +158,20 @@ int learner_resume(learner_t *l, int *resumed, ember_err *err);
  * itself periodically and at the end). */
 int learner_checkpoint(learner_t *l, ember_err *err);
 
+/* The policy of the newest valid learner checkpoint in dir (`ember eval`): its last published
+ * Params, without building the algorithm. On success *params is the caller's, freed with
+ * ember__params__free_unpacked(*params, NULL), and info (may be NULL) says whose it is. Errors:
+ * EMBER_ENOENT (dir holds no checkpoint that verifies), EMBER_ESCHEMA (not a learner checkpoint),
+ * EMBER_ESTATE (it was written before the first publication: no policy yet), EMBER_ECORRUPT (its
+ * Params do not decode), EMBER_ENOMEM. */
+typedef struct {
+  char path[CONFIG_STRING_MAX + 64]; /* the file read */
+  char algo[64], task[64];
+  uint64_t updates, version, env_steps;
+} learner_ckpt_info;
+
+int learner_checkpoint_params(const char *dir, Ember__Params **params, learner_ckpt_info *info, ember_err *err);
+
 /* ---- a local batch source (`ember train --deterministic`) ---------------------------------------
  * Instead of sampling from a replay server, the learner can take its batches from a source running
  * in its own thread: learner_run then calls next() for every update, with no sockets, timers or

@@ -18,3 +18,8 @@ if(TARGET ember AND TARGET ember-learner AND TARGET ember-replay AND TARGET embe
   add_test(NAME it_ops COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_ops.sh ${CMAKE_BINARY_DIR})
   set_tests_properties(it_ops PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
+if(TARGET ember)
+  # `ember eval`: a checkpoint's policy over many episodes, and every refusal
+  add_test(NAME it_eval COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_eval.sh $<TARGET_FILE:ember>)
+  set_tests_properties(it_eval PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+endif()
