@@ -10,6 +10,11 @@
 #   LEARN_STEPS (50000)  LEARN_OUT (bench-learning-out)  LEARN_SETS (extra --set arguments)
 #   LEARN_BIN (2500: steps per point of the per-task comparison)  LEARN_COMPARE_ONLY (1: train
 #   nothing, only draw OUT/compare_<task>.{csv,png} from the runs already in OUT/runs)
+#   LEARN_EVAL_EPISODES (100; 0 = skip): after each run, `ember eval` plays its final checkpoint's
+#   policy for that many episodes (OUT/runs/<run>.eval.csv), and per algorithm and task
+#     BENCH learn_<algo>_<task>_final_return <v> return
+#   gives their mean, averaged over the seeds: the same policies as the last evaluation's, measured
+#   with a small enough error to compare with a published table (docs/operations.md, ember eval).
 # Nothing here asserts a return: it prints figures.
 set -euo pipefail
 build=$1
@@ -20,6 +25,7 @@ tasks=${LEARN_TASKS:-pendulum reacher}
 seeds=${LEARN_SEEDS:-1 2 3}
 steps=${LEARN_STEPS:-50000}
 out=${LEARN_OUT:-bench-learning-out}
+eval_episodes=${LEARN_EVAL_EPISODES:-100}
 extra=()
 for s in ${LEARN_SETS:-}; do extra+=(--set "$s"); done
 [ -x "$ember" ] || { echo "bench/learning.sh: $ember is not built" >&2; exit 1; }
@@ -81,7 +87,7 @@ fi
 
 for algo in $algos; do
   for task in $tasks; do
-    runs=() values=()
+    runs=() values=() finals=()
     for seed in $seeds; do
       dir=$out/runs/${algo}_${task}_s$seed
       rm -rf "$dir"
@@ -92,11 +98,24 @@ for algo in $algos; do
       v=$(last5 "$dir/curves.csv")
       echo "# $algo $task seed $seed: last-5 eval return $v ($(( $(date +%s) - start )) s)"
       runs+=("$dir") values+=("$v")
+      if [ "$eval_episodes" -gt 0 ] && "$ember" eval --help > /dev/null 2>&1; then
+        if "$ember" eval "$dir" --episodes "$eval_episodes" --csv "$dir.eval.csv" > "$dir.eval.txt" 2>&1; then
+          f=$(awk '/return  mean/ { print $3 }' "$dir.eval.txt")
+          echo "# $algo $task seed $seed: final policy over $eval_episodes episodes: $(grep 'return  mean' "$dir.eval.txt" | sed 's/^ *//')"
+          finals+=("$f")
+        else
+          echo "# $algo $task seed $seed: ember eval failed: $(tail -1 "$dir.eval.txt")" >&2
+        fi
+      fi
     done
     [ ${#runs[@]} -gt 0 ] || continue
     name=$(tr '-' '_' <<< "$algo")
     printf '%s\n' "${values[@]}" | awk -v n="learn_${name}_${task}_return" '
       $1 != "nan" { s += $1; k++ } END { if (k) printf "BENCH %s %.1f return\n", n, s / k; else printf "BENCH %s nan return\n", n }'
+    if [ ${#finals[@]} -gt 0 ]; then
+      printf '%s\n' "${finals[@]}" | awk -v n="learn_${name}_${task}_final_return" '
+        { s += $1; k++ } END { printf "BENCH %s %.1f return\n", n, s / k }'
+    fi
     if "$ember" plot --help > /dev/null 2>&1; then
       "$ember" plot "${runs[@]}" --out "$out/${name}_$task" > /dev/null || echo "# plot for $algo $task failed" >&2
     elif [ -x "$plot" ]; then
