@@ -8,7 +8,8 @@
  *
  * What it does: the settings come from RUN_DIR/config.yaml (or --config FILE instead), then EMBER_*
  * variables, then --set, as everywhere; the Params come from the newest verified learner checkpoint in
- * learner.checkpoint_dir or RUN_DIR/checkpoints (learner_checkpoint_params: no algorithm is built);
+ * learner.checkpoint_dir or RUN_DIR/checkpoints, or the file --checkpoint names
+ * (learner_checkpoint_params: no algorithm is built);
  * the actors' acting policy (policy.h) plays --episodes episodes in envs of the checkpoint's task,
  * --envs side by side with one batched forward per step, deterministic (tanh of the mean, as the
  * training evaluations) unless --stochastic. Episodes run in rounds of --envs: every env of a
@@ -39,7 +40,7 @@ extern char **environ;
 static void usage(FILE *out) {
   fprintf(out,
           "usage: ember eval RUN_DIR [--episodes N] [--envs K] [--seed S] [--stochastic] [--csv FILE]\n"
-          "                  [--checkpoint-dir DIR] [--config FILE] [--set section.key=value ...]\n"
+          "                  [--checkpoint PATH] [--config FILE] [--set section.key=value ...]\n"
           "Plays the policy of RUN_DIR's newest checkpoint for N episodes (default 100) and prints the\n"
           "mean return with its standard error, the spread and the episode lengths.\n"
           "  --episodes N         episodes to play (1 .. 10,000,000)\n"
@@ -48,15 +49,16 @@ static void usage(FILE *out) {
           "                       evaluations used other streams)\n"
           "  --stochastic         sample actions (default: the deterministic policy, as in training)\n"
           "  --csv FILE           one row per episode: episode, return, length, terminated\n"
-          "  --checkpoint-dir DIR where the checkpoints are (default learner.checkpoint_dir of the\n"
-          "                       run's config.yaml, else RUN_DIR/checkpoints)\n"
+          "  --checkpoint PATH    a checkpoint file, or a directory whose newest verified one is\n"
+          "                       taken (default learner.checkpoint_dir of the settings, else\n"
+          "                       RUN_DIR/checkpoints)\n"
           "Settings (actor.model_dir, actor.max_episode_steps, learner.checkpoint_dir) come from\n"
           "RUN_DIR/config.yaml (or --config FILE instead), then EMBER_* variables, then --set.\n",
           EVAL_MAX_ENVS);
 }
 
 typedef struct {
-  const char *run_dir, *csv_path, *ckpt_dir;
+  const char *run_dir, *csv_path, *ckpt_path;
   long long episodes, envs;
   unsigned long long seed;
   bool stochastic;
@@ -94,13 +96,13 @@ static int parse_args(int argc, char **argv, eval_args *a) {
       i++;
     } else if (strcmp(s, "--stochastic") == 0) {
       a->stochastic = true;
-    } else if (strcmp(s, "--csv") == 0 || strcmp(s, "--checkpoint-dir") == 0) {
+    } else if (strcmp(s, "--csv") == 0 || strcmp(s, "--checkpoint") == 0) {
       if (!next) {
         fprintf(stderr, "ember eval: %s needs a path\n", s);
         return -1;
       }
-      if (s[2] == 'c' && s[3] == 's') a->csv_path = next;
-      else a->ckpt_dir = next;
+      if (strcmp(s, "--csv") == 0) a->csv_path = next;
+      else a->ckpt_path = next;
       i++;
     } else if (strcmp(s, "--config") == 0 || strcmp(s, "--set") == 0) {
       if (!next) {
@@ -288,11 +290,11 @@ int app_eval(int argc, char **argv) {
   }
   app_setup_logging(LOG_WARN);
   rc = 1;
-  char ckpt_dir[4096];
-  if (a.ckpt_dir) snprintf(ckpt_dir, sizeof ckpt_dir, "%s", a.ckpt_dir);
-  else if (s.learner.checkpoint_dir[0]) snprintf(ckpt_dir, sizeof ckpt_dir, "%s", s.learner.checkpoint_dir);
-  else snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoints", a.run_dir);
-  if (learner_checkpoint_params(ckpt_dir, &params, &info, &err) != 0) {
+  char ckpt[4096];
+  if (a.ckpt_path) snprintf(ckpt, sizeof ckpt, "%s", a.ckpt_path);
+  else if (s.learner.checkpoint_dir[0]) snprintf(ckpt, sizeof ckpt, "%s", s.learner.checkpoint_dir);
+  else snprintf(ckpt, sizeof ckpt, "%s/checkpoints", a.run_dir);
+  if (learner_checkpoint_params(ckpt, &params, &info, &err) != 0) {
     fprintf(stderr, "ember eval: %s\n", err.msg);
     goto done;
   }

@@ -261,6 +261,30 @@ int checkpoint_verify(const char *path, uint64_t *step_out, ember_err *err) {
   return rc;
 }
 
+/* Hands a verified payload (freed here) to the reader, as a FILE over its bytes. */
+static int feed_reader(const char *path, char *payload, size_t len, checkpoint_read_fn read, void *ctx,
+                       ember_err *err) {
+  FILE *in = fmemopen(payload, len ? len : 1, "rb");
+  if (!in) {
+    free(payload);
+    return ember_fail(err, EMBER_ENOMEM, "out of memory reading %s", path);
+  }
+  int rc = read(ctx, in, err);
+  fclose(in);
+  free(payload);
+  return rc ? ember_err_prefix(err, "%s: ", path) : 0;
+}
+
+int checkpoint_load_file(const char *path, checkpoint_read_fn read, void *ctx, uint64_t *step_out, ember_err *err) {
+  char *payload;
+  size_t len;
+  uint64_t step;
+  int rc = read_verified(path, &step, &payload, &len, err);
+  if (!rc) rc = feed_reader(path, payload, len, read, ctx, err);
+  if (!rc && step_out) *step_out = step;
+  return rc;
+}
+
 int checkpoint_load_newest(const char *dir, const char *prefix, checkpoint_read_fn read, void *ctx, int *found,
                            uint64_t *step_out, ember_err *err) {
   *found = 0;
@@ -279,16 +303,7 @@ int checkpoint_load_newest(const char *dir, const char *prefix, checkpoint_read_
       log_event(LOG_WARN, "checkpoint", "skipping checkpoint", LF_STR("path", path), LF_STR("reason", why.msg));
       continue;
     }
-    FILE *in = fmemopen(payload, len ? len : 1, "rb");
-    if (!in) {
-      free(payload), free(steps);
-      return ember_fail(err, EMBER_ENOMEM, "out of memory reading %s", path);
-    }
-    rc = read(ctx, in, err);
-    fclose(in);
-    free(payload);
-    if (rc) {
-      ember_err_prefix(err, "%s: ", path);
+    if ((rc = feed_reader(path, payload, len, read, ctx, err)) != 0) {
       free(steps);
       return rc;
     }

@@ -34,6 +34,10 @@ int checkpoint_save(const char *dir, const char *prefix, uint64_t step, int keep
 int checkpoint_load_newest(const char *dir, const char *prefix, checkpoint_read_fn read, void *ctx, int *found,
                            uint64_t *step_out, ember_err *err);
 
+/* Verifies one file completely and passes it to read (no fallback to another file: a file that does
+ * not verify is the error). *step_out (may be NULL) receives its step. */
+int checkpoint_load_file(const char *path, checkpoint_read_fn read, void *ctx, uint64_t *step_out, ember_err *err);
+
 /* Verifies one file completely (header, sizes, decompression, checksum). */
 int checkpoint_verify(const char *path, uint64_t *step_out, ember_err *err);
 

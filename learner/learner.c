@@ -1138,20 +1138,29 @@ static int ckpt_read_params(void *ctx, FILE *in, ember_err *err) {
   return 0;
 }
 
-int learner_checkpoint_params(const char *dir, Ember__Params **params, learner_ckpt_info *info, ember_err *err) {
+int learner_checkpoint_params(const char *path, Ember__Params **params, learner_ckpt_info *info, ember_err *err) {
   *params = NULL;
   params_reader r;
   memset(&r, 0, sizeof r);
-  int found = 0;
-  uint64_t step = 0;
-  int rc = checkpoint_load_newest(dir, CKPT_PREFIX, ckpt_read_params, &r, &found, &step, err);
+  struct stat st;
+  if (stat(path, &st) != 0) return ember_fail(err, EMBER_ENOENT, "%s: %s", path, strerror(errno));
+  int rc = 0;
+  if (S_ISDIR(st.st_mode)) {
+    int found = 0;
+    uint64_t step = 0;
+    rc = checkpoint_load_newest(path, CKPT_PREFIX, ckpt_read_params, &r, &found, &step, err);
+    if (!rc && !found) rc = ember_fail(err, EMBER_ENOENT, "%s holds no learner checkpoint that verifies", path);
+    else if (!rc)
+      snprintf(r.info.path, sizeof r.info.path, "%.*s/%s-%020llu.ckpt", CONFIG_STRING_MAX - 1, path, CKPT_PREFIX,
+               (unsigned long long)step);
+  } else {
+    rc = checkpoint_load_file(path, ckpt_read_params, &r, NULL, err);
+    if (!rc) snprintf(r.info.path, sizeof r.info.path, "%.*s", (int)sizeof r.info.path - 1, path);
+  }
   if (rc) {
     if (r.params) ember__params__free_unpacked(r.params, NULL);
-    return ember_err_prefix(err, "%s: ", dir);
+    return rc;
   }
-  if (!found) return ember_fail(err, EMBER_ENOENT, "%s holds no learner checkpoint that verifies", dir);
-  snprintf(r.info.path, sizeof r.info.path, "%.*s/%s-%020llu.ckpt", CONFIG_STRING_MAX - 1, dir, CKPT_PREFIX,
-           (unsigned long long)step);
   *params = r.params;
   if (info) *info = r.info;
   return 0;

@@ -158,10 +158,12 @@ int learner_resume(learner_t *l, int *resumed, ember_err *err);
  * itself periodically and at the end). */
 int learner_checkpoint(learner_t *l, ember_err *err);
 
-/* The policy of the newest valid learner checkpoint in dir (`ember eval`): its last published
- * Params, without building the algorithm. On success *params is the caller's, freed with
+/* The policy of a learner checkpoint (`ember eval`): its last published Params, without building the
+ * algorithm. path is a directory (its newest checkpoint that verifies) or one checkpoint file (that
+ * file, which must verify). On success *params is the caller's, freed with
  * ember__params__free_unpacked(*params, NULL), and info (may be NULL) says whose it is. Errors:
- * EMBER_ENOENT (dir holds no checkpoint that verifies), EMBER_ESCHEMA (not a learner checkpoint),
+ * EMBER_ENOENT (the directory holds no checkpoint that verifies, or the path does not exist),
+ * EMBER_ECORRUPT (the file does not verify), EMBER_ESCHEMA (not a learner checkpoint),
  * EMBER_ESTATE (it was written before the first publication: no policy yet), EMBER_ECORRUPT (its
  * Params do not decode), EMBER_ENOMEM. */
 typedef struct {
@@ -170,7 +172,7 @@ typedef struct {
   uint64_t updates, version, env_steps;
 } learner_ckpt_info;
 
-int learner_checkpoint_params(const char *dir, Ember__Params **params, learner_ckpt_info *info, ember_err *err);
+int learner_checkpoint_params(const char *path, Ember__Params **params, learner_ckpt_info *info, ember_err *err);
 
 /* ---- a local batch source (`ember train --deterministic`) ---------------------------------------
  * Instead of sampling from a replay server, the learner can take its batches from a source running

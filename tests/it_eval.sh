@@ -66,12 +66,24 @@ expect 2 "one run directory only" "$dir/long" "$dir/short"
 expect 2 "unknown key 'learner.bogus'" "$dir/long" --set learner.bogus=1
 expect 1 "is of task pendulum, the settings say run.task hopper" "$dir/long" --set run.task=hopper
 cp "$dir/long/config.yaml" "$dir/bare/config.yaml"
-expect 1 "$dir/bare/checkpoints holds no learner checkpoint that verifies" "$dir/bare"
+expect 1 "$dir/bare/checkpoints: No such file or directory" "$dir/bare"
 # a corrupt newest checkpoint is skipped for the next older one; with none left, refused
 mkdir "$dir/bare/checkpoints"
 newest=$(ls "$dir/long/checkpoints" | tail -1)
 head -c 100 "$dir/long/checkpoints/$newest" > "$dir/bare/checkpoints/$newest"
 expect 1 "holds no learner checkpoint that verifies" "$dir/bare"
+# --checkpoint: one file (an older one is read as it is), or a directory; a file that does not verify
+# is refused, not replaced by another
+ls "$dir/long/checkpoints" > "$dir/ckpts.txt"
+[ "$(wc -l < "$dir/ckpts.txt")" -ge 1 ] || fail "no checkpoints in the long run"
+oldest=$(head -1 "$dir/ckpts.txt")
+"$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints/$oldest" | grep -q "checkpoints/$oldest" \
+  || fail "--checkpoint FILE did not read that file"
+"$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints" | grep -q "checkpoints/$newest" \
+  || fail "--checkpoint DIR did not read the newest"
+expect 1 "the header promises" "$dir/long" --checkpoint "$dir/bare/checkpoints/$newest"
+expect 1 "$dir/none.ckpt: No such file" "$dir/long" --checkpoint "$dir/none.ckpt"
+expect 1 "not a checkpoint" "$dir/long" --checkpoint "$dir/long/config.yaml"
 # a checkpoint written before the first publication holds no policy
 "$ember" train --task pendulum --steps 400 --seed 2 --actors 1 --run-dir "$dir/nopub" "${small[@]}" \
   --set replay.min_size_to_sample=200 --set learner.publish_every=1000000 > /dev/null
