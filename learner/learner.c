@@ -1006,16 +1006,40 @@ static void ckpt_apply(learner_t *l, const ckpt_counters *c, const ckpt_publicat
   csv_reset(l, c->csv_bytes);
 }
 
+/* The identity record, checked to be a learner checkpoint of a format this build reads. */
+static int ckpt_read_identity(FILE *in, ckpt_identity *id, ember_err *err) {
+  int rc = checkpoint_get(in, "identity", id, sizeof *id, err);
+  if (rc) return rc;
+  id->algo[sizeof id->algo - 1] = id->task[sizeof id->task - 1] = 0;
+  if (memcmp(id->magic, "EMBRLRNR", 8) != 0 || id->format < CKPT_FORMAT_OLDEST || id->format > CKPT_FORMAT)
+    return ember_fail(err, EMBER_ESCHEMA, "not a learner checkpoint of formats %u to %u", CKPT_FORMAT_OLDEST,
+                      CKPT_FORMAT);
+  return 0;
+}
+
+/* The counters and (format 2 on; *pub stays NULL for format 1, where eval_env_steps reads nan until
+ * the next evaluation) the publications, in a malloc'd record the caller frees. */
+static int ckpt_read_counters(FILE *in, const ckpt_identity *id, ckpt_counters *c, ckpt_publications **pub,
+                              ember_err *err) {
+  *pub = NULL;
+  int rc = checkpoint_get(in, "counters", c, sizeof *c, err);
+  if (rc || id->format < 2) return rc;
+  ckpt_publications *p = malloc(sizeof *p);
+  if (!p) return ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
+  rc = checkpoint_get(in, "eval_env_steps", &p->eval_env_steps, sizeof p->eval_env_steps, err);
+  if (!rc) rc = checkpoint_get(in, "pub_version", p->pub_version, sizeof p->pub_version, err);
+  if (!rc) rc = checkpoint_get(in, "pub_steps", p->pub_steps, sizeof p->pub_steps, err);
+  if (rc) free(p);
+  else *pub = p;
+  return rc;
+}
+
 static int ckpt_read(void *ctx, FILE *in, ember_err *err) {
   learner_t *l = ctx;
   ckpt_identity id, mine;
   identity_of(l, &mine);
-  int rc = checkpoint_get(in, "identity", &id, sizeof id, err);
+  int rc = ckpt_read_identity(in, &id, err);
   if (rc) return rc;
-  id.algo[sizeof id.algo - 1] = id.task[sizeof id.task - 1] = 0;
-  if (memcmp(id.magic, "EMBRLRNR", 8) != 0 || id.format < CKPT_FORMAT_OLDEST || id.format > CKPT_FORMAT)
-    return ember_fail(err, EMBER_ESCHEMA, "not a learner checkpoint of formats %u to %u", CKPT_FORMAT_OLDEST,
-                      CKPT_FORMAT);
   if (strcmp(id.algo, mine.algo) != 0 || strcmp(id.task, mine.task) != 0 || id.obs_dim != mine.obs_dim ||
       id.act_dim != mine.act_dim)
     return ember_fail(err, EMBER_ESHAPE,
@@ -1028,18 +1052,8 @@ static int ckpt_read(void *ctx, FILE *in, ember_err *err) {
                       "this learner runs %s it",
                       id.has_source ? "by" : "without", mine.has_source ? "with" : "without");
   ckpt_counters c;
-  if ((rc = checkpoint_get(in, "counters", &c, sizeof c, err)) != 0) return rc;
-  ckpt_publications *pub = NULL;
-  if (id.format >= 2) { /* format 1 has none: eval_env_steps reads nan until the next evaluation */
-    if (!(pub = malloc(sizeof *pub))) return ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
-    rc = checkpoint_get(in, "eval_env_steps", &pub->eval_env_steps, sizeof pub->eval_env_steps, err);
-    if (!rc) rc = checkpoint_get(in, "pub_version", pub->pub_version, sizeof pub->pub_version, err);
-    if (!rc) rc = checkpoint_get(in, "pub_steps", pub->pub_steps, sizeof pub->pub_steps, err);
-    if (rc) {
-      free(pub);
-      return rc;
-    }
-  }
+  ckpt_publications *pub;
+  if ((rc = ckpt_read_counters(in, &id, &c, &pub, err)) != 0) return rc;
   rc = ckpt_read_rest(l, in, err);
   if (!rc) ckpt_apply(l, &c, pub);
   free(pub);
@@ -1103,23 +1117,12 @@ typedef struct {
 static int ckpt_read_params(void *ctx, FILE *in, ember_err *err) {
   params_reader *r = ctx;
   ckpt_identity id;
-  int rc = checkpoint_get(in, "identity", &id, sizeof id, err);
-  if (rc) return rc;
-  id.algo[sizeof id.algo - 1] = id.task[sizeof id.task - 1] = 0;
-  if (memcmp(id.magic, "EMBRLRNR", 8) != 0 || id.format < CKPT_FORMAT_OLDEST || id.format > CKPT_FORMAT)
-    return ember_fail(err, EMBER_ESCHEMA, "not a learner checkpoint of formats %u to %u", CKPT_FORMAT_OLDEST,
-                      CKPT_FORMAT);
   ckpt_counters c;
-  if ((rc = checkpoint_get(in, "counters", &c, sizeof c, err)) != 0) return rc;
-  if (id.format >= 2) {
-    ckpt_publications *pub = malloc(sizeof *pub);
-    if (!pub) return ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
-    rc = checkpoint_get(in, "eval_env_steps", &pub->eval_env_steps, sizeof pub->eval_env_steps, err);
-    if (!rc) rc = checkpoint_get(in, "pub_version", pub->pub_version, sizeof pub->pub_version, err);
-    if (!rc) rc = checkpoint_get(in, "pub_steps", pub->pub_steps, sizeof pub->pub_steps, err);
-    free(pub);
-    if (rc) return rc;
-  }
+  ckpt_publications *pub;
+  int rc = ckpt_read_identity(in, &id, err);
+  if (!rc) rc = ckpt_read_counters(in, &id, &c, &pub, err);
+  if (rc) return rc;
+  free(pub);
   void *buf = NULL;
   uint64_t n = 0;
   if ((rc = get_blob(in, "algo", &buf, &n, err)) != 0) return rc; /* the algorithm's state: not needed */
