@@ -24,7 +24,8 @@
  * Prints BENCH pendulum_optimum_dp_return, pendulum_optimum_greedy_return and
  * pendulum_optimum_greedy_std; the details go to stderr. One thread; not part of `make test`.
  * Usage: bench_pendulum_optimum [--nt 501] [--nv 401] [--torques 21] [--play-torques 81]
- *                               [--episodes 1000] [--seed 1] [--threshold -125.8]
+ *                               [--episodes 1000] [--seed 1] [--threshold -125.8] [--csv FILE]
+ * (--csv: one row per played episode: return, start state, V_0 there.)
  */
 #include <float.h>
 #include <math.h>
@@ -365,11 +366,12 @@ typedef struct {
   int nt, nv, dp_torques, play_torques, episodes;
   uint64_t seed;
   double threshold;
+  const char *csv; /* per-episode returns and start states, or NULL */
 } options;
 
 static void usage(void) {
   fprintf(stderr, "usage: bench_pendulum_optimum [--nt N (501)] [--nv N (401)] [--torques N (21)] "
-                  "[--play-torques N (81)] [--episodes N (1000)] [--seed S (1)] [--threshold X (-125.8)]\n");
+                  "[--play-torques N (81)] [--episodes N (1000)] [--seed S (1)] [--threshold X (-125.8)] [--csv FILE]\n");
   exit(2);
 }
 
@@ -395,6 +397,7 @@ static options parse_options(int argc, char **argv) {
     else if (!strcmp(name, "--torques")) o.dp_torques = (int)parse_long(name, value, 2, 10000);
     else if (!strcmp(name, "--play-torques")) o.play_torques = (int)parse_long(name, value, 2, 100000);
     else if (!strcmp(name, "--episodes")) o.episodes = (int)parse_long(name, value, 2, 10000000);
+    else if (!strcmp(name, "--csv")) o.csv = value;
     else if (!strcmp(name, "--seed")) o.seed = (uint64_t)parse_long(name, value, 0, 1L << 62);
     else if (!strcmp(name, "--threshold")) {
       char *end;
@@ -463,6 +466,20 @@ int main(int argc, char **argv) {
   double shortfall_mean, shortfall_std;
   mean_std(scratch, o.episodes, &shortfall_mean, &shortfall_std);
 
+  if (o.csv) {
+    FILE *f = fopen(o.csv, "w");
+    if (!f) {
+      fprintf(stderr, "bench_pendulum_optimum: cannot write %s\n", o.csv);
+      return 1;
+    }
+    fprintf(f, "episode,return,start_theta,start_thetadot,start_value\n");
+    for (int i = 0; i < o.episodes; i++)
+      fprintf(f, "%d,%.9g,%.9g,%.9g,%.9g\n", i, r.returns[i], r.start_theta[i], r.start_speed[i], r.start_value[i]);
+    if (fclose(f) != 0) {
+      fprintf(stderr, "bench_pendulum_optimum: writing %s failed\n", o.csv);
+      return 1;
+    }
+  }
   printf("BENCH pendulum_optimum_dp_return %.3f return\n", dp_return);
   printf("BENCH pendulum_optimum_greedy_return %.3f return\n", mean);
   printf("BENCH pendulum_optimum_greedy_std %.3f return\n", std);
