@@ -111,6 +111,8 @@ static int parse_args(int argc, char **argv, eval_args *a) {
       }
       a->pass[a->npass++] = argv[i];
       a->pass[a->npass++] = argv[++i];
+    } else if (strncmp(s, "--config=", 9) == 0 || strncmp(s, "--set=", 6) == 0) {
+      a->pass[a->npass++] = argv[i];
     } else if (s[0] == '-') {
       fprintf(stderr, "ember eval: unknown option '%s'\n", s);
       return -1;

@@ -15,7 +15,7 @@ small=(--set sac.hidden_size=32 --set learner.batch_size=64 --set train.progress
 "$ember" train --task pendulum --steps 600 --seed 2 --actors 1 --run-dir "$dir/short" "${small[@]}" \
   --set replay.min_size_to_sample=200 > /dev/null
 "$ember" train --task pendulum --steps 10000 --seed 2 --actors 1 --run-dir "$dir/long" \
-  --set train.progress_interval_s=0 > /dev/null
+  --set train.progress_interval_s=0 --set learner.checkpoint_interval_s=1 > /dev/null
 
 "$ember" eval "$dir/long" --episodes 40 --csv "$dir/long.csv" > "$dir/out.txt"
 cat "$dir/out.txt"
@@ -64,6 +64,7 @@ expect 2 "envs needs an integer" "$dir/long" --envs many
 expect 2 "unknown option '--bogus'" "$dir/long" --bogus
 expect 2 "one run directory only" "$dir/long" "$dir/short"
 expect 2 "unknown key 'learner.bogus'" "$dir/long" --set learner.bogus=1
+expect 2 "unknown key 'learner.bogus'" "$dir/long" --set=learner.bogus=1
 expect 1 "is of task pendulum, the settings say run.task hopper" "$dir/long" --set run.task=hopper
 cp "$dir/long/config.yaml" "$dir/bare/config.yaml"
 expect 1 "$dir/bare/checkpoints: No such file or directory" "$dir/bare"
@@ -72,12 +73,16 @@ mkdir "$dir/bare/checkpoints"
 newest=$(ls "$dir/long/checkpoints" | tail -1)
 head -c 100 "$dir/long/checkpoints/$newest" > "$dir/bare/checkpoints/$newest"
 expect 1 "holds no learner checkpoint that verifies" "$dir/bare"
+older=$(ls "$dir/long/checkpoints" | head -1)
+[ "$older" != "$newest" ] || fail "the long run wrote one checkpoint only"
+cp "$dir/long/checkpoints/$older" "$dir/bare/checkpoints/"
+"$ember" eval "$dir/bare" --episodes 3 2> "$dir/e.txt" | grep -q "checkpoints/$older" \
+  || fail "a truncated newest checkpoint was not skipped for $older"
+grep -q "skipping checkpoint" "$dir/e.txt" || fail "no log line for the skipped checkpoint"
+rm "$dir/bare/checkpoints/$older"
 # --checkpoint: one file (an older one is read as it is), or a directory; a file that does not verify
 # is refused, not replaced by another
-ls "$dir/long/checkpoints" > "$dir/ckpts.txt"
-[ "$(wc -l < "$dir/ckpts.txt")" -ge 1 ] || fail "no checkpoints in the long run"
-oldest=$(head -1 "$dir/ckpts.txt")
-"$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints/$oldest" | grep -q "checkpoints/$oldest" \
+"$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints/$older" | grep -q "checkpoints/$older" \
   || fail "--checkpoint FILE did not read that file"
 "$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints" | grep -q "checkpoints/$newest" \
   || fail "--checkpoint DIR did not read the newest"
