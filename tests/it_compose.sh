@@ -64,7 +64,7 @@ kill -9 "$(docker inspect -f '{{.State.Pid}}' "$learner_id")" || fail "could not
 restarted() { [ "$(docker inspect -f '{{.RestartCount}}' "$learner_id")" -gt "$restarts_before" ] &&
               [ "$(docker inspect -f '{{.State.Running}}' "$learner_id")" = true ]; }
 wait_for 60 "the learner container to restart" restarted
-resumed() { docker logs "$learner_id" 2>&1 | grep -q '"msg":"resumed"'; }
+resumed() { docker logs "$learner_id" 2>&1 | grep '"msg":"resumed"' > /dev/null; }  # not -q: under pipefail an early exit would SIGPIPE docker logs
 wait_for 60 "the learner to log that it resumed" resumed
 version_continues() { local v; v=$(learner_version); [ -n "$v" ] && awk -v a="$v" -v b="$before" 'BEGIN{exit !(a > b)}'; }
 wait_for 120 "the parameter version to continue past $before" version_continues

@@ -37,7 +37,7 @@ c=$("$ember" eval "$dir/long" --episodes 40 --seed 9 | grep "return  mean")
 [ "$a" = "$b" ] || fail "--envs changed the result: '$a' against '$b'"
 [ "$a" != "$c" ] || fail "--seed did not change the start states"
 grep -q "$a" "$dir/out.txt" || fail "a repeated evaluation differs"
-"$ember" eval "$dir/long" --episodes 10 --stochastic | grep -q "stochastic policy" || fail "--stochastic"
+"$ember" eval "$dir/long" --episodes 10 --stochastic | grep "stochastic policy" > /dev/null || fail "--stochastic"
 
 # more training, a better return (pendulum's untrained returns are about -1200, a swing-up about -200)
 short=$("$ember" eval "$dir/short" --episodes 40 | awk '/return  mean/ { print $3 }')
@@ -76,15 +76,15 @@ expect 1 "holds no learner checkpoint that verifies" "$dir/bare"
 older=$(ls "$dir/long/checkpoints" | head -1)
 [ "$older" != "$newest" ] || fail "the long run wrote one checkpoint only"
 cp "$dir/long/checkpoints/$older" "$dir/bare/checkpoints/"
-"$ember" eval "$dir/bare" --episodes 3 2> "$dir/e.txt" | grep -q "checkpoints/$older" \
+"$ember" eval "$dir/bare" --episodes 3 2> "$dir/e.txt" | grep "checkpoints/$older" > /dev/null \
   || fail "a truncated newest checkpoint was not skipped for $older"
 grep -q "skipping checkpoint" "$dir/e.txt" || fail "no log line for the skipped checkpoint"
 rm "$dir/bare/checkpoints/$older"
 # --checkpoint: one file (an older one is read as it is), or a directory; a file that does not verify
 # is refused, not replaced by another
-"$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints/$older" | grep -q "checkpoints/$older" \
+"$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints/$older" | grep "checkpoints/$older" > /dev/null \
   || fail "--checkpoint FILE did not read that file"
-"$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints" | grep -q "checkpoints/$newest" \
+"$ember" eval "$dir/long" --episodes 5 --checkpoint "$dir/long/checkpoints" | grep "checkpoints/$newest" > /dev/null \
   || fail "--checkpoint DIR did not read the newest"
 expect 1 "the header promises" "$dir/long" --checkpoint "$dir/bare/checkpoints/$newest"
 expect 1 "$dir/none.ckpt: No such file" "$dir/long" --checkpoint "$dir/none.ckpt"
