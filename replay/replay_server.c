@@ -989,9 +989,15 @@ static int bind_router(replay_server *s, const char *endpoint, void **sock, char
   return 0;
 }
 
+/* The name is unique for the process's lifetime, not only among live servers: libzmq releases an inproc
+ * name after zmq_close asynchronously, so a name built from the server's address alone was refused
+ * ("Address already in use") when a new server in the same context got a freed server's memory. */
+static atomic_ullong kick_pairs_made;
+
 static int make_kick_pair(replay_server *s, const char *name, void **tx, void **rx, ember_err *err) {
-  char ep[96];
-  snprintf(ep, sizeof ep, "inproc://ember-replay-kick-%s-%p", name, (void *)s);
+  char ep[112];
+  snprintf(ep, sizeof ep, "inproc://ember-replay-kick-%s-%p-%llu", name, (void *)s,
+           (unsigned long long)atomic_fetch_add(&kick_pairs_made, 1));
   int zero = 0, hwm = 4;
   *rx = zmq_socket(s->ctx, ZMQ_PAIR);
   *tx = zmq_socket(s->ctx, ZMQ_PAIR);
