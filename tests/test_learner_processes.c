@@ -69,7 +69,8 @@ START_TEST(replay_learner_and_actors_as_processes) {
   snprintf(ready, sizeof ready, "%s/replay.ready", proc_dir);
   char *replay_argv[] = {prog, "--set", "replay.insert_endpoint=tcp://127.0.0.1:*", "--set",
                          "replay.sample_endpoint=tcp://127.0.0.1:*", "--set", "replay.min_size_to_sample=200",
-                         "--set", "replay.log_interval_s=0", "--ready-file", ready, NULL};
+                         "--set", "replay.log_interval_s=0", "--set", "metrics.replay_port=-1", "--ready-file", ready,
+                         NULL};
   pid_t replay = proc_spawn("replay.log", replay_argv);
   proc_read_ready("replay.ready", replay_insert, replay_sample, replay);
 
@@ -82,7 +83,8 @@ START_TEST(replay_learner_and_actors_as_processes) {
                           "--set", "learner.params_endpoint=tcp://127.0.0.1:*", "--set",
                           "learner.control_endpoint=tcp://127.0.0.1:*", "--set", rep, "--set", "sac.hidden_size=32",
                           "--set", "learner.batch_size=64", "--set", "learner.publish_every=10", "--set",
-                          "learner.csv_interval_s=0.5", "--ready-file", lready, NULL};
+                          "learner.csv_interval_s=0.5", "--set", "metrics.learner_port=-1", "--ready-file", lready,
+                          NULL};
   pid_t learner = proc_spawn("learner.log", learner_argv);
   proc_read_ready("learner.ready", learner_params, learner_control, learner);
 

@@ -49,7 +49,7 @@ static pid_t start_server(const char *insert_ep, const char *sample_ep) {
     execl(bin, bin, "--ready-file", ready, "--set", a_ins, "--set", a_smp, "--set", a_dir, "--set",
           "replay.snapshot_interval_s=0.2", "--set", "replay.capacity=100000", "--set",
           "replay.min_size_to_sample=64", "--set", "replay.poll_interval_ms=10", "--set", "replay.log_interval_s=1",
-          (char *)NULL);
+          "--set", "metrics.replay_port=-1", (char *)NULL); /* not the fixed 9101: tests run side by side */
     _exit(127);
   }
   for (int i = 0; i < 1000; i++) { /* up to 20 s (ASan start-up is slow) */
