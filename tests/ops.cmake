@@ -23,3 +23,8 @@ if(TARGET ember)
   add_test(NAME it_eval COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_eval.sh $<TARGET_FILE:ember>)
   set_tests_properties(it_eval PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
+if(TARGET ember)
+  # the task presets reach the settings a run really uses (config.yaml), and only their algorithm's
+  add_test(NAME it_presets COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_presets.sh $<TARGET_FILE:ember>)
+  set_tests_properties(it_presets PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+endif()
