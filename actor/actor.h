@@ -8,7 +8,19 @@
  *   any thread or a signal handler: actor_stop(a);
  *   after run returned: actor_get_stats(a, &st);  actor_destroy(&a);
  *
- * The loop (one iteration = one step of all K envs):
+ * Two roles (actor.role):
+ *   train (default): K envs with the stochastic policy, transitions to replay, as below.
+ *   eval: no training envs and no replay: it only evaluates (evaluation.h). The first version whose
+ *      Params.env_steps (env steps at its publication) reaches the next multiple of eval_every_steps
+ *      is played for eval_episodes complete episodes of the deterministic policy, side by side, as
+ *      fast as the envs go; once all have finished, one EvaluationReport (every episode's return,
+ *      length and ending, the version and its env steps) goes to the learner. One evaluation at a
+ *      time, each to its end: a due version arriving meanwhile waits, and a newer due one replaces
+ *      it (counted as skipped). Idle, it waits on its sockets rather than spinning. `ember train`
+ *      runs one as a thread of its own; clusters run `ember-actor --set actor.role=eval`. Training
+ *      actors never evaluate, so evaluations neither slow nor change their data.
+ *
+ * The loop of the train role (one iteration = one step of all K envs):
  *   1. take in Params waiting on the SUB or DEALER socket (non-blocking; never waits for the learner).
  *      Newer Params of the expected task, dims and kind are swapped in; others are refused, logged
  *      and counted, and acting continues with the policy held. Older or equal versions are ignored.
@@ -27,19 +39,14 @@
  *      one in its policy_version).
  *   4. finished episodes: an EpisodeReport to the learner (DEALER), logged at debug level; a progress
  *      line every log_interval_s.
- *   5. evaluation: when the policy version has advanced by eval_every_versions since the last
- *      evaluation, eval_episodes envs of their own (a second vector, one episode each) start
- *      playing the deterministic policy of that version, one step per loop iteration alongside the
- *      training envs, and one per slice of a hold (below) while the training envs wait for replay;
- *      each finished episode is reported with evaluation = true and that version.
+ *   5. (no evaluation here: that is the eval role's.)
  *   6. the insert client sends what its credits allow and reads acks (non-blocking); Heartbeat
  *      every heartbeat_ms; ParamsRequest again after params_request_ms without any Params.
  *      With replay_wait_ms > 0 (off by default), an actor whose queue is full holds its training
  *      envs up to that long per step for room in it (an ack, a timed-out batch's credit, or the link
  *      taking a queued batch): replay's rate limiter then paces the actor instead of the actor making
  *      transitions only to drop them. The hold is waited in slices of at most 50 ms, and between them
- *      the loop goes on reading Params, sending heartbeats and requests, playing an evaluation under
- *      way and honouring actor_stop. This holds too when a short ack_timeout_ms has written off
+ *      the loop goes on reading Params, sending heartbeats and requests, and honouring actor_stop. This holds too when a short ack_timeout_ms has written off
  *      everything in flight while the link is still backed up, and when no replay is there at all:
  *      the loop then makes one step per replay_wait_ms and drops the oldest queued batch for each
  *      new one, counted.
@@ -95,8 +102,10 @@ typedef struct {
   int64_t replay_wait_ms;          /* 0: never wait for replay (drop when the queue is full); > 0: when
                                       the queue is full, hold the training envs up to this long for
                                       room before the next step (pace to replay's rate limiter) */
-  int64_t eval_every_versions;     /* evaluate every N parameter versions; 0 = never */
-  int64_t eval_episodes;           /* episodes per evaluation (run side by side) */
+  char role[CONFIG_STRING_MAX];    /* "train" or "eval" (below) */
+  int64_t eval_every_steps;        /* eval role: the first version published at or after every multiple
+                                      of this many env steps is evaluated; 0 = every version while idle */
+  int64_t eval_episodes;           /* eval role: episodes per evaluation (side by side, reported together) */
   int64_t heartbeat_ms;
   int64_t params_request_ms;       /* ask for Params again after this long without any */
   int64_t log_interval_s;          /* progress line period; 0 = none */
@@ -138,6 +147,8 @@ typedef struct {
   uint64_t transitions_queued;     /* waiting for credit */
   uint64_t batches_made;
   uint64_t episodes, eval_episodes, evaluations;
+  uint64_t evaluations_skipped;    /* eval role: due versions replaced by a newer due one while busy */
+  uint64_t evaluations_abandoned;  /* eval role: non-finite actions or an env failure ended one */
   uint64_t params_received, params_applied, params_refused, params_stale;
   uint64_t messages_refused;       /* undecodable or unexpected messages on the learner sockets */
   uint64_t reports_dropped;        /* EpisodeReports/heartbeats the DEALER could not queue */

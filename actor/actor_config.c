@@ -29,9 +29,14 @@ static const config_field actor_fields[] = {
     F("replay_wait_ms", CONFIG_INT, replay_wait_ms, 0, 3.6e6, "0",
       "when the queue is full, hold the envs up to this long per step for room in it (an ack, or the link "
       "taking a batch: pace to replay), still reading Params and evaluating; 0 = never wait, drop"),
-    F("eval_every_versions", CONFIG_INT, eval_every_versions, 0, 1e12, "10",
-      "evaluate the deterministic policy every N parameter versions; 0 = never"),
-    F("eval_episodes", CONFIG_INT, eval_episodes, 1, 1000, "5", "episodes per evaluation, played side by side"),
+    F("role", CONFIG_STRING, role, 0, 0, "train",
+      "train: step K envs with the stochastic policy and send transitions to replay; eval: only evaluate "
+      "(eval_episodes complete deterministic episodes every eval_every_steps env steps), no replay"),
+    F("eval_every_steps", CONFIG_INT, eval_every_steps, 0, 1e12, "5000",
+      "role eval: evaluate the first version published at or after every multiple of this many env steps; "
+      "0 = every version received while idle"),
+    F("eval_episodes", CONFIG_INT, eval_episodes, 1, 1000, "10",
+      "role eval: complete episodes per evaluation, played side by side, reported together"),
     F("heartbeat_ms", CONFIG_INT, heartbeat_ms, 10, 3.6e6, "1000", "period of Heartbeat messages to the learner"),
     F("params_request_ms", CONFIG_INT, params_request_ms, 10, 3.6e6, "5000",
       "send another ParamsRequest after this long without Params"),

@@ -8,8 +8,9 @@
  * train.updates_per_step (0 counts as 1) per stored transition once the table holds
  * max(replay.min_size_to_sample, batch_size) transitions. Params are swapped in exactly when the
  * learner publishes them (every learner.publish_every updates), and evaluations
- * (actor.eval_every_versions, actor.eval_episodes side by side, deterministic policy) run to their
- * end inside that call. No socket, clock or thread decides anything, so the run is a function of
+ * (evaluation.h: the first version published at or after every multiple of actor.eval_every_steps
+ * env steps, actor.eval_episodes complete episodes of the deterministic policy) run to their end
+ * inside that call and are reported whole (learner_report_evaluation). No socket, clock or thread decides anything, so the run is a function of
  * the seed and the settings.
  *
  * Its state goes into the learner's checkpoints (learner_source.save/load), after the learner's
@@ -30,24 +31,27 @@
 #include "checkpoint.h"
 #include "env.h"
 #include "log.h"
+#include "evaluation.h"
 #include "policy.h"
 #include "replay_table.h"
 
-#define DET_FORMAT 2u /* 2: physics_faults counted */
+#define DET_FORMAT 3u /* 2: physics_faults counted; 3: evaluations every actor.eval_every_steps env steps */
 
 struct det_source {
   learner_t *learner;
   const env_spec *spec;
   env_model_t *model;
-  env_vec_t *vec, *eval_vec;
+  env_vec_t *vec;
+  evaluation_t *eval;
   replay_table *table;
-  policy_t *policy, *eval_policy;
+  policy_t *policy;
   rng_t actor_rng, sample_rng;
   int K, E, od, ad, batch;
-  uint64_t actor_id, steps_limit, min_size, env_steps, next_eval_version, policy_version;
+  uint64_t actor_id, steps_limit, min_size, env_steps, next_eval_steps, policy_version;
   uint64_t physics_faults; /* transitions left out as physics faults (the actor's counter, here) */
   bool fault_last_step;    /* the previous step had one: a burst is logged once, when it starts */
-  int64_t eval_every;
+  bool evaluate;      /* train.evaluator */
+  int64_t eval_every;  /* actor.eval_every_steps; 0 = every published version */
   double credit, updates_per_step;
   float uniform_log_prob;
   char task[CONFIG_STRING_MAX];
@@ -59,10 +63,6 @@ struct det_source {
   int32_t *ep_length;
   protobuf_c_boolean *b_term, *b_trunc;
   float *s_obs, *s_next_obs, *s_actions, *s_reward, *s_logp; /* the stored rows of one step */
-  /* evaluation: [E] rows */
-  float *e_obs, *e_actions, *e_next_obs, *e_reward;
-  uint8_t *e_term, *e_trunc, *e_done;
-  double *e_return;
   /* one batch: [batch] rows */
   uint64_t *keys;
   float *weights, *b_obs, *b_action, *b_reward, *b_next_obs, *b_terminated_f, *b_truncated_f;
@@ -82,15 +82,13 @@ void det_source_destroy(det_source **d_p) {
               LF_U64("physics_fault_transitions_total", d->physics_faults), LF_U64("env_steps", d->env_steps),
               LF_STR("note", "transitions left out of replay as physics faults over this run"));
   policy_destroy(&d->policy);
-  policy_destroy(&d->eval_policy);
   replay_table_destroy(&d->table);
   env_vec_destroy(&d->vec);
-  env_vec_destroy(&d->eval_vec);
+  evaluation_destroy(&d->eval);
   env_model_destroy(&d->model);
   void *bufs[] = {d->obs, d->actions, d->log_probs, d->next_obs, d->reward, d->term, d->trunc, d->ep_return,
                   d->ep_length, d->b_term, d->b_trunc, d->s_obs, d->s_next_obs, d->s_actions, d->s_reward,
-                  d->s_logp, d->e_obs, d->e_actions, d->e_next_obs, d->e_reward, d->e_term, d->e_trunc,
-                  d->e_done, d->e_return, d->keys, d->weights, d->b_obs, d->b_action, d->b_reward,
+                  d->s_logp, d->keys, d->weights, d->b_obs, d->b_action, d->b_reward,
                   d->b_next_obs, d->b_terminated_f, d->b_truncated_f, d->bb_term, d->bb_trunc};
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
   free(d);
@@ -122,18 +120,18 @@ det_source *det_source_new(const app_settings *s, learner_t *learner, ember_err 
   d->steps_limit = (uint64_t)s->run.steps;
   d->min_size = (uint64_t)s->replay.min_size_to_sample;
   if (d->min_size < (uint64_t)d->batch) d->min_size = (uint64_t)d->batch;
-  d->eval_every = s->actor.eval_every_versions;
-  d->next_eval_version = (uint64_t)(d->eval_every > 0 ? d->eval_every : 0);
+  d->evaluate = s->train.evaluator;
+  d->eval_every = s->actor.eval_every_steps;
+  d->next_eval_steps = (uint64_t)d->eval_every;
   d->updates_per_step = s->train.updates_per_step > 0 ? s->train.updates_per_step : 1.0;
   d->uniform_log_prob = (float)(-d->ad * log(2.0));
 
   env_vec_config vc = {.n_envs = d->K, .seed = (uint64_t)s->run.seed, .first_env_id = d->actor_id * (uint64_t)d->K,
                        .max_episode_steps = (int)s->actor.max_episode_steps};
   if (env_vec_new(d->model, &vc, &d->vec, err) != 0) goto fail;
-  env_vec_config ec = vc;
-  ec.n_envs = d->E;
-  ec.seed = (uint64_t)s->run.seed ^ 0x5eed0e7a15ULL; /* evaluation envs: their own streams */
-  if (env_vec_new(d->model, &ec, &d->eval_vec, err) != 0) goto fail;
+  evaluation_config ec = {.episodes = d->E, .seed = (uint64_t)s->run.seed ^ 0x5eed0e7a15ULL, /* their own streams */
+                          .first_env_id = d->actor_id * (uint64_t)d->K, .max_episode_steps = vc.max_episode_steps};
+  if (!(d->eval = evaluation_new(d->model, &ec, err))) goto fail;
   rng_seed(&d->actor_rng, (uint64_t)s->run.seed, RNG_STREAM_ACTOR + d->actor_id);
   rng_seed(&d->sample_rng, (uint64_t)s->run.seed, RNG_STREAM_REPLAY);
 
@@ -145,14 +143,12 @@ det_source *det_source_new(const app_settings *s, learner_t *learner, ember_err 
   replay_table_opts to = {.capacity = capacity, .sampler = REPLAY_SAMPLER_UNIFORM, .spec = &spec};
   if (!(d->table = replay_table_new(&to, err))) goto fail;
 
-  int K = d->K, E = d->E, B = d->batch, od = d->od, ad = d->ad;
+  int K = d->K, B = d->batch, od = d->od, ad = d->ad;
   if (ALLOC(d->obs, K * od) || ALLOC(d->actions, K * ad) || ALLOC(d->log_probs, K) || ALLOC(d->next_obs, K * od) ||
       ALLOC(d->reward, K) || ALLOC(d->term, K) || ALLOC(d->trunc, K) || ALLOC(d->ep_return, K) ||
       ALLOC(d->ep_length, K) || ALLOC(d->b_term, K) || ALLOC(d->b_trunc, K) || ALLOC(d->s_obs, K * od) ||
       ALLOC(d->s_next_obs, K * od) || ALLOC(d->s_actions, K * ad) || ALLOC(d->s_reward, K) || ALLOC(d->s_logp, K) ||
-      ALLOC(d->e_obs, E * od) || ALLOC(d->e_actions, E * ad) || ALLOC(d->e_next_obs, E * od) ||
-      ALLOC(d->e_reward, E) || ALLOC(d->e_term, E) || ALLOC(d->e_trunc, E) || ALLOC(d->e_done, E) ||
-      ALLOC(d->e_return, E) || ALLOC(d->keys, B) || ALLOC(d->weights, B) || ALLOC(d->b_obs, B * od) ||
+      ALLOC(d->keys, B) || ALLOC(d->weights, B) || ALLOC(d->b_obs, B * od) ||
       ALLOC(d->b_action, B * ad) || ALLOC(d->b_reward, B) || ALLOC(d->b_next_obs, B * od) ||
       ALLOC(d->b_terminated_f, B) || ALLOC(d->b_truncated_f, B) || ALLOC(d->bb_term, B) || ALLOC(d->bb_trunc, B)) {
     ember_fail(err, EMBER_ENOMEM, "out of memory");
@@ -256,27 +252,15 @@ static int take_policy(det_source *d, policy_t **pol, int max_batch, const Ember
   return *pol ? 0 : err->code;
 }
 
-/* E episodes side by side with the deterministic policy, to their end, reported as evaluations. */
+/* One evaluation of p, to its end, reported whole. */
 static int evaluate(det_source *d, const Ember__Params *p, ember_err *err) {
-  int rc = take_policy(d, &d->eval_policy, d->E, p, err);
-  if (rc) return rc;
-  env_vec_reset(d->eval_vec);
-  memset(d->e_done, 0, (size_t)d->E);
-  int remaining = d->E;
-  env_step_out o = {.next_obs = d->e_next_obs, .reward = d->e_reward, .terminated = d->e_term,
-                    .truncated = d->e_trunc, .episode_return = d->e_return};
-  for (int step = 0; remaining > 0 && step < 1000000; step++) {
-    memcpy(d->e_obs, env_vec_obs(d->eval_vec), sizeof(float) * (size_t)(d->E * d->od));
-    if ((rc = policy_act(d->eval_policy, d->e_obs, d->E, true, NULL, d->e_actions, NULL, err)) != 0) return rc;
-    if ((rc = env_vec_step(d->eval_vec, d->e_actions, &o, err)) != 0) return rc;
-    for (int i = 0; i < d->E; i++)
-      if (!d->e_done[i] && (d->e_term[i] || d->e_trunc[i])) {
-        d->e_done[i] = 1;
-        remaining--;
-        learner_report_episode(d->learner, d->actor_id, p->version, d->e_return[i], true);
-      }
-  }
-  return 0;
+  int rc = evaluation_start(d->eval, p, err);
+  if (!rc) rc = evaluation_run(d->eval, err);
+  if (rc != 1) return rc ? rc : ember_fail(err, EMBER_ESTATE, "the evaluation did not complete");
+  evaluation_result r;
+  evaluation_get_result(d->eval, &r);
+  return learner_report_evaluation(d->learner, d->actor_id, r.version, r.env_steps, r.episodes, r.returns, r.lengths,
+                                   r.ended_by_task, err);
 }
 
 static int det_published(void *ctx, const Ember__Params *p, bool restored, ember_err *err) {
@@ -284,8 +268,10 @@ static int det_published(void *ctx, const Ember__Params *p, bool restored, ember
   int rc = take_policy(d, &d->policy, d->K, p, err);
   if (rc) return ember_err_prefix(err, "--deterministic: the learner's Params: ");
   d->policy_version = p->version;
-  if (restored || d->eval_every <= 0 || p->version < d->next_eval_version) return 0;
-  d->next_eval_version = p->version + (uint64_t)d->eval_every;
+  /* the first version published at or after each multiple of eval_every env steps, as the eval
+   * role's actor chooses (evaluation.h) */
+  if (restored || !d->evaluate || (d->eval_every > 0 && p->env_steps < d->next_eval_steps)) return 0;
+  if (d->eval_every > 0) d->next_eval_steps = (p->env_steps / (uint64_t)d->eval_every + 1) * (uint64_t)d->eval_every;
   return evaluate(d, p, err);
 }
 
@@ -293,7 +279,7 @@ static int det_published(void *ctx, const Ember__Params *p, bool restored, ember
 
 typedef struct {
   uint32_t format, K, E, obs_dim, act_dim, pad;
-  uint64_t env_state_bytes, capacity, table_size, env_steps, next_eval_version, policy_version;
+  uint64_t env_state_bytes, capacity, table_size, env_steps, next_eval_steps, policy_version;
   double credit;
   rng_t actor_rng, sample_rng;
   uint64_t physics_faults, fault_last_step;
@@ -306,7 +292,7 @@ static void counters_of(const det_source *d, det_counters *c) {
   c->env_state_bytes = env_state_size(d->model);
   c->capacity = replay_table_capacity(d->table);
   c->table_size = replay_table_size(d->table);
-  c->env_steps = d->env_steps, c->next_eval_version = d->next_eval_version, c->policy_version = d->policy_version;
+  c->env_steps = d->env_steps, c->next_eval_steps = d->next_eval_steps, c->policy_version = d->policy_version;
   c->credit = d->credit;
   c->actor_rng = d->actor_rng, c->sample_rng = d->sample_rng;
   c->physics_faults = d->physics_faults, c->fault_last_step = d->fault_last_step;
@@ -374,7 +360,7 @@ static int det_save(void *ctx, FILE *out, ember_err *err) {
   counters_of(d, &c);
   int rc = checkpoint_put(out, "det_counters", &c, sizeof c, err);
   if (!rc) rc = put_envs(out, "det_envs", d->vec, c.env_state_bytes, err);
-  if (!rc) rc = put_envs(out, "det_eval_envs", d->eval_vec, c.env_state_bytes, err);
+  if (!rc) rc = put_envs(out, "det_eval_envs", evaluation_envs(d->eval), c.env_state_bytes, err);
   if (rc) return rc;
   size_t n = c.table_size;
   det_rows r;
@@ -412,7 +398,7 @@ static int det_load(void *ctx, FILE *in, ember_err *err) {
   if (replay_table_inserts(d->table) != 0)
     return ember_fail(err, EMBER_ESTATE, "--deterministic: resuming into a table that is not empty");
   if ((rc = get_envs(in, "det_envs", d->vec, c.env_state_bytes, err)) != 0) return rc;
-  if ((rc = get_envs(in, "det_eval_envs", d->eval_vec, c.env_state_bytes, err)) != 0) return rc;
+  if ((rc = get_envs(in, "det_eval_envs", evaluation_envs(d->eval), c.env_state_bytes, err)) != 0) return rc;
   size_t n = c.table_size;
   det_rows r;
   if (rows_alloc(&r, n, d->od, d->ad) != 0) return ember_fail(err, EMBER_ENOMEM, "out of memory");
@@ -438,7 +424,7 @@ static int det_load(void *ctx, FILE *in, ember_err *err) {
   }
   rows_free(&r);
   if (rc) return rc;
-  d->env_steps = c.env_steps, d->next_eval_version = c.next_eval_version, d->policy_version = c.policy_version;
+  d->env_steps = c.env_steps, d->next_eval_steps = c.next_eval_steps, d->policy_version = c.policy_version;
   d->physics_faults = c.physics_faults, d->fault_last_step = c.fault_last_step != 0;
   d->credit = c.credit;
   d->actor_rng = c.actor_rng, d->sample_rng = c.sample_rng;

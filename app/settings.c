@@ -8,6 +8,9 @@
 #define TF(name, type, lo, hi, def, help) {#name, type, offsetof(train_config, name), lo, hi, def, help}
 static const config_field train_fields[] = {
     TF(actors, CONFIG_INT, 1, 256, "2", "actor threads in `ember train`"),
+    TF(evaluator, CONFIG_BOOL, 0, 0, "true",
+       "run an evaluator thread (an actor of role eval: actor.eval_episodes complete deterministic episodes "
+       "every actor.eval_every_steps env steps); false = no evaluations"),
     TF(progress_interval_s, CONFIG_FLOAT, 0, 1e6, "2", "seconds between progress lines; 0 = none"),
     TF(updates_per_step, CONFIG_FLOAT, 0, 1e4, "1",
        "learner updates per env step, enforced by replay's rate limiter; 0 = no limiter"),
@@ -51,7 +54,7 @@ typedef struct {
 
 static const char *const pendulum_preset[] = {
     "run.steps=15000",        "sac.hidden_size=128", "learner.batch_size=128", "learner.publish_every=100",
-    "actor.num_envs=1",       "actor.eval_every_versions=5", "actor.eval_episodes=5", NULL};
+    "actor.num_envs=1",       "actor.eval_every_steps=1000", NULL};
 /* VMBPO on pendulum (docs/algorithms.md, "VMBPO as implemented", learning): pendulum's dynamics are
  * deterministic, so the exact E-step has q_d* = p and nu* = 0 (eqs. 14, 19); the estimated twist and
  * nu only measure the model's error there, and the twist feeds it back into V' (divergence), so step 1
@@ -166,7 +169,8 @@ int app_flags_parse(int argc, char **argv, int first, app_flags *f, bool *help, 
   static const struct {
     const char *flag, *key;
   } shorthands[] = {{"--task", "run.task"},   {"--algo", "run.algo"},       {"--steps", "run.steps"},
-                    {"--seed", "run.seed"},   {"--run-dir", "run.run_dir"}, {"--actors", "train.actors"}};
+                    {"--seed", "run.seed"},   {"--run-dir", "run.run_dir"}, {"--actors", "train.actors"},
+                    {"--stop-at-return", "learner.stop_at_return"}};
   memset(f, 0, sizeof *f);
   *help = false;
   f->config_path = getenv("EMBER_CONFIG");
@@ -252,8 +256,14 @@ int app_settings_load(app_settings *s, const app_flags *f, char *const *envp, em
     if ((rc = apply_preset(s, q, err)) != 0) return rc;
     applied++;
   }
-  if (!applied) return 0;
-  return config_load(s->bindings, s->n_bindings, f->config_path, envp, (const char *const *)f->sets, f->nsets, err);
+  if (applied &&
+      (rc = config_load(s->bindings, s->n_bindings, f->config_path, envp, (const char *const *)f->sets, f->nsets,
+                        err)) != 0)
+    return rc;
+  /* a threshold given (--stop-at-return R, or the key) means "stop there" unless stop_on_return says no */
+  if (app_setting_is_set(s, "learner.stop_at_return") && !app_setting_is_set(s, "learner.stop_on_return"))
+    s->learner.stop_on_return = true;
+  return 0;
 }
 
 bool app_setting_is_set(const app_settings *s, const char *key) {

@@ -35,6 +35,7 @@
 /* The "train" section: what only `ember train` uses. */
 typedef struct {
   int64_t actors;               /* actor threads */
+  bool evaluator;               /* an evaluator thread (actor.role eval) */
   double progress_interval_s;   /* progress line period; 0 = none */
   double updates_per_step;      /* learner updates per env step, enforced by replay's rate limiter */
   int64_t lead_steps;           /* how far actors may run ahead of (or behind) that ratio, in env steps */

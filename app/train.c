@@ -67,12 +67,15 @@ static void *replay_thread(void *arg) {
 static void usage(FILE *out) {
   fprintf(out,
           "usage: ember train [--task T] [--algo A] [--steps N] [--seed S] [--actors N] [--run-dir DIR]\n"
-          "                   [--deterministic] [--config FILE] [--set section.key=value ...]\n"
+          "                   [--stop-at-return R] [--deterministic] [--config FILE] [--set section.key=value ...]\n"
           "Trains an agent with replay, learner and N actors as threads of this process (inproc://).\n"
           "Every setting is listed by `ember config`. The run directory (default runs/<task>-<algo>-<time>)\n"
           "receives config.yaml (the settings really used), curves.csv, tb/ (TensorBoard), checkpoints/\n"
           "and the final learner state. Run again with the same --run-dir to resume from its newest\n"
           "checkpoint (learner.resume). Ctrl-C or SIGTERM stops cleanly with a final checkpoint.\n"
+          "Evaluations: an evaluator thread plays actor.eval_episodes (10) complete episodes of the\n"
+          "deterministic policy every actor.eval_every_steps (5000) env steps, one row each in evals.csv.\n"
+          "--stop-at-return R: stop as soon as an evaluation's mean return reaches R.\n"
           "--deterministic: one actor and the replay table in lock-step with the learner in one thread;\n"
           "the run is a function of the seed, and a stopped run resumed with the same settings ends\n"
           "bit-identical to an uninterrupted one (learner.max_updates stops it early for tests).\n");
@@ -153,21 +156,31 @@ static void fmt_return(char *buf, size_t n, double r) {
   else snprintf(buf, n, "%7.1f", r);
 }
 
+/* The latest complete evaluation: "mean +- std (n ep, v<version> at <steps>)". */
+static void fmt_eval(char *buf, size_t n, const learner_progress *p) {
+  if (!p->eval_version) {
+    snprintf(buf, n, "   --  ");
+    return;
+  }
+  snprintf(buf, n, "%7.1f +- %.1f (%u ep, v%llu at %.0f steps)", p->eval_return, p->eval_std, p->eval_n,
+           (unsigned long long)p->eval_version, p->eval_env_steps);
+}
+
 static void print_progress(const learner_progress *p, uint64_t steps, double wall) {
-  char tr[32], ev[32], eta[32] = "--";
+  char tr[32], ev[128], eta[32] = "--";
   fmt_return(tr, sizeof tr, p->train_return);
-  fmt_return(ev, sizeof ev, p->eval_return);
+  fmt_eval(ev, sizeof ev, p);
   if (steps > 0 && p->env_steps_per_s > 0 && p->env_steps < steps) {
     double s = (double)(steps - p->env_steps) / p->env_steps_per_s;
     snprintf(eta, sizeof eta, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
   } else if (p->env_steps >= steps && steps > 0) {
     snprintf(eta, sizeof eta, "0s");
   }
-  printf("[%6.0fs] env steps %7llu/%llu (%3.0f%%)  train return %s  eval return %s (v%llu)  updates %7llu "
+  printf("[%6.0fs] env steps %7llu/%llu (%3.0f%%)  train return %s  eval return %s  updates %7llu "
          "(%5.0f/s)  ETA %s\n",
          wall, (unsigned long long)p->env_steps, (unsigned long long)steps,
-         steps ? 100.0 * (double)p->env_steps / (double)steps : 0.0, tr, ev, (unsigned long long)p->eval_version,
-         (unsigned long long)p->updates, p->updates_per_s, eta);
+         steps ? 100.0 * (double)p->env_steps / (double)steps : 0.0, tr, ev, (unsigned long long)p->updates,
+         p->updates_per_s, eta);
   fflush(stdout);
 }
 
@@ -221,7 +234,7 @@ int app_train(int argc, char **argv) {
   det_source *det = NULL;
   learner_slot ls = {0};
   if (deterministic) s.train.actors = 0; /* the one actor lives in the learner's thread */
-  actor_slot *actors = calloc((size_t)s.train.actors + 1, sizeof *actors);
+  actor_slot *actors = calloc((size_t)s.train.actors + 2, sizeof *actors); /* + the evaluator */
   pthread_t replay_tid, learner_tid;
   bool replay_started = false, learner_started = false;
   if (!zmq || !metrics || !actors) {
@@ -261,18 +274,27 @@ int app_train(int argc, char **argv) {
            (unsigned long long)rp.version, (unsigned long long)rp.updates, (unsigned long long)rp.env_steps,
            s.learner.checkpoint_dir[0] ? s.learner.checkpoint_dir : "run_dir/checkpoints");
   }
-  for (int64_t i = 0; i < s.train.actors; i++) {
+  /* the training actors, ids 1..N (actor.id 0), then the evaluator (id N + 1): an actor of role eval
+   * with envs of its own, so evaluations neither slow the training actors nor change their data */
+  const int64_t n_threads = s.train.actors + (!deterministic && s.train.evaluator ? 1 : 0);
+  for (int64_t i = 0; i < n_threads; i++) {
     actor_config ac = s.actor;
     ac.id = (s.actor.id ? s.actor.id : 1) + i; /* actor.id 0 = ids 1..N here */
+    snprintf(ac.role, sizeof ac.role, "%s", i < s.train.actors ? "train" : "eval");
     if (!(actors[i].actor = actor_new(&ac, zmq, metrics, &err))) {
-      fprintf(stderr, "ember train: actor %lld: %s\n", (long long)ac.id, err.msg);
+      fprintf(stderr, "ember train: %s %lld: %s\n", i < s.train.actors ? "actor" : "evaluator", (long long)ac.id,
+              err.msg);
       goto out;
     }
   }
-  printf("ember train: %s on %s, %lld env steps, %lld actors x %lld envs%s, batch %lld; run dir %s\n", s.run.algo,
-         s.run.task, (long long)s.run.steps, deterministic ? 1 : (long long)s.train.actors,
+  char evaluations[160] = "no evaluations";
+  if (s.train.evaluator || deterministic)
+    snprintf(evaluations, sizeof evaluations, "evaluations of %lld episodes every %lld steps",
+             (long long)s.actor.eval_episodes, (long long)s.actor.eval_every_steps);
+  printf("ember train: %s on %s, %lld env steps, %lld actors x %lld envs%s, batch %lld, %s; run dir %s\n",
+         s.run.algo, s.run.task, (long long)s.run.steps, deterministic ? 1 : (long long)s.train.actors,
          (long long)s.actor.num_envs, deterministic ? " (deterministic, one thread)" : "",
-         (long long)s.learner.batch_size, s.run.run_dir);
+         (long long)s.learner.batch_size, evaluations, s.run.run_dir);
   fflush(stdout);
 
   if (s.metrics.train_port >= 0) { /* every component's metrics, one endpoint */
@@ -290,7 +312,7 @@ int app_train(int argc, char **argv) {
 
   replay_started = !deterministic && pthread_create(&replay_tid, NULL, replay_thread, replay) == 0;
   learner_started = (replay_started || deterministic) && pthread_create(&learner_tid, NULL, learner_thread, &ls) == 0;
-  for (int64_t i = 0; learner_started && i < s.train.actors; i++)
+  for (int64_t i = 0; learner_started && i < n_threads; i++)
     actors[i].started = pthread_create(&actors[i].thread, NULL, actor_thread, &actors[i]) == 0;
 
   struct timespec t0;
@@ -330,9 +352,9 @@ out:
       rc = 1;
     }
   }
-  for (int64_t i = 0; actors && i < s.train.actors; i++)
+  for (int64_t i = 0; actors && i < s.train.actors + 1; i++)
     if (actors[i].started) actor_stop(actors[i].actor);
-  for (int64_t i = 0; actors && i < s.train.actors; i++)
+  for (int64_t i = 0; actors && i < s.train.actors + 1; i++)
     if (actors[i].started) pthread_join(actors[i].thread, NULL);
   if (replay_started) {
     replay_server_stop(replay);
@@ -341,15 +363,17 @@ out:
   if (learner_started) {
     learner_get_progress(ls.learner, &p);
     print_progress(&p, (uint64_t)s.run.steps, p.wall_s);
-    char ev[32];
-    fmt_return(ev, sizeof ev, p.eval_return);
-    printf("ember train: done: %llu env steps, %llu updates, %llu parameter versions, eval return %s; curves in "
-           "%s/curves.csv\n",
-           (unsigned long long)p.env_steps, (unsigned long long)p.updates, (unsigned long long)p.version, ev,
-           s.run.run_dir);
+    char ev[128];
+    fmt_eval(ev, sizeof ev, &p);
+    if (p.stopped_at_return)
+      printf("ember train: stopped: an evaluation reached learner.stop_at_return %g\n", s.learner.stop_at_return);
+    printf("ember train: done: %llu env steps, %llu updates, %llu parameter versions, %llu evaluations, latest %s; "
+           "curves in %s/curves.csv and %s/evals.csv\n",
+           (unsigned long long)p.env_steps, (unsigned long long)p.updates, (unsigned long long)p.version,
+           (unsigned long long)p.evaluations, ev, s.run.run_dir, s.run.run_dir);
   }
   http_server_stop(&http);
-  for (int64_t i = 0; actors && i < s.train.actors; i++) actor_destroy(&actors[i].actor);
+  for (int64_t i = 0; actors && i < s.train.actors + 1; i++) actor_destroy(&actors[i].actor);
   free(actors);
   learner_destroy(&ls.learner);
   det_source_destroy(&det);

@@ -181,7 +181,6 @@ static double actor_round(void *ctx, const char *task, int K, long steps, const 
   cfg.num_envs = K;
   cfg.max_env_steps = steps;
   cfg.log_interval_s = 0;
-  cfg.eval_every_versions = 0;
   cfg.queue_batches = 4096; /* the fake replay shares the machine: never drop, never wait */
   cfg.id = 1 + round;
   cfg.seed = (int64_t)round;

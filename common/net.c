@@ -165,6 +165,7 @@ int net_send_body(void *sock, Ember__Envelope__BodyCase body_case, void *body, c
     case EMBER__ENVELOPE__BODY_STATS: env.stats = body; break;
     case EMBER__ENVELOPE__BODY_EPISODE: env.episode = body; break;
     case EMBER__ENVELOPE__BODY_ERROR: env.error = body; break;
+    case EMBER__ENVELOPE__BODY_EVALUATION: env.evaluation = body; break;
     default: return ember_fail(err, EMBER_EINVAL, "net_send_body: unknown body case %d", (int)body_case);
   }
   return net_send(sock, &env, route, flags, err);
@@ -278,6 +279,7 @@ const char *net_body_name(Ember__Envelope__BodyCase c) {
     case EMBER__ENVELOPE__BODY_STATS: return "stats";
     case EMBER__ENVELOPE__BODY_EPISODE: return "episode";
     case EMBER__ENVELOPE__BODY_ERROR: return "error";
+    case EMBER__ENVELOPE__BODY_EVALUATION: return "evaluation";
     default: return "none";
   }
 }

@@ -1,5 +1,5 @@
 /* learner.c: the learner loop (see learner.h). */
-#include "learner.h"
+#include "learner_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -60,93 +60,18 @@ static const config_field learner_fields[] = {
     LF(checkpoints, CONFIG_BOOL, 0, 0, "true", "write checkpoints (periodically and at the end)"),
     LF(resume, CONFIG_BOOL, 0, 0, "true", "at start, resume from the newest valid checkpoint in checkpoint_dir"),
     LF(tensorboard, CONFIG_BOOL, 0, 0, "true", "write TensorBoard event files to run_dir/tb"),
+    LF(random_steps, CONFIG_INT, 0, 1e12, "0",
+       "publish no Params before this many env steps: the actors act uniformly at random until then (the "
+       "warm-up of the standard SAC loop); the learner updates from replay.min_size_to_sample on"),
+    LF(stop_on_return, CONFIG_BOOL, 0, 0, "false",
+       "stop the run (final checkpoint) once a complete evaluation's mean return reaches stop_at_return"),
+    LF(stop_at_return, CONFIG_FLOAT, -1e300, 1e300, "0", "the mean evaluation return that stops the run"),
 };
 #undef LF
 const config_section learner_config_section = {"learner", learner_fields,
                                                sizeof learner_fields / sizeof *learner_fields};
 
-/* ---- the instance -------------------------------------------------------------------------------- */
-
-#define TRAIN_WINDOW 10
-#define PUB_RING 4096 /* versions whose env steps at publication are remembered (eval_env_steps) */
-#define MAX_ACTORS 1024
-
-typedef struct {
-  uint64_t id, version;
-  double last_seen_s;
-  metric *version_gauge; /* learner_actor_policy_version{actor="<id>"} */
-  metric *age_gauge;     /* learner_actor_last_seen_seconds{actor="<id>"} */
-} actor_seen;
-
-struct learner {
-  run_config run;
-  learner_config cfg;
-  const algo_ops *ops;
-  void *algo;
-  const env_spec *spec;
-  void *zmq, *pub, *control;
-  replay_sample_client *sampler;
-  char params_ep[CONFIG_STRING_MAX], control_ep[CONFIG_STRING_MAX];
-
-  metrics_registry *metrics, *own_metrics;
-  bool resumed_from_checkpoint; /* versions may then continue past what actors report */
-  metric *m_updates, *m_version, *m_env_steps, *m_refused, *m_episodes, *m_eval_episodes, *m_msgs_refused,
-      *m_params_sent, *m_actors, *m_lag, *m_train_return, *m_eval_return, *m_updates_per_s, *m_env_steps_per_s,
-      *m_stats[ALGO_MAX_STATS];
-
-  float *terminated, *truncated, *priorities; /* [batch_size] */
-  algo_stats stats;
-  double stat_sum[ALGO_MAX_STATS];
-  uint64_t stat_rows;
-  int stat_count;
-
-  Ember__Params current; /* the last published Params (version 0: none yet) */
-  uint64_t version, updates, env_steps;
-
-  double train_returns[TRAIN_WINDOW];
-  int train_n, train_next;
-  uint64_t eval_version;
-  double eval_sum;
-  uint64_t eval_count;
-  double eval_env_steps; /* env steps when eval_version was published; NAN when not remembered */
-  uint64_t pub_version[PUB_RING], pub_steps[PUB_RING]; /* version v at [v % PUB_RING] */
-  uint64_t episodes, eval_episodes, batches_refused;
-
-  actor_seen actors[MAX_ACTORS];
-  int n_actors;
-
-  FILE *csv;
-  char csv_path[CONFIG_STRING_MAX + 32];
-  bool csv_ready;      /* header written or kept (after the resume decision) */
-  tb_writer *tb;
-  char ckpt_dir[CONFIG_STRING_MAX];
-  double last_ckpt;
-  bool resume_done, running;
-  uint64_t env_base;   /* added to replay's count when replay restarted below what was seen */
-  double wall_offset;  /* wall time of the run before the resume */
-  learner_source src;
-  bool has_src;
-
-  double t0, last_log, last_csv, last_stats, last_progress, last_refusal_log, last_wait_log, last_control_log;
-  uint64_t updates_at_last_log, steps_at_last_log;
-  double rate_updates, rate_steps;
-
-  atomic_bool stop;
-  pthread_mutex_t progress_mu;
-  learner_progress progress;
-};
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-const char *learner_params_endpoint(const learner_t *l) { return l->params_ep; }
-const char *learner_control_endpoint(const learner_t *l) { return l->control_ep; }
-void learner_stop(learner_t *l) { atomic_store(&l->stop, true); }
-
-static int mkdir_p(const char *path, ember_err *err) {
+int learner_mkdir_p(const char *path, ember_err *err) {
   char buf[CONFIG_STRING_MAX];
   snprintf(buf, sizeof buf, "%s", path);
   for (char *p = buf + 1; *p; p++) {
@@ -161,6 +86,10 @@ static int mkdir_p(const char *path, ember_err *err) {
   return 0;
 }
 
+const char *learner_params_endpoint(const learner_t *l) { return l->params_ep; }
+const char *learner_control_endpoint(const learner_t *l) { return l->control_ep; }
+void learner_stop(learner_t *l) { atomic_store(&l->stop, true); }
+
 void learner_destroy(learner_t **l_p) {
   if (!l_p || !*l_p) return;
   learner_t *l = *l_p;
@@ -170,6 +99,7 @@ void learner_destroy(learner_t **l_p) {
   if (l->pub) zmq_close(l->pub);
   if (l->control) zmq_close(l->control);
   if (l->csv) fclose(l->csv);
+  if (l->evals_csv) fclose(l->evals_csv);
   tb_writer_close(&l->tb);
   free(l->terminated);
   free(l->truncated);
@@ -188,7 +118,8 @@ static void register_metrics(learner_t *l) {
   l->m_refused = metrics_counter(r, "learner_batches_refused_total", NULL,
                                  "sample batches the algorithm or the shape checks refused");
   l->m_episodes = metrics_counter(r, "learner_episodes_total", "kind=\"train\"", "episodes reported by actors");
-  l->m_eval_episodes = metrics_counter(r, "learner_episodes_total", "kind=\"eval\"", "episodes reported by actors");
+  l->m_eval_episodes = metrics_counter(r, "learner_episodes_total", "kind=\"eval\"",
+                                      "episodes reported by actors (evaluations: their episodes)");
   l->m_msgs_refused = metrics_counter(r, "learner_messages_refused_total", NULL,
                                       "control messages refused (undecodable or unexpected)");
   l->m_params_sent = metrics_counter(r, "learner_params_sent_total", NULL, "Params published or sent on request");
@@ -196,7 +127,15 @@ static void register_metrics(learner_t *l) {
   l->m_lag = metrics_gauge(r, "learner_actor_policy_lag_max", NULL,
                            "largest (published version - version an actor acts with) over live actors");
   l->m_train_return = metrics_gauge(r, "learner_train_return", NULL, "mean of the last 10 training returns");
-  l->m_eval_return = metrics_gauge(r, "learner_eval_return", NULL, "mean return of the latest evaluation");
+  l->m_eval_return = metrics_gauge(r, "learner_eval_return", NULL,
+                                   "mean return of the latest complete evaluation (of the newest version evaluated)");
+  l->m_eval_std = metrics_gauge(r, "learner_eval_return_std", NULL,
+                                "standard deviation of the returns of the latest complete evaluation");
+  l->m_eval_n = metrics_gauge(r, "learner_eval_episodes", NULL, "episodes of the latest complete evaluation");
+  l->m_eval_steps = metrics_gauge(r, "learner_eval_env_steps", NULL,
+                                  "env steps when the latest evaluated version was published");
+  l->m_eval_version = metrics_gauge(r, "learner_eval_policy_version", NULL, "the version of the latest evaluation");
+  l->m_evaluations = metrics_counter(r, "learner_evaluations_total", NULL, "complete evaluations received");
   l->m_updates_per_s = metrics_gauge(r, "learner_updates_per_second", NULL, "over the last progress interval");
   l->m_env_steps_per_s = metrics_gauge(r, "learner_env_steps_per_second", NULL, "over the last progress interval");
   for (int i = 0; i < ALGO_MAX_STATS && l->ops->stat_names[i]; i++) {
@@ -204,72 +143,6 @@ static void register_metrics(learner_t *l) {
     snprintf(labels, sizeof labels, "stat=\"%.100s\"", l->ops->stat_names[i]);
     l->m_stats[i] = metrics_gauge(r, "learner_algo_stat", labels, "the algorithm's statistics of the latest update");
   }
-}
-
-static int open_csv(learner_t *l, ember_err *err) {
-  if (!l->run.run_dir[0]) return 0;
-  int rc = mkdir_p(l->run.run_dir, err);
-  if (rc) return rc;
-  snprintf(l->csv_path, sizeof l->csv_path, "%s/curves.csv", l->run.run_dir);
-  /* append mode: a resumed run continues the file (learner_resume cuts it back to the checkpoint's
-   * length); a fresh run empties it there and writes the header */
-  if (!(l->csv = fopen(l->csv_path, "a")))
-    return ember_fail(err, EMBER_EIO, "cannot write %s: %s", l->csv_path, strerror(errno));
-  return 0;
-}
-
-/* The header line of curves.csv (without the newline). */
-static void csv_header(const learner_t *l, char *buf, size_t n) {
-  size_t used = (size_t)snprintf(buf, n, "env_steps,wall_s,updates,train_return,eval_return,eval_env_steps");
-  for (int i = 0; l->ops->stat_names[i] && used < n; i++)
-    used += (size_t)snprintf(buf + used, n - used, ",%s", l->ops->stat_names[i]);
-}
-
-/* A resumed run whose curves.csv has another header (written by another version of ember, or for
- * another algorithm) keeps that file beside it as curves.N.csv and starts a fresh one. */
-static bool csv_keep_if_other_header(learner_t *l) {
-  char want[4096], have[4096] = "";
-  csv_header(l, want, sizeof want);
-  FILE *f = fopen(l->csv_path, "r");
-  if (!f) return false;
-  if (!fgets(have, sizeof have, f)) have[0] = 0;
-  fclose(f);
-  have[strcspn(have, "\r\n")] = 0;
-  if (strcmp(have, want) == 0) return false;
-  char kept[sizeof l->csv_path + 32];
-  for (int i = 1; i < 1000; i++) {
-    snprintf(kept, sizeof kept, "%.*s.%d.csv", (int)strlen(l->csv_path) - 4, l->csv_path, i);
-    struct stat st;
-    if (stat(kept, &st) != 0) break;
-  }
-  fclose(l->csv);
-  l->csv = NULL;
-  if (rename(l->csv_path, kept) != 0)
-    log_event(LOG_WARN, "learner", "csv_keep_failed", LF_STR("path", l->csv_path), LF_STR("error", strerror(errno)));
-  else
-    log_event(LOG_WARN, "learner", "csv_header_changed", LF_STR("kept_as", kept),
-              LF_STR("reason", "the columns of curves.csv changed; a fresh file starts"));
-  if (!(l->csv = fopen(l->csv_path, "a")))
-    log_event(LOG_ERROR, "learner", "csv_open_failed", LF_STR("path", l->csv_path), LF_STR("error", strerror(errno)));
-  return true;
-}
-
-/* Cuts curves.csv to `bytes` (0: a fresh file with its header). */
-static void csv_reset(learner_t *l, uint64_t bytes) {
-  if (!l->csv) return;
-  if (bytes > 0 && csv_keep_if_other_header(l)) bytes = 0;
-  if (!l->csv) return; /* the fresh file could not be opened (logged) */
-  fflush(l->csv);
-  struct stat st;
-  if (fstat(fileno(l->csv), &st) == 0 && (uint64_t)st.st_size > bytes && ftruncate(fileno(l->csv), (off_t)bytes) != 0)
-    log_event(LOG_WARN, "learner", "csv_truncate_failed", LF_STR("error", strerror(errno)));
-  if (fstat(fileno(l->csv), &st) == 0 && st.st_size == 0) {
-    char header[4096];
-    csv_header(l, header, sizeof header);
-    fprintf(l->csv, "%s\n", header);
-    fflush(l->csv);
-  }
-  l->csv_ready = true;
 }
 
 static void *bind_socket(learner_t *l, int type, const char *endpoint, char *bound, ember_err *err) {
@@ -323,8 +196,7 @@ learner_t *learner_new(const run_config *run, const learner_config *cfg, const v
   l->ops = ops;
   l->spec = spec;
   l->zmq = zmq_ctx;
-  l->eval_version = 0;
-  l->eval_env_steps = NAN;
+  l->eval = (learner_eval_summary){.version = 0, .env_steps = NAN, .mean = NAN, .std = NAN};
   l->metrics = metrics;
   if (!l->metrics) l->metrics = l->own_metrics = metrics_new();
   if (!l->metrics) {
@@ -361,7 +233,7 @@ learner_t *learner_new(const run_config *run, const learner_config *cfg, const v
     ember_err_prefix(err, "learner.replay_endpoint: ");
     goto fail;
   }
-  if (open_csv(l, err) != 0) goto fail;
+  if (learner_open_csv(l, err) != 0) goto fail;
   if (cfg->checkpoint_dir[0])
     snprintf(l->ckpt_dir, sizeof l->ckpt_dir, "%s", cfg->checkpoint_dir);
   else if (run->run_dir[0])
@@ -396,8 +268,8 @@ static int publish(learner_t *l, ember_err *err) {
 
 /* Registers an actor on first sight (one gauge per actor id: allocation once per actor, not per
  * message) and records the policy version it reports. */
-static void note_actor(learner_t *l, uint64_t id, uint64_t version, bool has_version) {
-  double t = now_s();
+void learner_note_actor(learner_t *l, uint64_t id, uint64_t version, bool has_version) {
+  double t = learner_now_s();
   actor_seen *a = NULL;
   for (int i = 0; i < l->n_actors && !a; i++)
     if (l->actors[i].id == id) a = &l->actors[i];
@@ -428,9 +300,9 @@ static void note_actor(learner_t *l, uint64_t id, uint64_t version, bool has_ver
   a->last_seen_s = t;
 }
 
-static void refuse_message(learner_t *l, const net_route *route, int code, const char *what) {
+void learner_refuse_message(learner_t *l, const net_route *route, int code, const char *what) {
   metric_inc(l->m_msgs_refused);
-  double t = now_s();
+  double t = learner_now_s();
   if (t - l->last_control_log > 10) {
     log_event(LOG_WARN, "learner", "message_refused", LF_STR("reason", ember_strerror(code)), LF_STR("detail", what));
     l->last_control_log = t;
@@ -482,47 +354,6 @@ static void answer_stats(learner_t *l, const net_route *route) {
   free(c.items), free(c.ptrs), free(c.labels), free(c.names);
 }
 
-void learner_report_episode(learner_t *l, uint64_t actor_id, uint64_t policy_version, double episode_return,
-                            bool evaluation) {
-  note_actor(l, actor_id, 0, false);
-  if (!isfinite(episode_return)) {
-    metric_inc(l->m_msgs_refused);
-    return;
-  }
-  if (evaluation) {
-    l->eval_episodes++;
-    metric_inc(l->m_eval_episodes);
-    if (policy_version < l->eval_version) return; /* a straggler of an older evaluation */
-    if (policy_version > l->eval_version) {        /* a newer evaluation starts */
-      l->eval_version = policy_version;
-      l->eval_sum = 0;
-      l->eval_count = 0;
-      const size_t slot = policy_version % PUB_RING;
-      l->eval_env_steps = l->pub_version[slot] == policy_version ? (double)l->pub_steps[slot] : NAN;
-    }
-    l->eval_sum += episode_return;
-    l->eval_count++;
-    metric_set(l->m_eval_return, l->eval_sum / (double)l->eval_count);
-    log_event(LOG_INFO, "learner", "evaluation", LF_U64("version", policy_version), LF_F64("return", episode_return),
-              LF_U64("actor", actor_id), LF_U64("env_steps", l->env_steps));
-  } else {
-    l->episodes++;
-    metric_inc(l->m_episodes);
-    l->train_returns[l->train_next] = episode_return;
-    l->train_next = (l->train_next + 1) % TRAIN_WINDOW;
-    if (l->train_n < TRAIN_WINDOW) l->train_n++;
-  }
-}
-
-static double train_return(const learner_t *l) {
-  if (l->train_n == 0) return NAN;
-  double s = 0;
-  for (int i = 0; i < l->train_n; i++) s += l->train_returns[i];
-  return s / l->train_n;
-}
-
-static double eval_return(const learner_t *l) { return l->eval_count ? l->eval_sum / (double)l->eval_count : NAN; }
-
 static void handle_control(learner_t *l) {
   for (int budget = 0; budget < 256; budget++) {
     Ember__Envelope *env = NULL;
@@ -531,15 +362,18 @@ static void handle_control(learner_t *l) {
     int rc = net_recv(l->control, &env, &route, ZMQ_DONTWAIT, &e);
     if (rc == EMBER_EAGAIN) return;
     if (rc != 0) {
-      refuse_message(l, NULL, rc, e.msg); /* undecodable: no reply, the bytes may not be ember's */
+      learner_refuse_message(l, NULL, rc, e.msg); /* undecodable: no reply, the bytes may not be ember's */
       continue;
     }
     switch (env->body_case) {
       case EMBER__ENVELOPE__BODY_PARAMS_REQUEST:
-        note_actor(l, env->params_request->actor_id, env->params_request->have_version, true);
+        learner_note_actor(l, env->params_request->actor_id, env->params_request->have_version, true);
         if (l->version > 0 && l->version > env->params_request->have_version &&
             net_send_body(l->control, EMBER__ENVELOPE__BODY_PARAMS, &l->current, &route, ZMQ_DONTWAIT, NULL) == 0)
           metric_inc(l->m_params_sent);
+        break;
+      case EMBER__ENVELOPE__BODY_EVALUATION:
+        learner_take_evaluation(l, env->evaluation, &route);
         break;
       case EMBER__ENVELOPE__BODY_EPISODE:
         learner_report_episode(l, env->episode->actor_id, env->episode->policy_version,
@@ -547,11 +381,11 @@ static void handle_control(learner_t *l) {
         break;
       case EMBER__ENVELOPE__BODY_HELLO: {
         const Ember__Hello *h = env->hello;
-        note_actor(l, h->id, 0, false);
+        learner_note_actor(l, h->id, 0, false);
         if (h->task && h->task[0] && strcmp(h->task, l->run.task) != 0) {
           char why[300];
           snprintf(why, sizeof why, "this learner trains task '%s', not '%s'", l->run.task, h->task);
-          refuse_message(l, &route, EMBER_EINVAL, why);
+          learner_refuse_message(l, &route, EMBER_EINVAL, why);
           break;
         }
         log_event(LOG_INFO, "learner", "hello", LF_STR("role", h->role), LF_U64("id", h->id),
@@ -559,7 +393,7 @@ static void handle_control(learner_t *l) {
         break;
       }
       case EMBER__ENVELOPE__BODY_HEARTBEAT:
-        note_actor(l, env->heartbeat->id, env->heartbeat->policy_version, true);
+        learner_note_actor(l, env->heartbeat->id, env->heartbeat->policy_version, true);
         break;
       case EMBER__ENVELOPE__BODY_STATS_REQUEST:
         answer_stats(l, &route);
@@ -567,7 +401,7 @@ static void handle_control(learner_t *l) {
       default: {
         char why[128];
         snprintf(why, sizeof why, "the learner's control socket does not take %s", net_body_name(env->body_case));
-        refuse_message(l, &route, EMBER_EINVAL, why);
+        learner_refuse_message(l, &route, EMBER_EINVAL, why);
         break;
       }
     }
@@ -593,7 +427,7 @@ static void query_env_steps(learner_t *l) {
 }
 
 static void live_actors(learner_t *l, uint64_t *count, uint64_t *lag) {
-  double t = now_s();
+  double t = learner_now_s();
   *count = *lag = 0;
   for (int i = 0; i < l->n_actors; i++) {
     if (l->actors[i].age_gauge) metric_set(l->actors[i].age_gauge, t - l->actors[i].last_seen_s);
@@ -604,61 +438,8 @@ static void live_actors(learner_t *l, uint64_t *count, uint64_t *lag) {
   }
 }
 
-static void write_csv_row(learner_t *l, double t) {
-  if (!l->csv) return;
-  /* eval_env_steps: where the evaluated policy was published; evaluations of long episodes
-   * finish many env steps later, so curves of equal steps should plot eval_return against it */
-  fprintf(l->csv, "%llu,%.3f,%llu,%.6g,%.6g,%.0f", (unsigned long long)l->env_steps, t - l->t0,
-          (unsigned long long)l->updates, train_return(l), eval_return(l),
-          l->eval_count ? l->eval_env_steps : NAN);
-  for (int i = 0; l->ops->stat_names[i]; i++)
-    fprintf(l->csv, ",%.6g", l->stat_rows ? l->stat_sum[i] / (double)l->stat_rows : NAN);
-  fprintf(l->csv, "\n");
-  fflush(l->csv);
-  memset(l->stat_sum, 0, sizeof l->stat_sum);
-  l->stat_rows = 0;
-}
-
-/* The CSV row's scalars as TensorBoard events (step = env steps, the plots' x axis), written just
- * before write_csv_row resets the averages. */
-static void write_tb(learner_t *l) {
-  if (!l->tb) return;
-  ember_err e = {0};
-  int64_t step = (int64_t)l->env_steps;
-  double tr = train_return(l), ev = eval_return(l);
-  int rc = 0;
-  if (!isnan(tr)) rc |= tb_scalar(l->tb, "return/train", step, tr, &e);
-  if (!isnan(ev)) rc |= tb_scalar(l->tb, "return/eval", step, ev, &e);
-  rc |= tb_scalar(l->tb, "progress/updates", step, (double)l->updates, &e);
-  rc |= tb_scalar(l->tb, "progress/version", step, (double)l->version, &e);
-  rc |= tb_scalar(l->tb, "rate/updates_per_s", step, l->rate_updates, &e);
-  rc |= tb_scalar(l->tb, "rate/env_steps_per_s", step, l->rate_steps, &e);
-  for (int i = 0; l->stat_rows && l->ops->stat_names[i]; i++) {
-    char tag[160];
-    snprintf(tag, sizeof tag, "loss/%s", l->ops->stat_names[i]);
-    rc |= tb_scalar(l->tb, tag, step, l->stat_sum[i] / (double)l->stat_rows, &e);
-  }
-  if (rc) log_event(LOG_WARN, "learner", "tensorboard_failed", LF_STR("error", e.msg));
-}
-
-static void log_progress(learner_t *l) {
-  log_field f[8 + ALGO_MAX_STATS + 1];
-  int n = 0;
-  f[n++] = LF_U64("env_steps", l->env_steps);
-  f[n++] = LF_U64("updates", l->updates);
-  f[n++] = LF_F64("updates_per_s", l->rate_updates);
-  f[n++] = LF_F64("env_steps_per_s", l->rate_steps);
-  f[n++] = LF_F64("train_return", train_return(l));
-  f[n++] = LF_F64("eval_return", eval_return(l));
-  f[n++] = LF_U64("version", l->version);
-  for (int i = 0; l->ops->stat_names[i] && i < l->stats.count; i++)
-    f[n++] = LF_F64(l->ops->stat_names[i], l->stats.values[i]);
-  f[n] = LF_END;
-  log_event_fields(LOG_INFO, "learner", "progress", f);
-}
-
 static void periodic(learner_t *l, bool force) {
-  double t = now_s();
+  double t = learner_now_s();
   if (!l->has_src && (force || t - l->last_stats >= l->cfg.stats_interval_s)) {
     query_env_steps(l);
     l->last_stats = t;
@@ -676,16 +457,16 @@ static void periodic(learner_t *l, bool force) {
     metric_set(l->m_env_steps_per_s, l->rate_steps);
     for (int i = 0; i < l->stats.count && i < ALGO_MAX_STATS; i++)
       if (l->m_stats[i]) metric_set(l->m_stats[i], l->stats.values[i]);
-    metric_set(l->m_train_return, train_return(l));
+    metric_set(l->m_train_return, learner_train_return(l));
   }
   bool log_now = l->cfg.log_interval_s > 0 && (force || t - l->last_log >= l->cfg.log_interval_s);
   if (log_now) {
-    log_progress(l);
+    learner_log_progress(l);
     l->last_log = t;
   }
   if (force || (l->cfg.csv_interval_s > 0 && t - l->last_csv >= l->cfg.csv_interval_s)) {
-    write_tb(l);
-    write_csv_row(l, t);
+    learner_write_tb(l);
+    learner_write_csv_row(l, t);
     l->last_csv = t;
   }
   if (l->tb && (log_now || force)) {
@@ -710,9 +491,14 @@ static void periodic(learner_t *l, bool force) {
   p->wall_s = t - l->t0;
   p->updates_per_s = l->rate_updates;
   p->env_steps_per_s = l->rate_steps;
-  p->train_return = train_return(l);
-  p->eval_return = eval_return(l);
-  p->eval_version = l->eval_version;
+  p->train_return = learner_train_return(l);
+  p->eval_return = (l->eval.version ? l->eval.mean : NAN);
+  p->eval_version = l->eval.version;
+  p->eval_std = l->eval.std;
+  p->eval_env_steps = l->eval.env_steps;
+  p->eval_n = l->eval.episodes;
+  p->evaluations = l->evaluations;
+  p->stopped_at_return = l->stopped_at_return;
   p->episodes = l->episodes;
   p->eval_episodes = l->eval_episodes;
   p->batches_refused = l->batches_refused;
@@ -731,7 +517,7 @@ void learner_get_progress(learner_t *l, learner_progress *out) {
 static void refuse_batch(learner_t *l, int code, const char *why) {
   l->batches_refused++;
   metric_inc(l->m_refused);
-  double t = now_s();
+  double t = learner_now_s();
   if (t - l->last_refusal_log > 10) {
     log_event(LOG_WARN, "learner", "batch_refused", LF_STR("reason", ember_strerror(code)), LF_STR("detail", why),
               LF_U64("refused_total", l->batches_refused));
@@ -782,7 +568,8 @@ static int update_batch(learner_t *l, const algo_batch *b, bool from_replay, emb
   metric_inc(l->m_updates);
   for (int i = 0; i < l->stats.count; i++) l->stat_sum[i] += l->stats.values[i];
   l->stat_rows++;
-  if (l->updates % (uint64_t)l->cfg.publish_every == 0 && (rc = publish(l, &e)) != 0) {
+  if (l->updates % (uint64_t)l->cfg.publish_every == 0 && l->env_steps >= (uint64_t)l->cfg.random_steps &&
+      (rc = publish(l, &e)) != 0) {
     if (l->has_src) return ember_fail(err, rc, "%s", e.msg);
     log_event(LOG_ERROR, "learner", "export_failed", LF_STR("error", e.msg));
   }
@@ -801,372 +588,6 @@ static void update(learner_t *l, const Ember__SampleBatch *sb) {
     return;
   }
   update_batch(l, &b, true, &e);
-}
-
-/* ---- checkpoints --------------------------------------------------------------------------------- */
-
-#define CKPT_PREFIX "learner"
-#define CKPT_FORMAT 2u /* 2: the publications (eval_env_steps across a resume) */
-#define CKPT_FORMAT_OLDEST 1u
-
-typedef struct {
-  char magic[8];                 /* "EMBRLRNR" */
-  uint32_t format, has_source;
-  uint32_t obs_dim, act_dim;
-  char algo[64], task[64];
-} ckpt_identity;
-
-typedef struct {
-  uint64_t updates, version, env_steps, env_base, episodes, eval_episodes, batches_refused;
-  uint64_t eval_version, eval_count, stat_rows, csv_bytes;
-  double eval_sum, wall_s;
-  double train_returns[TRAIN_WINDOW];
-  int32_t train_n, train_next;
-  double stat_sum[ALGO_MAX_STATS];
-  algo_stats stats;
-} ckpt_counters;
-
-/* Where each recent version was published, so that evaluations finishing after a resume are still
- * placed at their policy's env steps (curves.csv's eval_env_steps). */
-typedef struct {
-  double eval_env_steps;
-  uint64_t pub_version[PUB_RING], pub_steps[PUB_RING];
-} ckpt_publications;
-
-static void identity_of(const learner_t *l, ckpt_identity *id) {
-  memset(id, 0, sizeof *id);
-  memcpy(id->magic, "EMBRLRNR", 8);
-  id->format = CKPT_FORMAT;
-  id->has_source = l->has_src;
-  id->obs_dim = (uint32_t)l->spec->obs_dim;
-  id->act_dim = (uint32_t)l->spec->act_dim;
-  snprintf(id->algo, sizeof id->algo, "%.63s", l->ops->name);
-  snprintf(id->task, sizeof id->task, "%.63s", l->run.task);
-}
-
-/* A variable-length record: its length, then its bytes. */
-static int put_blob(FILE *out, const char *name, const void *data, uint64_t n, ember_err *err) {
-  char len_name[64];
-  snprintf(len_name, sizeof len_name, "%s_bytes", name);
-  int rc = checkpoint_put(out, len_name, &n, sizeof n, err);
-  return rc ? rc : checkpoint_put(out, name, data, n, err);
-}
-
-/* Reads a blob into a malloc'd buffer (*data, the caller frees). */
-static int get_blob(FILE *in, const char *name, void **data, uint64_t *n, ember_err *err) {
-  char len_name[64];
-  snprintf(len_name, sizeof len_name, "%s_bytes", name);
-  int rc = checkpoint_get(in, len_name, n, sizeof *n, err);
-  if (rc) return rc;
-  if (*n > ((uint64_t)1 << 34)) return ember_fail(err, EMBER_ECORRUPT, "checkpoint record '%s' claims %llu bytes",
-                                                  name, (unsigned long long)*n);
-  if (!(*data = malloc(*n ? *n : 1))) return ember_fail(err, EMBER_ENOMEM, "out of memory reading '%s'", name);
-  rc = checkpoint_get(in, name, *data, *n, err);
-  if (rc) {
-    free(*data);
-    *data = NULL;
-  }
-  return rc;
-}
-
-static int ckpt_write(void *ctx, FILE *out, ember_err *err) {
-  learner_t *l = ctx;
-  ckpt_identity id;
-  identity_of(l, &id);
-  ckpt_counters c;
-  memset(&c, 0, sizeof c);
-  c.updates = l->updates, c.version = l->version, c.env_steps = l->env_steps, c.env_base = l->env_base;
-  c.episodes = l->episodes, c.eval_episodes = l->eval_episodes, c.batches_refused = l->batches_refused;
-  c.eval_version = l->eval_version, c.eval_count = l->eval_count, c.eval_sum = l->eval_sum;
-  c.stat_rows = l->stat_rows;
-  c.wall_s = now_s() - l->t0;
-  memcpy(c.train_returns, l->train_returns, sizeof c.train_returns);
-  c.train_n = l->train_n, c.train_next = l->train_next;
-  memcpy(c.stat_sum, l->stat_sum, sizeof c.stat_sum);
-  c.stats = l->stats;
-  if (l->csv) {
-    fflush(l->csv);
-    struct stat st;
-    if (fstat(fileno(l->csv), &st) == 0) c.csv_bytes = (uint64_t)st.st_size;
-  }
-  int rc = checkpoint_put(out, "identity", &id, sizeof id, err);
-  if (!rc) rc = checkpoint_put(out, "counters", &c, sizeof c, err);
-  /* the publications (read back into a ckpt_publications) */
-  if (!rc) rc = checkpoint_put(out, "eval_env_steps", &l->eval_env_steps, sizeof l->eval_env_steps, err);
-  if (!rc) rc = checkpoint_put(out, "pub_version", l->pub_version, sizeof l->pub_version, err);
-  if (!rc) rc = checkpoint_put(out, "pub_steps", l->pub_steps, sizeof l->pub_steps, err);
-  if (rc) return rc;
-
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *mem = open_memstream(&buf, &len);
-  if (!mem) return ember_fail(err, EMBER_ENOMEM, "checkpoint: no memory for the algorithm state");
-  rc = l->ops->save(l->algo, mem, err);
-  if (fclose(mem) != 0 && !rc) rc = ember_fail(err, EMBER_EIO, "checkpoint: writing the algorithm state failed");
-  if (!rc) rc = put_blob(out, "algo", buf, len, err);
-  free(buf);
-  if (rc) return rc;
-
-  size_t plen = l->version ? ember__params__get_packed_size(&l->current) : 0;
-  uint8_t *pbuf = malloc(plen ? plen : 1);
-  if (!pbuf) return ember_fail(err, EMBER_ENOMEM, "checkpoint: no memory for the Params");
-  if (plen) ember__params__pack(&l->current, pbuf);
-  rc = put_blob(out, "params", pbuf, plen, err);
-  free(pbuf);
-  if (!rc && l->has_src && l->src.save) rc = l->src.save(l->src.ctx, out, err);
-  return rc;
-}
-
-static char *dup_str(const char *s) {
-  if (!s) return NULL;
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d) memcpy(d, s, n);
-  return d;
-}
-
-/* A deep copy of p in the form algo_params_free releases (what export_params makes). */
-static int params_copy(const Ember__Params *p, Ember__Params *out) {
-  ember__params__init(out);
-  out->version = p->version;
-  out->learner_updates = p->learner_updates;
-  out->env_steps = p->env_steps;
-  out->log_std_min = p->log_std_min;
-  out->log_std_max = p->log_std_max;
-  out->obs_dim = p->obs_dim;
-  out->act_dim = p->act_dim;
-  out->algorithm = dup_str(p->algorithm);
-  out->task = dup_str(p->task);
-  out->policy_kind = dup_str(p->policy_kind);
-  out->policy_activation = dup_str(p->policy_activation);
-  out->tensors = calloc(p->n_tensors ? p->n_tensors : 1, sizeof *out->tensors);
-  if (!out->tensors) return EMBER_ENOMEM;
-  out->n_tensors = p->n_tensors;
-  for (size_t i = 0; i < p->n_tensors; i++) {
-    const Ember__Tensor *t = p->tensors[i];
-    Ember__Tensor *c = malloc(sizeof *c);
-    if (!c) return EMBER_ENOMEM;
-    ember__tensor__init(c);
-    out->tensors[i] = c;
-    c->name = dup_str(t->name);
-    c->n_shape = t->n_shape;
-    c->shape = malloc((t->n_shape ? t->n_shape : 1) * sizeof *c->shape);
-    c->n_data = t->n_data;
-    c->data = malloc((t->n_data ? t->n_data : 1) * sizeof *c->data);
-    if (!c->shape || !c->data) return EMBER_ENOMEM;
-    memcpy(c->shape, t->shape, t->n_shape * sizeof *c->shape);
-    memcpy(c->data, t->data, t->n_data * sizeof *c->data);
-  }
-  return 0;
-}
-
-/* The algorithm state, the last Params and (--deterministic) the source's state. */
-static int ckpt_read_rest(learner_t *l, FILE *in, ember_err *err) {
-  int rc;
-  void *buf = NULL;
-  uint64_t n = 0;
-  if ((rc = get_blob(in, "algo", &buf, &n, err)) != 0) return rc;
-  FILE *mem = fmemopen(buf, n ? n : 1, "rb");
-  if (!mem) rc = ember_fail(err, EMBER_ENOMEM, "checkpoint: cannot read the algorithm state");
-  else rc = l->ops->load(l->algo, mem, err);
-  if (mem) fclose(mem);
-  free(buf);
-  if (rc) return rc;
-  if ((rc = get_blob(in, "params", &buf, &n, err)) != 0) return rc;
-  algo_params_free(&l->current);
-  if (n) {
-    Ember__Params *p = ember__params__unpack(NULL, n, buf);
-    if (!p) rc = ember_fail(err, EMBER_ECORRUPT, "checkpoint: its Params do not decode");
-    else if (params_copy(p, &l->current) != 0) rc = ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
-    if (p) ember__params__free_unpacked(p, NULL);
-  }
-  free(buf);
-  if (rc) return rc;
-  if (l->has_src && l->src.load && (rc = l->src.load(l->src.ctx, in, err)) != 0) return rc;
-  return 0;
-}
-
-/* The counters of a checkpoint read whole (pub: NULL for format 1). */
-static void ckpt_apply(learner_t *l, const ckpt_counters *c, const ckpt_publications *pub) {
-  l->updates = c->updates, l->version = c->version, l->env_steps = c->env_steps, l->env_base = c->env_base;
-  l->episodes = c->episodes, l->eval_episodes = c->eval_episodes, l->batches_refused = c->batches_refused;
-  l->eval_version = c->eval_version, l->eval_count = c->eval_count, l->eval_sum = c->eval_sum;
-  l->stat_rows = c->stat_rows;
-  l->wall_offset = c->wall_s;
-  memcpy(l->train_returns, c->train_returns, sizeof c->train_returns);
-  l->train_n = c->train_n < 0 || c->train_n > TRAIN_WINDOW ? 0 : c->train_n;
-  l->train_next = c->train_next < 0 || c->train_next >= TRAIN_WINDOW ? 0 : c->train_next;
-  memcpy(l->stat_sum, c->stat_sum, sizeof c->stat_sum);
-  l->stats = c->stats;
-  if (pub) {
-    l->eval_env_steps = pub->eval_env_steps;
-    memcpy(l->pub_version, pub->pub_version, sizeof l->pub_version);
-    memcpy(l->pub_steps, pub->pub_steps, sizeof l->pub_steps);
-  }
-  csv_reset(l, c->csv_bytes);
-}
-
-/* The identity record, checked to be a learner checkpoint of a format this build reads. */
-static int ckpt_read_identity(FILE *in, ckpt_identity *id, ember_err *err) {
-  int rc = checkpoint_get(in, "identity", id, sizeof *id, err);
-  if (rc) return rc;
-  id->algo[sizeof id->algo - 1] = id->task[sizeof id->task - 1] = 0;
-  if (memcmp(id->magic, "EMBRLRNR", 8) != 0 || id->format < CKPT_FORMAT_OLDEST || id->format > CKPT_FORMAT)
-    return ember_fail(err, EMBER_ESCHEMA, "not a learner checkpoint of formats %u to %u", CKPT_FORMAT_OLDEST,
-                      CKPT_FORMAT);
-  return 0;
-}
-
-/* The counters and (format 2 on; *pub stays NULL for format 1, where eval_env_steps reads nan until
- * the next evaluation) the publications, in a malloc'd record the caller frees. */
-static int ckpt_read_counters(FILE *in, const ckpt_identity *id, ckpt_counters *c, ckpt_publications **pub,
-                              ember_err *err) {
-  *pub = NULL;
-  int rc = checkpoint_get(in, "counters", c, sizeof *c, err);
-  if (rc || id->format < 2) return rc;
-  ckpt_publications *p = malloc(sizeof *p);
-  if (!p) return ember_fail(err, EMBER_ENOMEM, "checkpoint: out of memory");
-  rc = checkpoint_get(in, "eval_env_steps", &p->eval_env_steps, sizeof p->eval_env_steps, err);
-  if (!rc) rc = checkpoint_get(in, "pub_version", p->pub_version, sizeof p->pub_version, err);
-  if (!rc) rc = checkpoint_get(in, "pub_steps", p->pub_steps, sizeof p->pub_steps, err);
-  if (rc) free(p);
-  else *pub = p;
-  return rc;
-}
-
-static int ckpt_read(void *ctx, FILE *in, ember_err *err) {
-  learner_t *l = ctx;
-  ckpt_identity id, mine;
-  identity_of(l, &mine);
-  int rc = ckpt_read_identity(in, &id, err);
-  if (rc) return rc;
-  if (strcmp(id.algo, mine.algo) != 0 || strcmp(id.task, mine.task) != 0 || id.obs_dim != mine.obs_dim ||
-      id.act_dim != mine.act_dim)
-    return ember_fail(err, EMBER_ESHAPE,
-                      "the checkpoint is of algorithm %s on task %s (obs %u, act %u), this learner runs %s on %s "
-                      "(obs %u, act %u): use another checkpoint_dir or run_dir, or learner.resume=false",
-                      id.algo, id.task, id.obs_dim, id.act_dim, mine.algo, mine.task, mine.obs_dim, mine.act_dim);
-  if (id.has_source != mine.has_source)
-    return ember_fail(err, EMBER_ESHAPE,
-                      "the checkpoint was written %s `ember train --deterministic` (its actor and replay state), "
-                      "this learner runs %s it",
-                      id.has_source ? "by" : "without", mine.has_source ? "with" : "without");
-  ckpt_counters c;
-  ckpt_publications *pub;
-  if ((rc = ckpt_read_counters(in, &id, &c, &pub, err)) != 0) return rc;
-  rc = ckpt_read_rest(l, in, err);
-  if (!rc) ckpt_apply(l, &c, pub);
-  free(pub);
-  return rc;
-}
-
-int learner_checkpoint(learner_t *l, ember_err *err) {
-  if (!l->cfg.checkpoints || !l->ckpt_dir[0]) return 0;
-  int rc = checkpoint_save(l->ckpt_dir, CKPT_PREFIX, l->updates, (int)l->cfg.checkpoint_keep, ckpt_write, l, err);
-  if (rc) return ember_err_prefix(err, "checkpoint in %s: ", l->ckpt_dir);
-  log_event(LOG_INFO, "learner", "checkpoint", LF_STR("dir", l->ckpt_dir), LF_U64("updates", l->updates),
-            LF_U64("version", l->version), LF_U64("env_steps", l->env_steps));
-  return 0;
-}
-
-int learner_resume(learner_t *l, int *resumed, ember_err *err) {
-  if (resumed) *resumed = 0;
-  if (l->resume_done) return 0;
-  l->resume_done = true;
-  if (!l->cfg.resume || !l->ckpt_dir[0]) {
-    csv_reset(l, 0);
-    return 0;
-  }
-  int found = 0;
-  uint64_t step = 0;
-  int rc = checkpoint_load_newest(l->ckpt_dir, CKPT_PREFIX, ckpt_read, l, &found, &step, err);
-  if (rc) return ember_err_prefix(err, "resuming from %s: ", l->ckpt_dir);
-  if (!found) {
-    csv_reset(l, 0);
-    return 0;
-  }
-  metric_set(l->m_version, (double)l->version);
-  metric_set(l->m_env_steps, (double)l->env_steps);
-  if (l->version > 0) {
-    /* actors that kept running get the restored policy again; a fresh one asks for it */
-    if (net_send_body(l->pub, EMBER__ENVELOPE__BODY_PARAMS, &l->current, NULL, ZMQ_DONTWAIT, NULL) == 0)
-      metric_inc(l->m_params_sent);
-    if (l->has_src && l->src.published && (rc = l->src.published(l->src.ctx, &l->current, true, err)) != 0)
-      return rc;
-  }
-  char path[CONFIG_STRING_MAX + 64];
-  snprintf(path, sizeof path, "%s/%s-%020llu.ckpt", l->ckpt_dir, CKPT_PREFIX, (unsigned long long)step);
-  log_event(LOG_INFO, "learner", "resumed", LF_STR("checkpoint", path), LF_U64("version", l->version),
-            LF_U64("updates", l->updates), LF_U64("env_steps", l->env_steps), LF_F64("wall_s", l->wall_offset));
-  pthread_mutex_lock(&l->progress_mu);
-  l->progress.env_steps = l->env_steps, l->progress.updates = l->updates, l->progress.version = l->version;
-  l->progress.wall_s = l->wall_offset;
-  pthread_mutex_unlock(&l->progress_mu);
-  if (resumed) *resumed = 1;
-  l->resumed_from_checkpoint = true;
-  return 0;
-}
-
-/* ---- a checkpoint's policy alone (ember eval) ---- */
-
-typedef struct {
-  Ember__Params *params;
-  learner_ckpt_info info;
-} params_reader;
-
-static int ckpt_read_params(void *ctx, FILE *in, ember_err *err) {
-  params_reader *r = ctx;
-  ckpt_identity id;
-  ckpt_counters c;
-  ckpt_publications *pub;
-  int rc = ckpt_read_identity(in, &id, err);
-  if (!rc) rc = ckpt_read_counters(in, &id, &c, &pub, err);
-  if (rc) return rc;
-  free(pub);
-  void *buf = NULL;
-  uint64_t n = 0;
-  if ((rc = get_blob(in, "algo", &buf, &n, err)) != 0) return rc; /* the algorithm's state: not needed */
-  free(buf);
-  if ((rc = get_blob(in, "params", &buf, &n, err)) != 0) return rc;
-  if (n == 0) rc = ember_fail(err, EMBER_ESTATE, "the checkpoint of %s on %s was written before the first "
-                              "publication (%llu updates): it holds no policy yet", id.algo, id.task,
-                              (unsigned long long)c.updates);
-  else if (!(r->params = ember__params__unpack(NULL, n, buf)))
-    rc = ember_fail(err, EMBER_ECORRUPT, "checkpoint: its Params do not decode");
-  free(buf);
-  if (rc) return rc;
-  snprintf(r->info.algo, sizeof r->info.algo, "%s", id.algo);
-  snprintf(r->info.task, sizeof r->info.task, "%s", id.task);
-  r->info.updates = c.updates, r->info.version = c.version, r->info.env_steps = c.env_steps;
-  return 0;
-}
-
-int learner_checkpoint_params(const char *path, Ember__Params **params, learner_ckpt_info *info, ember_err *err) {
-  *params = NULL;
-  params_reader r;
-  memset(&r, 0, sizeof r);
-  struct stat st;
-  if (stat(path, &st) != 0) return ember_fail(err, EMBER_ENOENT, "%s: %s", path, strerror(errno));
-  int rc = 0;
-  if (S_ISDIR(st.st_mode)) {
-    int found = 0;
-    uint64_t step = 0;
-    rc = checkpoint_load_newest(path, CKPT_PREFIX, ckpt_read_params, &r, &found, &step, err);
-    if (!rc && !found) rc = ember_fail(err, EMBER_ENOENT, "%s holds no learner checkpoint that verifies", path);
-    else if (!rc)
-      snprintf(r.info.path, sizeof r.info.path, "%.*s/%s-%020llu.ckpt", CONFIG_STRING_MAX - 1, path, CKPT_PREFIX,
-               (unsigned long long)step);
-  } else {
-    rc = checkpoint_load_file(path, ckpt_read_params, &r, NULL, err);
-    if (!rc) snprintf(r.info.path, sizeof r.info.path, "%.*s", (int)sizeof r.info.path - 1, path);
-  }
-  if (rc) {
-    if (r.params) ember__params__free_unpacked(r.params, NULL);
-    return rc;
-  }
-  *params = r.params;
-  if (info) *info = r.info;
-  return 0;
 }
 
 int learner_set_source(learner_t *l, const learner_source *src, ember_err *err) {
@@ -1200,7 +621,7 @@ static int next_from_replay(learner_t *l, double *waiting_since) {
   ember_err e = {0};
   int rc = replay_sample_client_next(l->sampler, 20, &sb, &e);
   if (rc == EMBER_ETIMEOUT) {
-    double t = now_s();
+    double t = learner_now_s();
     if ((t - *waiting_since) * 1000 >= (double)l->cfg.sample_timeout_ms && t - l->last_wait_log > 10) {
       log_event(LOG_WARN, "learner", "waiting_for_replay", LF_STR("endpoint", l->cfg.replay_endpoint),
                 LF_F64("waited_s", t - *waiting_since));
@@ -1208,7 +629,7 @@ static int next_from_replay(learner_t *l, double *waiting_since) {
     }
     return rc;
   }
-  *waiting_since = now_s();
+  *waiting_since = learner_now_s();
   if (rc != 0) {
     refuse_batch(l, rc, e.msg);
     return rc;
@@ -1220,20 +641,20 @@ static int next_from_replay(learner_t *l, double *waiting_since) {
 static int run_loop(learner_t *l, ember_err *err) {
   int rc = learner_resume(l, NULL, err);
   if (rc) return rc;
-  l->t0 = now_s() - l->wall_offset;
-  l->last_ckpt = now_s();
+  l->t0 = learner_now_s() - l->wall_offset;
+  l->last_ckpt = learner_now_s();
   if (l->cfg.tensorboard && l->run.run_dir[0] && !l->tb) {
     char dir[CONFIG_STRING_MAX + 8];
     snprintf(dir, sizeof dir, "%s/tb", l->run.run_dir);
     ember_err e = {0};
-    if (mkdir_p(dir, &e) != 0 || !(l->tb = tb_writer_open(dir, &e)))
+    if (learner_mkdir_p(dir, &e) != 0 || !(l->tb = tb_writer_open(dir, &e)))
       log_event(LOG_WARN, "learner", "tensorboard_failed", LF_STR("error", e.msg));
   }
   log_event(LOG_INFO, "learner", "start", LF_STR("algo", l->ops->name), LF_STR("task", l->run.task),
             LF_U64("steps", l->run.steps), LF_STR("params_endpoint", l->params_ep),
             LF_STR("control_endpoint", l->control_ep),
             LF_STR("replay_endpoint", l->has_src ? "(local source)" : l->cfg.replay_endpoint));
-  double waiting_since = now_s();
+  double waiting_since = learner_now_s();
   while (!atomic_load(&l->stop)) {
     handle_control(l);
     periodic(l, false);
@@ -1256,8 +677,8 @@ static int run_loop(learner_t *l, ember_err *err) {
     log_event(LOG_ERROR, "learner", "checkpoint_failed", LF_STR("error", e.msg));
   save_state(l);
   log_event(LOG_INFO, "learner", "done", LF_U64("env_steps", l->env_steps), LF_U64("updates", l->updates),
-            LF_U64("version", l->version), LF_F64("train_return", train_return(l)),
-            LF_F64("eval_return", eval_return(l)), LF_F64("wall_s", now_s() - l->t0));
+            LF_U64("version", l->version), LF_F64("train_return", learner_train_return(l)),
+            LF_F64("eval_return", (l->eval.version ? l->eval.mean : NAN)), LF_F64("wall_s", learner_now_s() - l->t0));
   return rc;
 }
 

@@ -18,22 +18,33 @@
  *      is logged once per reason per 10 s, counted (learner_batches_refused_total) and skipped: the
  *      parameters are unchanged. With send_priorities (prioritized replay), the algorithm's new
  *      priorities for the batch's keys go back to the server.
- *   4. every publish_every updates: export the policy as Params (version + 1) and publish it.
+ *   4. every publish_every updates, once env steps reach random_steps: export the policy as Params
+ *      (version + 1, with the env steps so far) and publish it. Before the first Params the actors
+ *      act uniformly at random (learner.random_steps: the warm-up of the standard SAC loop).
+ *   4b. a complete evaluation whose mean reaches stop_at_return (with stop_on_return) stops the run
+ *      as learner_stop does (a final checkpoint; progress.stopped_at_return).
  *   5. every stats_interval_s: ask replay for its inserted-transition count (= env steps); stop once
  *      it reaches run->steps. Every csv_interval_s a CSV row, every log_interval_s a log line.
  *
  * Sockets (docs/protocol.md, "Learner sockets"):
  *   params_endpoint (PUB, bound): Params, one Envelope per message, no topic.
  *   control_endpoint (ROUTER, bound): ParamsRequest -> Params when newer than have_version (else
- *     nothing); EpisodeReport -> nothing (train and eval returns); Hello, Heartbeat -> nothing (the
+ *     nothing); EpisodeReport -> nothing (training returns); EvaluationReport -> nothing (a complete
+ *     evaluation: evals.csv, the latest-evaluation figures, the stop criterion; a malformed one is
+ *     refused with an ErrorReply naming what was wrong); Hello, Heartbeat -> nothing (the
  *     peer's policy version, for staleness); StatsRequest -> Stats (role "learner"). Anything else
  *     and undecodable messages are refused: counted, logged once per 10 s, ErrorReply when the
  *     message decoded.
  *   replay_endpoint: the replay server's sample endpoint (the sample client's DEALER connects).
  *
  * Run directory (run->run_dir, created when missing; "" = none): curves.csv with columns
- *   env_steps, wall_s, updates, train_return, eval_return, <algo stat names...>
- * (returns are NaN, written "nan", until the first report), learner_state.bin (algo save) at
+ *   env_steps, wall_s, updates, train_return, eval_return, eval_env_steps, eval_version, eval_std,
+ *   eval_episodes, <algo stat names...>
+ * (a row every csv_interval_s; the eval_ columns are the latest complete evaluation's, NaN, written
+ * "nan", before the first), evals.csv with one row per complete evaluation as it arrives:
+ *   version, env_steps (at its publication), wall_s, updates, episodes, mean, std, min, max,
+ *   mean_length, terminated, actor_id
+ * learner_state.bin (algo save) at
  * the end of the run, tb/ (TensorBoard event files with the same scalars as the CSV, flushed every
  * log interval, when cfg->tensorboard) and checkpoints/ (below).
  *
@@ -44,13 +55,15 @@
  *   identity      format, algorithm, task, obs/act dims, whether a local source was attached
  *   counters      updates, parameter version, env steps, episodes, the returns window, the latest
  *                 evaluation, wall time, the CSV row accumulators and the CSV's length in bytes
+ *   publications  where recent versions were published (format 2 on); the latest evaluation whole,
+ *                 the evaluations received and evals.csv's length (format 3 on)
  *   algo          the algorithm's save (every network, optimiser moments, temperatures, RNG)
  *   params        the last published Params (so a ParamsRequest after resume gets exactly them)
  *   source        the local source's own state (learner_source.save), when one is attached
  * With cfg->resume, learner_resume (or learner_run, if not called before) loads the newest file that
  * verifies (corrupt or truncated ones are skipped with a log line): the version continues from the
- * saved one (the next Params is version + 1, never a version already used), curves.csv is cut back
- * to the length it had at the checkpoint and appended to, and a "resumed" log line names the file,
+ * saved one (the next Params is version + 1, never a version already used), curves.csv and evals.csv are cut
+ * back to the lengths they had at the checkpoint and appended to, and a "resumed" log line names the file,
  * version, updates and env steps. A checkpoint of another algorithm, task or shape is refused with
  * an error naming both (EMBER_ESHAPE), and so is one with(out) source state resumed without (with)
  * a source. What the sample client has in flight is not saved: after a resume the learner simply
@@ -112,6 +125,10 @@ typedef struct {
   bool checkpoints;                 /* write checkpoints at all */
   bool resume;                      /* resume from the newest valid checkpoint at start */
   bool tensorboard;                 /* write run_dir/tb/ event files */
+  int64_t random_steps;             /* no Params before this many env steps: the actors act uniformly at
+                                       random until then (the learner already updates) */
+  bool stop_on_return;              /* stop once a complete evaluation's mean reaches stop_at_return */
+  double stop_at_return;
 } learner_config;
 
 extern const config_section learner_config_section;
@@ -139,9 +156,14 @@ typedef struct {
   double wall_s;
   double updates_per_s, env_steps_per_s;  /* over the last progress interval */
   double train_return;      /* mean of the last 10 training episodes (NaN before the first) */
-  double eval_return;       /* mean over the latest evaluation (NaN before the first) */
-  uint64_t eval_version;    /* the policy version it evaluated */
+  double eval_return;       /* mean of the latest complete evaluation (NaN before the first) */
+  double eval_std;          /* the standard deviation of its returns (NaN for one episode) */
+  double eval_env_steps;    /* env steps when its version was published (NaN when not known) */
+  uint32_t eval_n;          /* its episodes */
+  uint64_t eval_version;    /* the policy version it evaluated (0: none yet) */
+  uint64_t evaluations;     /* complete evaluations received */
   uint64_t episodes, eval_episodes, batches_refused, actors_seen;
+  bool stopped_at_return;   /* learner.stop_on_return ended the run */
   bool done;                /* learner_run has returned */
 } learner_progress;
 
@@ -201,6 +223,14 @@ int learner_set_source(learner_t *l, const learner_source *src, ember_err *err);
  * thread as learner_run. */
 void learner_report_episode(learner_t *l, uint64_t actor_id, uint64_t policy_version, double episode_return,
                             bool evaluation);
+
+/* One complete evaluation made by the caller (a source): n episodes of the deterministic policy of
+ * `version`, published at env_steps; returns [n] finite, lengths and terminated [n] (may be NULL).
+ * Recorded like an EvaluationReport. EMBER_EINVAL (n < 1 or too large), EMBER_ENONFINITE (a return).
+ * Same thread as learner_run. */
+int learner_report_evaluation(learner_t *l, uint64_t actor_id, uint64_t version, uint64_t env_steps, int n,
+                              const double *returns, const int32_t *lengths, const uint8_t *terminated,
+                              ember_err *err);
 
 /* The bound endpoints (with the real port for tcp://...:0 or :*), valid until destroy. */
 const char *learner_params_endpoint(const learner_t *l);

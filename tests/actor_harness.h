@@ -21,6 +21,8 @@
 
 #define HARNESS_MAX_KEPT 4096
 #define HARNESS_MAX_EPISODES 4096
+#define HARNESS_MAX_EVALUATIONS 64
+#define HARNESS_MAX_EVAL_EPISODES 16
 
 /* ACK: acks every batch at once; SLOW: reads and acks one batch per slow_ms (default 5 ms: a
  * rate-limited replay); REJECT: refuses every batch; SILENT: bound, never reads; ABSENT: nothing bound
@@ -33,6 +35,14 @@ typedef struct {
   uint32_t length;
   int evaluation, terminated;
 } episode_record;
+
+typedef struct {
+  uint64_t actor_id, version, env_steps;
+  int episodes;
+  double returns[HARNESS_MAX_EVAL_EPISODES];
+  uint32_t lengths[HARNESS_MAX_EVAL_EPISODES];
+  int terminated[HARNESS_MAX_EVAL_EPISODES];
+} evaluation_record;
 
 typedef struct {
   void *ctx;
@@ -61,6 +71,8 @@ typedef struct {
   char hello_role[32], hello_task[64];
   episode_record episodes[HARNESS_MAX_EPISODES];
   int nepisodes;
+  evaluation_record evaluations[HARNESS_MAX_EVALUATIONS];
+  int nevaluations;
   const Ember__Params *reply_params; /* when set, ParamsRequests are answered with it */
   int params_replies;
 } harness;
@@ -98,7 +110,6 @@ static inline void harness_init(harness *h, const char *task, int num_envs, repl
   h->cfg.params_request_ms = 200;
   h->cfg.log_interval_s = 0;
   h->cfg.drain_ms = 200;
-  h->cfg.eval_every_versions = 0;
   /* the actor outruns this thread's fake replay by far: let it wait for acks rather than drop, so
    * that the stream is complete (tests of dropping set 0) */
   h->cfg.replay_wait_ms = 1000;
@@ -220,6 +231,23 @@ static inline void harness_on_control(harness *h, Ember__Envelope *env, const ne
         r->terminated = env->episode->terminated;
       }
       break;
+    case EMBER__ENVELOPE__BODY_EVALUATION: {
+      const Ember__EvaluationReport *e = env->evaluation;
+      ck_assert_uint_le(e->n_returns, HARNESS_MAX_EVAL_EPISODES);
+      ck_assert_uint_eq(e->n_lengths, e->n_returns);
+      ck_assert_uint_eq(e->n_terminated, e->n_returns);
+      if (h->nevaluations < HARNESS_MAX_EVALUATIONS) {
+        evaluation_record *r = &h->evaluations[h->nevaluations++];
+        *r = (evaluation_record){.actor_id = e->actor_id, .version = e->policy_version, .env_steps = e->env_steps,
+                                 .episodes = (int)e->n_returns};
+        for (size_t i = 0; i < e->n_returns; i++) {
+          r->returns[i] = e->returns[i];
+          r->lengths[i] = e->lengths[i];
+          r->terminated[i] = e->terminated[i];
+        }
+      }
+      break;
+    }
     default:
       ck_abort_msg("the actor sent %s on its control socket", net_body_name(env->body_case));
   }

@@ -104,7 +104,7 @@ start_actor() { # HOST ID
     --set actor.replay_endpoint="tcp://$SRV:5560" --set actor.params_endpoint="tcp://$SRV:5562" \
     --set actor.control_endpoint="tcp://$SRV:5563" --set actor.replay_wait_ms=200 \
     --set actor.ack_timeout_ms="$ACK_MS" --set actor.heartbeat_ms=200 --set actor.params_request_ms=1000 \
-    --set actor.eval_every_versions=0 --set actor.log_interval_s=1 --set actor.drain_ms=3000 \
+    --set actor.log_interval_s=1 --set actor.drain_ms=3000 \
     > "$dir/actor-$1.log" 2>&1 &
   pids+=($!)
   eval "actor_$1_pid=$!"

@@ -44,7 +44,7 @@ params_ep=$(sed -n 1p "$dir/learner.ready"); control_ep=$(sed -n 2p "$dir/learne
 "$bin/app/ember-actor" "${common[@]}" --set actor.task=pendulum --set actor.num_envs=1 --set actor.id=7 \
   --set actor.replay_endpoint="$insert_ep" --set actor.params_endpoint="$params_ep" \
   --set actor.control_endpoint="$control_ep" --set actor.heartbeat_ms=100 --set actor.params_request_ms=200 \
-  --set actor.eval_every_versions=0 --set actor.replay_wait_ms=200 --set actor.ack_timeout_ms=600000 > "$dir/actor.log" 2>&1 &
+  --set actor.replay_wait_ms=200 --set actor.ack_timeout_ms=600000 > "$dir/actor.log" 2>&1 &
 pids+=($!)
 
 # status: both servers answer; the learner knows actor 7 with its version

@@ -6,6 +6,8 @@
 #   - the same when the newest checkpoint is corrupt (skipped, the older one used);
 #   - curves.csv keeps one header and is appended to; the version goes on; its eval_env_steps
 #     places each evaluation at its policy's publication; a file with other columns is kept aside;
+#   - evals.csv (one row per complete evaluation) of the resumed run is the uninterrupted run's,
+#     row for row (wall time aside): cut back to the checkpoint, never a row twice or missing;
 #   - a checkpoint of another task, another network shape, or of the other mode is refused with
 #     both named; and a different seed gives a different state (the comparison can fail).
 set -euo pipefail
@@ -15,7 +17,7 @@ trap 'rm -rf "$dir"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 args=(train --deterministic --task pendulum --seed 11 --set sac.hidden_size=32 --set learner.batch_size=32
       --set replay.min_size_to_sample=200 --set learner.publish_every=50 --set train.progress_interval_s=0
-      --set actor.eval_every_versions=10 --set actor.eval_episodes=2 --set learner.csv_interval_s=0.05)
+      --set actor.eval_every_steps=500 --set actor.eval_episodes=2 --set learner.csv_interval_s=0.05)
 steps=4000
 
 "$ember" "${args[@]}" --steps $steps --run-dir "$dir/full" > "$dir/full.txt" || fail "uninterrupted run"
@@ -34,6 +36,14 @@ awk -F, 'NR > 2 && ($1 < s || $3 < u) { bad = 1 } NR > 1 { s = $1; u = $3 } END 
   || fail "curves.csv goes backwards after the resume"
 [ "$(tail -1 "$dir/hook/curves.csv" | cut -d, -f3)" = "$(tail -1 "$dir/full/curves.csv" | cut -d, -f3)" ] \
   || fail "last CSV rows differ in updates"
+
+# evals.csv: the same evaluations as the uninterrupted run, every eval_every_steps (500) env steps
+[ "$(grep -c '^version,' "$dir/hook/evals.csv")" = 1 ] || fail "evals.csv has more than one header"
+[ "$(wc -l < "$dir/full/evals.csv")" -ge 6 ] || fail "too few evaluations: $(cat "$dir/full/evals.csv")"
+cmp <(cut -d, -f1,2,4- "$dir/full/evals.csv") <(cut -d, -f1,2,4- "$dir/hook/evals.csv") \
+  || fail "evals.csv after stop + resume differs from the uninterrupted run's"
+awk -F, 'NR > 1 { if ($2 < prev + 500 && NR > 2) { print "row " NR ": " $0; exit 1 }; if ($5 != 2) { print "episodes: " $0; exit 1 }; prev = $2 }' \
+  "$dir/full/evals.csv" || fail "evaluations not at least eval_every_steps apart, or not of 2 episodes"
 
 # eval_env_steps: every evaluation is placed where its policy was published: in this mode the
 # evaluation runs at that moment, so it equals a publication's env steps, never past the row's own

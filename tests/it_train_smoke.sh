@@ -18,8 +18,14 @@ test -s "$dir/run/config.yaml" || fail "no config.yaml"
 grep -q "hidden_size: 16" "$dir/run/config.yaml" || fail "config.yaml lacks the --set value"
 grep -q "inproc://" "$dir/run/config.yaml" || fail "config.yaml does not show the inproc endpoints used"
 test -s "$dir/run/learner_state.bin" || fail "no learner state"
-head -1 "$dir/run/curves.csv" | grep -q "^env_steps,wall_s,updates,train_return,eval_return,eval_env_steps,critic_loss" \
+head -1 "$dir/run/curves.csv" | grep -q "^env_steps,wall_s,updates,train_return,eval_return,eval_env_steps,eval_version,eval_std,eval_episodes,critic_loss" \
   || fail "curves.csv header: $(head -1 "$dir/run/curves.csv")"
+# the evaluator: one evaluation of 10 whole episodes (pendulum: 200 steps each) at 1,000 env steps
+head -1 "$dir/run/evals.csv" | grep -q "^version,env_steps,wall_s,updates,episodes,mean,std" || fail "evals.csv header"
+awk -F, 'NR > 1 { n++; if ($2 < 1000 || $5 != 10 || $10 != 200) bad = 1 } END { exit bad || n < 1 }' "$dir/run/evals.csv" \
+  || fail "evals.csv: $(cat "$dir/run/evals.csv")"
+# (the actors' check below counts three stopped lines: two training actors and the evaluator, which made
+# no env steps for replay)
 rows=$(($(wc -l < "$dir/run/curves.csv") - 1))
 [ "$rows" -ge 2 ] || fail "curves.csv has $rows rows"
 # the run stops at run.steps stored transitions (give or take what arrives between two checks)
@@ -31,7 +37,7 @@ tail -1 "$dir/run/curves.csv" | awk -F, '{ exit !($1 >= 1500 && $1 <= 2500 && $3
 awk '/"component":"actor","msg":"stopped"/ { n++; match($0, /"env_steps":[0-9]+/); made += substr($0, RSTART + 12, RLENGTH - 12)
        if ($0 !~ /"dropped":0,/) bad = bad " dropped" }
      /"component":"replay","msg":"stopped"/ { match($0, /"inserts":[0-9]+/); ins = substr($0, RSTART + 10, RLENGTH - 10) }
-     END { if (n != 2 || ins == "" || bad != "" || made - ins > 6 || made < ins) { print n, made, ins, bad; exit 1 } }' \
+     END { if (n != 3 || ins == "" || bad != "" || made - ins > 6 || made < ins) { print n, made, ins, bad; exit 1 } }' \
   "$dir/log.txt" || fail "actors ran ahead of replay or dropped: $(grep '"stopped"' "$dir/log.txt")"
 
 # the run can be repeated from its own config file; a key given a value, even its built-in default's,

@@ -13,8 +13,8 @@ if(TARGET ember)
   add_test(NAME it_train_smoke COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_train_smoke.sh $<TARGET_FILE:ember>)
   set_tests_properties(it_train_smoke PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   add_test(NAME it_learning_pendulum
-           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning_pendulum.sh $<TARGET_FILE:ember>)
-  set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 300 LABELS no-asan
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> sac)
+  set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 360 LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
 

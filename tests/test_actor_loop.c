@@ -308,87 +308,114 @@ START_TEST(bad_params_are_refused_and_counted) {
 }
 END_TEST
 
-START_TEST(evaluation_every_n_versions_reports_the_version) {
-  harness_init(&h, "pendulum", 2, REPLAY_ACK);
-  h.cfg.eval_every_versions = 2;
+/* Publishes p with env_steps until the actor reports holding its version. */
+static void publish_until_held(params_fixture *p, uint64_t env_steps) {
+  p->params.env_steps = env_steps;
+  int64_t until = harness_ms() + DEADLINE_MS;
+  while (h.heartbeat_version != p->params.version) {
+    ck_assert_msg(harness_ms() < until, "version %llu never reached the actor", (unsigned long long)p->params.version);
+    harness_publish(&h, &p->params);
+    harness_pump(&h, 20);
+  }
+}
+
+/* The eval role evaluates the first version published at or after each multiple of eval_every_steps
+ * (here 100): of versions published at 50, 120, 150, 230 env steps, versions 2 and 4. Each is one
+ * report of eval_episodes whole episodes, with the version's env steps; no transitions, no training
+ * episodes. Training actors never evaluate. */
+START_TEST(eval_role_evaluates_the_first_version_past_each_step_boundary) {
+  harness_init(&h, "pendulum", 2, REPLAY_ABSENT);
+  snprintf(h.cfg.role, sizeof h.cfg.role, "eval");
+  h.cfg.eval_every_steps = 100;
   h.cfg.eval_episodes = 3;
   harness_start(&h);
-  params_fixture p;
+  const uint64_t steps[5] = {0, 50, 120, 150, 230};
   for (uint64_t v = 1; v <= 4; v++) {
+    params_fixture p;
     harness_params(&h, &p, v, 20 + v);
-    int64_t until = harness_ms() + DEADLINE_MS;
-    while (h.heartbeat_version != v) {
-      ck_assert_msg(harness_ms() < until, "version %llu never reached the actor", (unsigned long long)v);
-      harness_publish(&h, &p.params);
-      harness_pump(&h, 20);
-    }
+    publish_until_held(&p, steps[v]);
     fixture_free(&p);
-    /* let an evaluation that started finish before the next version (10-step episodes) */
-    uint64_t steps = h.transitions;
-    PUMP_UNTIL(h.transitions >= steps + 64, "transitions");
+    harness_pump(&h, 50); /* 10-step episodes: an evaluation started is over by now */
   }
+  PUMP_UNTIL(h.nevaluations >= 2, "evaluations");
+  harness_pump(&h, 100);
   harness_join(&h);
-  harness_pump(&h, 50);
-  int evals_by_version[5] = {0};
-  for (int i = 0; i < h.nepisodes; i++) {
-    if (!h.episodes[i].evaluation) continue;
-    ck_assert_uint_le(h.episodes[i].version, 4);
-    evals_by_version[h.episodes[i].version]++;
-    ck_assert_uint_eq(h.episodes[i].length, 10);
+  ck_assert_int_eq(h.nevaluations, 2);
+  const uint64_t want_version[2] = {2, 4}, want_steps[2] = {120, 230};
+  for (int i = 0; i < 2; i++) {
+    const evaluation_record *r = &h.evaluations[i];
+    ck_assert_uint_eq(r->version, want_version[i]);
+    ck_assert_uint_eq(r->env_steps, want_steps[i]);
+    ck_assert_uint_eq(r->actor_id, 1);
+    ck_assert_int_eq(r->episodes, 3);
+    for (int e = 0; e < 3; e++) {
+      ck_assert_uint_eq(r->lengths[e], 10);
+      ck_assert(isfinite(r->returns[e]));
+      ck_assert_int_eq(r->terminated[e], 0);
+    }
   }
-  ck_assert_int_eq(evals_by_version[0], 0);
-  ck_assert_int_eq(evals_by_version[1], 0);
-  ck_assert_int_eq(evals_by_version[2], 3);
-  ck_assert_int_eq(evals_by_version[3], 0);
-  ck_assert_int_eq(evals_by_version[4], 3);
+  ck_assert_uint_eq(h.batches, 0);
+  ck_assert_int_eq(h.nepisodes, 0);
   actor_stats s;
   actor_get_stats(h.actor, &s);
   ck_assert_uint_eq(s.evaluations, 2);
   ck_assert_uint_eq(s.eval_episodes, 6);
   ck_assert_uint_eq(s.last_eval_version, 4);
+  ck_assert_uint_eq(s.env_steps, 0);
+  ck_assert_uint_eq(s.evaluations_skipped, 0);
   ck_assert(isfinite(s.last_eval_return));
 }
 END_TEST
 
-/* Held back by a slow replay (as by the rate limiter of `ember train`), an actor plays its evaluation
- * while it waits: with one evaluation step per training step, 200-step evaluation episodes would end
- * only after 200 training steps (400 transitions here, 4 s through this replay); held, they end long
- * before. The stream itself stays whole: nothing dropped. */
-START_TEST(held_actor_plays_its_evaluation_while_it_waits) {
-  harness_init(&h, "pendulum", 2, REPLAY_SLOW);
-  h.slow_ms = 10;
-  h.cfg.max_episode_steps = 200;
-  h.cfg.transitions_per_batch = 2; /* a batch per step, one in flight, one queued: held at once */
-  h.cfg.max_in_flight = 1;
-  h.cfg.queue_batches = 1;
-  h.cfg.replay_wait_ms = 60000;
-  h.cfg.eval_every_versions = 1;
+/* An evaluation runs to its end whatever arrives meanwhile: versions 2 and 3 become due while
+ * version 1's long episodes (20,000 steps) are played; version 1 is still reported whole, version 3
+ * (the newest due) after it, and version 2 is counted as skipped. */
+START_TEST(eval_role_never_cuts_an_evaluation_short) {
+  harness_init(&h, "pendulum", 2, REPLAY_ABSENT);
+  snprintf(h.cfg.role, sizeof h.cfg.role, "eval");
+  h.cfg.eval_every_steps = 100;
   h.cfg.eval_episodes = 2;
+  h.cfg.max_episode_steps = 20000;
   harness_start(&h);
-  params_fixture p;
-  harness_params(&h, &p, 1, 31);
-  int evals = 0;
+  params_fixture p[3];
+  for (int i = 0; i < 3; i++) harness_params(&h, &p[i], (uint64_t)i + 1, 40 + (uint64_t)i);
+  for (int i = 0; i < 3; i++) p[i].params.env_steps = 100 * ((uint64_t)i + 1);
   int64_t until = harness_ms() + DEADLINE_MS;
-  while (evals < 2) {
-    ck_assert_msg(harness_ms() < until, "the evaluation never finished (%d of 2 episodes)", evals);
-    if (h.heartbeat_version != 1) harness_publish(&h, &p.params);
-    harness_pump(&h, 10);
-    evals = 0;
-    for (int i = 0; i < h.nepisodes; i++) evals += h.episodes[i].evaluation;
+  while (h.heartbeat_version != 3) { /* all three back to back, until the actor holds the last */
+    ck_assert_msg(harness_ms() < until, "the versions never reached the actor");
+    for (int i = 0; i < 3; i++) harness_publish(&h, &p[i].params);
+    harness_pump(&h, 20);
   }
-  uint64_t transitions_at_eval = h.transitions;
-  fixture_free(&p);
+  PUMP_UNTIL(h.nevaluations >= 2, "evaluations");
   harness_join(&h);
-  for (int i = 0; i < h.nepisodes; i++)
-    if (h.episodes[i].evaluation) ck_assert_uint_eq(h.episodes[i].length, 200);
-  ck_assert_msg(transitions_at_eval < 100, "the evaluation ended after %llu transitions reached replay",
-                (unsigned long long)transitions_at_eval);
+  for (int i = 0; i < 3; i++) fixture_free(&p[i]);
+  ck_assert_int_eq(h.nevaluations, 2);
+  ck_assert_uint_eq(h.evaluations[0].version, 1);
+  ck_assert_uint_eq(h.evaluations[1].version, 3);
+  for (int i = 0; i < 2; i++)
+    for (int e = 0; e < 2; e++) ck_assert_uint_eq(h.evaluations[i].lengths[e], 20000);
   actor_stats s;
   actor_get_stats(h.actor, &s);
-  ck_assert_uint_eq(s.evaluations, 1);
-  ck_assert_uint_eq(s.transitions_dropped, 0);
-  ck_assert_uint_gt(s.replay_wait_us, 0);
-  harness_check_accounting(&s);
+  ck_assert_uint_eq(s.evaluations_skipped, 1);
+  ck_assert_double_eq(harness_metric(&h, "actor_evaluations_skipped_total", 0), 1.0);
+}
+END_TEST
+
+/* A training actor never evaluates: only training episodes, with the stochastic policy's versions. */
+START_TEST(train_role_never_evaluates) {
+  harness_init(&h, "pendulum", 2, REPLAY_ACK);
+  h.cfg.eval_every_steps = 10;
+  harness_start(&h);
+  params_fixture p;
+  harness_params(&h, &p, 1, 7);
+  publish_until_held(&p, 500);
+  fixture_free(&p);
+  uint64_t steps = h.transitions;
+  PUMP_UNTIL(h.transitions >= steps + 200, "transitions");
+  harness_join(&h);
+  ck_assert_int_eq(h.nevaluations, 0);
+  ck_assert_int_gt(h.nepisodes, 0);
+  for (int i = 0; i < h.nepisodes; i++) ck_assert_int_eq(h.episodes[i].evaluation, 0);
 }
 END_TEST
 
@@ -714,6 +741,26 @@ START_TEST(actor_new_refuses_bad_setups) {
   ck_assert_int_eq(err.code, EMBER_EINVAL);
   ck_assert_msg(strstr(err.msg, "actor.id"), "%s", err.msg);
 
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  cfg.id = 1;
+  snprintf(cfg.task, sizeof cfg.task, "pendulum");
+  snprintf(cfg.role, sizeof cfg.role, "evaluate");
+  ck_assert_ptr_null(actor_new(&cfg, ctx, NULL, &err));
+  ck_assert_int_eq(err.code, EMBER_EINVAL);
+  ck_assert_msg(strstr(err.msg, "actor.role") && strstr(err.msg, "evaluate"), "%s", err.msg);
+
+  /* the eval role needs no replay: an empty replay endpoint is refused only for training */
+  ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+  cfg.id = 1;
+  snprintf(cfg.task, sizeof cfg.task, "pendulum");
+  cfg.replay_endpoint[0] = 0;
+  ck_assert_ptr_null(actor_new(&cfg, ctx, NULL, &err));
+  ck_assert_msg(strstr(err.msg, "replay_endpoint"), "%s", err.msg);
+  snprintf(cfg.role, sizeof cfg.role, "eval");
+  actor_t *ev = actor_new(&cfg, ctx, NULL, &err);
+  ck_assert_msg(ev != NULL, "%s", err.msg);
+  actor_destroy(&ev);
+
   /* config keys are checked by the loader with their ranges */
   ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
   const char *sets[] = {"actor.num_envs=0"};
@@ -746,8 +793,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, version_tag_changes_after_params_arrive);
   tcase_add_test(tc, late_joiner_gets_params_by_request);
   tcase_add_test(tc, bad_params_are_refused_and_counted);
-  tcase_add_test(tc, evaluation_every_n_versions_reports_the_version);
-  tcase_add_test(tc, held_actor_plays_its_evaluation_while_it_waits);
+  tcase_add_test(tc, eval_role_evaluates_the_first_version_past_each_step_boundary);
+  tcase_add_test(tc, eval_role_never_cuts_an_evaluation_short);
+  tcase_add_test(tc, train_role_never_evaluates);
   tcase_add_test(tc, replay_gone_means_bounded_queue_and_counted_drops);
   tcase_add_test(tc, silent_replay_is_written_off_and_counted);
   tcase_add_test(tc, replay_wait_paces_the_actor_to_a_slow_replay);

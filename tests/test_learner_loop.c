@@ -209,8 +209,8 @@ START_TEST(publishes_versions_in_order_then_stops) {
   ck_assert_ptr_nonnull(f);
   char line[1024];
   ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-  ck_assert_str_eq(line, "env_steps,wall_s,updates,train_return,eval_return,eval_env_steps,critic_loss,q_mean,"
-                         "target_mean,actor_loss,alpha,alpha_loss,entropy\n");
+  ck_assert_str_eq(line, "env_steps,wall_s,updates,train_return,eval_return,eval_env_steps,eval_version,eval_std,"
+                         "eval_episodes,critic_loss,q_mean,target_mean,actor_loss,alpha,alpha_loss,entropy\n");
   int rows = 0;
   while (fgets(line, sizeof line, f)) rows++;
   fclose(f);
@@ -254,18 +254,59 @@ START_TEST(control_socket_serves_and_refuses) {
   ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_PARAMS_REQUEST, &pr, NULL, 0, NULL), 0);
   ck_assert_ptr_null(recv_within(dealer, 200));
 
-  /* episode reports: training and evaluation */
+  /* episode reports: a training episode counts; an evaluation episode sent alone (an older actor)
+   * is counted but never becomes an evaluation figure */
   Ember__EpisodeReport er = EMBER__EPISODE_REPORT__INIT;
   er.actor_id = 7, er.episode_return = -100, er.policy_version = 1, er.length = 200;
   ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EPISODE, &er, NULL, 0, NULL), 0);
-  er.evaluation = 1, er.episode_return = -50, er.policy_version = 2;
-  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EPISODE, &er, NULL, 0, NULL), 0);
-  er.episode_return = -70;
-  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EPISODE, &er, NULL, 0, NULL), 0);
-  er.episode_return = -1000, er.policy_version = 1; /* a straggler of an older evaluation: ignored */
+  er.evaluation = 1, er.episode_return = -5, er.policy_version = 3;
   ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EPISODE, &er, NULL, 0, NULL), 0);
   ck_assert_double_eq(learner_metric(dealer, "learner_episodes_total", "kind=\"train\""), 1);
+  ck_assert_double_eq(learner_metric(dealer, "learner_episodes_total", "kind=\"eval\""), 1);
+  ck_assert_double_eq(learner_metric(dealer, "learner_evaluations_total", NULL), 0);
+
+  /* a complete evaluation: mean, sample standard deviation, episodes, version, its env steps */
+  double returns[2] = {-50, -70};
+  uint32_t lengths[2] = {200, 200};
+  protobuf_c_boolean terminated[2] = {0, 0};
+  Ember__EvaluationReport ev = EMBER__EVALUATION_REPORT__INIT;
+  ev.actor_id = 9, ev.policy_version = 2, ev.env_steps = 1234;
+  ev.n_returns = 2, ev.returns = returns, ev.n_lengths = 2, ev.lengths = lengths;
+  ev.n_terminated = 2, ev.terminated = terminated;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EVALUATION, &ev, NULL, 0, NULL), 0);
+  ck_assert_double_eq_tol(learner_metric(dealer, "learner_eval_return", NULL), -60, 1e-9);
+  ck_assert_double_eq_tol(learner_metric(dealer, "learner_eval_return_std", NULL), sqrt(200.0), 1e-9);
+  ck_assert_double_eq(learner_metric(dealer, "learner_eval_episodes", NULL), 2);
+  ck_assert_double_eq(learner_metric(dealer, "learner_eval_policy_version", NULL), 2);
+  ck_assert_double_eq(learner_metric(dealer, "learner_evaluations_total", NULL), 1);
   ck_assert_double_eq(learner_metric(dealer, "learner_episodes_total", "kind=\"eval\""), 3);
+  /* an older version's evaluation is recorded (evals.csv) but is not the latest */
+  ev.policy_version = 1, returns[0] = returns[1] = -1000;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EVALUATION, &ev, NULL, 0, NULL), 0);
+  ck_assert_double_eq(learner_metric(dealer, "learner_evaluations_total", NULL), 2);
+  ck_assert_double_eq_tol(learner_metric(dealer, "learner_eval_return", NULL), -60, 1e-9);
+  /* malformed evaluations are refused with an ErrorReply naming what was wrong, and change nothing */
+  ev.policy_version = 5, ev.n_lengths = 1;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EVALUATION, &ev, NULL, 0, NULL), 0);
+  env = recv_within(dealer, 2000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_ERROR);
+  ck_assert_msg(strstr(env->error->message, "1 lengths"), "%s", env->error->message);
+  net_envelope_free(env);
+  ev.n_lengths = 2, returns[1] = NAN;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EVALUATION, &ev, NULL, 0, NULL), 0);
+  env = recv_within(dealer, 2000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_ERROR);
+  ck_assert_msg(strstr(env->error->message, "episode 1"), "%s", env->error->message);
+  net_envelope_free(env);
+  ev.n_returns = ev.n_lengths = ev.n_terminated = 0;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EVALUATION, &ev, NULL, 0, NULL), 0);
+  env = recv_within(dealer, 2000);
+  ck_assert_ptr_nonnull(env);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_ERROR);
+  net_envelope_free(env);
+  ck_assert_double_eq(learner_metric(dealer, "learner_evaluations_total", NULL), 2);
   ck_assert_double_eq_tol(learner_metric(dealer, "learner_eval_return", NULL), -60, 1e-9);
 
   /* heartbeats give each actor's version */
@@ -306,6 +347,89 @@ START_TEST(control_socket_serves_and_refuses) {
 }
 END_TEST
 
+/* learner.stop_at_return: an evaluation below the threshold changes nothing, the first at or above it
+ * ends learner_run (with its final checkpoint), and the progress says why. Before it, with
+ * learner.random_steps above the env steps replay holds, the learner updates but publishes nothing
+ * (the actors act uniformly at random: the standard SAC warm-up). */
+START_TEST(an_evaluation_at_the_threshold_stops_the_run_and_random_steps_hold_params) {
+  run_config run;
+  learner_config cfg;
+  configs(&run, &cfg);
+  cfg.max_updates = 0;
+  cfg.stop_on_return = true;
+  cfg.stop_at_return = -100;
+  cfg.random_steps = 1000000; /* more than replay will ever hold here */
+  ember_err err = {0};
+  learner_t *l = learner_new(&run, &cfg, NULL, zmq, NULL, &err);
+  ck_assert_msg(l != NULL, "%s", err.msg);
+  net_socket_opts so = {.linger_ms = 0};
+  void *dealer = net_socket(zmq, ZMQ_DEALER, "inproc://t-control", false, &so, &err);
+  run_arg ra = {l, -1};
+  pthread_t tid;
+  ck_assert_int_eq(pthread_create(&tid, NULL, learner_main, &ra), 0);
+  fill_replay();
+  double u = 0;
+  for (int i = 0; i < 200 && u < 50; i++) {
+    u = learner_metric(dealer, "learner_updates_total", NULL);
+    usleep(20000);
+  }
+  ck_assert_msg(u >= 50, "the learner did not update (%g updates)", u);
+  ck_assert_double_eq(learner_metric(dealer, "learner_params_version", NULL), 0);
+
+  double returns[3] = {-300, -200, -250};
+  uint32_t lengths[3] = {200, 200, 200};
+  protobuf_c_boolean terminated[3] = {0, 0, 0};
+  Ember__EvaluationReport ev = EMBER__EVALUATION_REPORT__INIT;
+  ev.actor_id = 3, ev.policy_version = 1, ev.env_steps = 256;
+  ev.n_returns = ev.n_lengths = ev.n_terminated = 3;
+  ev.returns = returns, ev.lengths = lengths, ev.terminated = terminated;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EVALUATION, &ev, NULL, 0, NULL), 0);
+  ck_assert_double_eq(learner_metric(dealer, "learner_evaluations_total", NULL), 1);
+  learner_progress p;
+  learner_get_progress(l, &p);
+  ck_assert(!p.done);
+  returns[0] = -90, returns[1] = -100, returns[2] = -110; /* mean exactly -100: reaches it */
+  ev.policy_version = 2;
+  ck_assert_int_eq(net_send_body(dealer, EMBER__ENVELOPE__BODY_EVALUATION, &ev, NULL, 0, NULL), 0);
+  for (int i = 0; i < 250 && !p.done; i++) {
+    usleep(20000);
+    learner_get_progress(l, &p);
+  }
+  ck_assert_msg(p.done, "the learner did not stop at the threshold");
+  pthread_join(tid, NULL);
+  ck_assert_int_eq(ra.rc, 0);
+  ck_assert(p.stopped_at_return);
+  ck_assert_uint_eq(p.eval_version, 2);
+  ck_assert_uint_eq(p.eval_n, 3);
+  ck_assert_double_eq_tol(p.eval_return, -100, 1e-9);
+  ck_assert_double_eq_tol(p.eval_std, 10, 1e-9);
+  ck_assert_uint_eq(p.version, 0);
+  zmq_close(dealer);
+  learner_destroy(&l);
+
+  /* evals.csv: one row per evaluation, in arrival order */
+  char path[128], line[1024];
+  snprintf(path, sizeof path, "%s/run/evals.csv", run_dir);
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+  ck_assert_str_eq(line, "version,env_steps,wall_s,updates,episodes,mean,std,min,max,mean_length,terminated,actor_id\n");
+  int rows = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned version, steps, episodes;
+    double mean;
+    ck_assert_int_eq(sscanf(line, "%u,%u,%*[^,],%*[^,],%u,%lf", &version, &steps, &episodes, &mean), 4);
+    ck_assert_uint_eq(version, (unsigned)rows + 1);
+    ck_assert_uint_eq(steps, 256); /* never published here: the env steps the evaluator read in Params */
+    ck_assert_uint_eq(episodes, 3);
+    ck_assert_double_eq_tol(mean, rows == 0 ? -250 : -100, 1e-6);
+    rows++;
+  }
+  fclose(f);
+  ck_assert_int_eq(rows, 2);
+}
+END_TEST
+
 START_TEST(bad_setups_are_refused_by_name) {
   run_config run;
   learner_config cfg;
@@ -334,6 +458,7 @@ int main(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, publishes_versions_in_order_then_stops);
   tcase_add_test(tc, control_socket_serves_and_refuses);
+  tcase_add_test(tc, an_evaluation_at_the_threshold_stops_the_run_and_random_steps_hold_params);
   tcase_add_test(tc, bad_setups_are_refused_by_name);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);

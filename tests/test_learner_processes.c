@@ -28,7 +28,7 @@ static pid_t start_actor(int id) {
   snprintf(log, sizeof log, "actor%d.log", id);
   char *argv[] = {prog,  "--set", sid, "--set", p, "--set", c, "--set", r, "--set", "actor.task=pendulum",
                   "--set", "actor.num_envs=2", "--set", "metrics.actor_port=-1", "--set", "actor.seed=2",
-                  "--set", "actor.heartbeat_ms=100", "--set", "actor.eval_every_versions=0", NULL};
+                  "--set", "actor.heartbeat_ms=100", NULL};
   return proc_spawn(log, argv);
 }
 

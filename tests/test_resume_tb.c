@@ -1,8 +1,10 @@
 /* TensorBoard events from the learner: a short `ember train --deterministic` (and a plain `ember
  * train` with actors) leaves run_dir/tb/events.out.tfevents.* whose records frame and checksum
- * correctly and decode to the CSV's scalars: return/train, return/eval, the algorithm's losses
- * (loss/critic_loss, ...), rate/updates_per_s, rate/env_steps_per_s, progress/updates; steps are env
- * steps and never decrease; the last progress/updates equals the CSV's last updates column. */
+ * correctly and decode to the CSV's scalars: return/train, the algorithm's losses (loss/critic_loss,
+ * ...), rate/updates_per_s, rate/env_steps_per_s, progress/updates; steps are env steps and never
+ * decrease; the last progress/updates equals the CSV's last updates column. Each complete evaluation
+ * is one eval/return_mean point (and eval/return_std) at its policy's publication: as many as
+ * evals.csv has rows, their steps increasing among themselves. */
 #include <check.h>
 #include <dirent.h>
 #include <math.h>
@@ -14,10 +16,10 @@
 #include "tensorboard.pb-c.h"
 
 typedef struct {
-  int events, train_returns, eval_returns, critic_losses, updates_rates, steps_rates;
+  int events, train_returns, eval_returns, eval_stds, critic_losses, updates_rates, steps_rates;
   double last_updates;
-  int64_t last_step;
-  int steps_decrease;
+  int64_t last_step, last_eval_step;
+  int steps_decrease, eval_steps_decrease;
 } tb_summary;
 
 static void read_events(const char *dir, tb_summary *s) {
@@ -53,10 +55,18 @@ static void read_events(const char *dir, tb_summary *s) {
           const char *tag = ev->summary->value[i]->tag;
           double v = ev->summary->value[i]->simple_value;
           ck_assert_msg(isfinite(v), "%s is %g", tag, v);
+          if (!strncmp(tag, "eval/", 5)) { /* placed at its publication: increasing among themselves */
+            if (!strcmp(tag, "eval/return_mean")) {
+              if (ev->step <= s->last_eval_step && s->eval_returns) s->eval_steps_decrease = 1;
+              s->last_eval_step = ev->step;
+              s->eval_returns++;
+            }
+            if (!strcmp(tag, "eval/return_std")) s->eval_stds++;
+            continue;
+          }
           if (ev->step < s->last_step) s->steps_decrease = 1;
           s->last_step = ev->step;
           if (!strcmp(tag, "return/train")) s->train_returns++;
-          if (!strcmp(tag, "return/eval")) s->eval_returns++;
           if (!strcmp(tag, "loss/critic_loss")) s->critic_losses++;
           if (!strcmp(tag, "rate/updates_per_s")) s->updates_rates++;
           if (!strcmp(tag, "rate/env_steps_per_s")) s->steps_rates++;
@@ -70,6 +80,18 @@ static void read_events(const char *dir, tb_summary *s) {
   }
   closedir(d);
   ck_assert_int_eq(files, 1);
+}
+
+/* Rows (without the header) of run/name. */
+static int csv_rows(const char *run, const char *name) {
+  char path[4200], line[4096];
+  snprintf(path, sizeof path, "%s/%s", run, name);
+  FILE *f = fopen(path, "r");
+  ck_assert_msg(f != NULL, "no %s", path);
+  int n = -1;
+  while (fgets(line, sizeof line, f)) n++;
+  fclose(f);
+  return n;
 }
 
 static double csv_last_updates(const char *run) {
@@ -93,7 +115,7 @@ static void run_and_check(const char *extra, int want_eval) {
   snprintf(cmd, sizeof cmd,
            "'%s/app/ember' train --task pendulum --steps 3000 --seed 2 --run-dir '%s/run' --set sac.hidden_size=16 "
            "--set learner.batch_size=32 --set replay.min_size_to_sample=200 --set learner.csv_interval_s=0.02 "
-           "--set learner.log_interval_s=0.1 --set train.progress_interval_s=0 --set actor.eval_every_versions=5 "
+           "--set learner.log_interval_s=0.1 --set train.progress_interval_s=0 --set actor.eval_every_steps=200 "
            "--set actor.eval_episodes=2 --set learner.publish_every=50 %s > /dev/null",
            bin, dir, extra);
   ck_assert_int_eq(system(cmd), 0);
@@ -104,7 +126,11 @@ static void run_and_check(const char *extra, int want_eval) {
   read_events(tb, &s);
   ck_assert_int_gt(s.events, 10);
   ck_assert_int_gt(s.train_returns, 0);
-  if (want_eval) ck_assert_int_gt(s.eval_returns, 0);
+  int eval_rows = csv_rows(run, "evals.csv");
+  if (want_eval) ck_assert_int_gt(eval_rows, 0);
+  ck_assert_int_eq(s.eval_returns, eval_rows);
+  ck_assert_int_eq(s.eval_stds, eval_rows);
+  ck_assert_int_eq(s.eval_steps_decrease, 0);
   ck_assert_int_gt(s.critic_losses, 0);
   ck_assert_int_gt(s.updates_rates, 0);
   ck_assert_int_gt(s.steps_rates, 0);
@@ -118,7 +144,7 @@ static void run_and_check(const char *extra, int want_eval) {
 START_TEST(deterministic_run_writes_the_csv_scalars) { run_and_check("--deterministic", 1); }
 END_TEST
 
-START_TEST(threaded_run_writes_the_csv_scalars) { run_and_check("--actors 1 --set actor.num_envs=1", 0); }
+START_TEST(threaded_run_writes_the_csv_scalars) { run_and_check("--actors 1 --set actor.num_envs=1", 1); }
 END_TEST
 
 int main(void) {

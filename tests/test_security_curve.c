@@ -84,7 +84,7 @@ static pid_t start_actor(int id, const char *key_name) {
   snprintf(log, sizeof log, "actor%d.log", id);
   char *argv[] = {prog, "--task", "pendulum", "--set", sid, "--set", p, "--set", c, "--set", r, "--set", kf,
                   "--set", sk, "--set", "actor.num_envs=2", "--set", "metrics.actor_port=-1", "--set",
-                  "actor.heartbeat_ms=100", "--set", "actor.eval_every_versions=0", NULL};
+                  "actor.heartbeat_ms=100", NULL};
   return proc_spawn(log, argv);
 }
 

@@ -39,7 +39,7 @@ static void run(const char *dir, long max_updates, char *text, size_t cap) {
            "--seed 3 --run-dir '%s/run' --set actor.model_dir='%s/models' --set actor.num_envs=4 "
            "--set sac.hidden_size=16 --set learner.batch_size=32 --set replay.min_size_to_sample=200 "
            "--set learner.max_updates=%ld --set train.progress_interval_s=0 --set train.log_level=info "
-           "--set actor.eval_every_versions=0 --set learner.tensorboard=false "
+           "--set train.evaluator=false --set learner.tensorboard=false "
            "> '%s/out.txt' 2> '%s/err.txt'",
            bin, dir, dir, max_updates, dir, dir);
   ck_assert_int_eq(system(cmd), 0);

@@ -24,8 +24,8 @@ endif()
 # every 20 updates. About 1-2 minutes on 2 cores; too slow for the ASan pass.
 if(TARGET ember)
   add_test(NAME it_learning_vmbpo
-           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning_vmbpo.sh $<TARGET_FILE:ember> vmbpo)
-  set_tests_properties(it_learning_vmbpo PROPERTIES TIMEOUT 600 LABELS no-asan
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> vmbpo)
+  set_tests_properties(it_learning_vmbpo PROPERTIES TIMEOUT 360 LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   # The same with eq. 27's M-step instead of the copy: pi fitted to q_c's actions by maximum
   # likelihood, held through E-steps of 20 updates and then fitted by 10 gradient steps with a KL
@@ -34,9 +34,9 @@ if(TARGET ember)
   # (seeds 1-3 were better than -400 from 6,100, 9,500 and 7,300 steps; E-steps of 50 updates
   # with 20 M-step iterations took 11,600-16,300).
   add_test(NAME it_learning_vmbpo_fitted_pi
-           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning_vmbpo.sh $<TARGET_FILE:ember> vmbpo
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> vmbpo
                    --set vmbpo.pi_equals_qc=false --set vmbpo.mstep_every=20 --set vmbpo.mstep_iters=10
                    --set vmbpo.lambda=1)
-  set_tests_properties(it_learning_vmbpo_fitted_pi PROPERTIES TIMEOUT 600 LABELS no-asan
+  set_tests_properties(it_learning_vmbpo_fitted_pi PROPERTIES TIMEOUT 360 LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
