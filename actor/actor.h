@@ -106,6 +106,7 @@ typedef struct {
   int64_t eval_every_steps;        /* eval role: the first version published at or after every multiple
                                       of this many env steps is evaluated; 0 = every version while idle */
   int64_t eval_episodes;           /* eval role: episodes per evaluation (side by side, reported together) */
+  int64_t eval_every_versions_unused; /* the key of older embers, read and ignored (old config.yaml files) */
   int64_t heartbeat_ms;
   int64_t params_request_ms;       /* ask for Params again after this long without any */
   int64_t log_interval_s;          /* progress line period; 0 = none */

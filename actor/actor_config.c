@@ -35,6 +35,9 @@ static const config_field actor_fields[] = {
     F("eval_every_steps", CONFIG_INT, eval_every_steps, 0, 1e12, "5000",
       "role eval: evaluate the first version published at or after every multiple of this many env steps; "
       "0 = every version received while idle"),
+    F("eval_every_versions", CONFIG_INT, eval_every_versions_unused, 0, 1e12, "0",
+      "no longer used (evaluations come every eval_every_steps, from the eval role); accepted so that the "
+      "config.yaml of a run of an older ember still loads (ember eval, resume)"),
     F("eval_episodes", CONFIG_INT, eval_episodes, 1, 1000, "10",
       "role eval: complete episodes per evaluation, played side by side, reported together"),
     F("heartbeat_ms", CONFIG_INT, heartbeat_ms, 10, 3.6e6, "1000", "period of Heartbeat messages to the learner"),

@@ -8,6 +8,9 @@
 # takes hours on 2 cores; the knobs shrink it for a check of the script itself:
 #   LEARN_ALGOS (vmbpo vmbpo-mfe sac)  LEARN_TASKS (pendulum reacher)  LEARN_SEEDS (1 2 3)
 #   LEARN_STEPS (50000)  LEARN_OUT (bench-learning-out)  LEARN_SETS (extra --set arguments)
+#   LEARN_VARIANT (the algorithm's name: a label for the runs, so that runs of one algorithm with other
+#   LEARN_SETS, an ablation, sit beside each other in OUT/runs as <variant>_<task>_s<seed> and in the
+#   comparison, and print BENCH lines under that label)
 #   LEARN_BIN (2500: steps per point of the per-task comparison)  LEARN_COMPARE_ONLY (1: train
 #   nothing, only draw OUT/compare_<task>.{csv,png} from the runs already in OUT/runs)
 #   LEARN_EVAL_EPISODES (100; 0 = skip): after each run, `ember eval` plays its final checkpoint's
@@ -32,11 +35,18 @@ for s in ${LEARN_SETS:-}; do extra+=(--set "$s"); done
 mkdir -p "$out/runs"
 echo "# learning: algos [$algos] tasks [$tasks] seeds [$seeds] steps $steps, out $out, $(date -u +%F)"
 
-# mean of the last 5 non-missing eval_return values of one curves.csv ("nan" when there are none)
+# mean of the last 5 evaluations of a run: evals.csv's means (one row per complete evaluation), or for
+# a run of an older ember the last 5 distinct eval_return values of its curves.csv ("nan": none)
 last5() {
+  local run=$1
+  if [ -f "$run/evals.csv" ]; then
+    awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "mean") m = i; next } { v[n++] = $m }
+      END { if (n == 0) { print "nan"; exit } s = 0; k = n < 5 ? n : 5; for (i = n - k; i < n; i++) s += v[i]; print s / k }' "$run/evals.csv"
+    return
+  fi
   awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "eval_return") e = i; next }
     $e != "" && $e != "nan" && $e != prev_e { v[n++] = $e; prev_e = $e }
-    END { if (n == 0) { print "nan"; exit } s = 0; k = n < 5 ? n : 5; for (i = n - k; i < n; i++) s += v[i]; print s / k }' "$1"
+    END { if (n == 0) { print "nan"; exit } s = 0; k = n < 5 ? n : 5; for (i = n - k; i < n; i++) s += v[i]; print s / k }' "$run/curves.csv"
 }
 
 # compare TASK: every algorithm's evaluation return on TASK against env steps, averaged over its
@@ -46,10 +56,14 @@ last5() {
 # OUT/runs: OUT/compare_TASK.csv and OUT/compare_TASK.png (one line per algorithm, equal steps).
 compare() {
   local task=$1 csv=$out/compare_$1.csv png=$out/compare_$1.png files=()
-  for f in "$out"/runs/*_"${task}"_s*/curves.csv; do [ -f "$f" ] && files+=("$f"); done
+  # evals.csv where a run has one (its env_steps and mean columns are read as eval_env_steps and
+  # eval_return), else curves.csv
+  for d in "$out"/runs/*_"${task}"_s*/; do
+    if [ -f "$d/evals.csv" ]; then files+=("$d/evals.csv"); elif [ -f "$d/curves.csv" ]; then files+=("$d/curves.csv"); fi
+  done
   [ ${#files[@]} -gt 0 ] || return 0
   awk -F, -v bin="${LEARN_BIN:-2500}" -v task="$task" '
-    FNR == 1 { x = xe = 0; for (i = 1; i <= NF; i++) { if ($i == "eval_return") e = i; if ($i == "env_steps") x = i
+    FNR == 1 { x = xe = 0; for (i = 1; i <= NF; i++) { if ($i == "eval_return" || $i == "mean") e = i; if ($i == "env_steps") x = i
                                                         if ($i == "eval_env_steps") xe = i }
                if (xe) x = xe  # evaluations at the publication of their policy (curves.csv of 2026-11-24 on)
                n = split(FILENAME, parts, "/"); run = parts[n - 1]; algo = run; sub("_" task "_s[0-9]+$", "", algo)
@@ -86,30 +100,31 @@ if [ -n "${LEARN_COMPARE_ONLY:-}" ]; then
 fi
 
 for algo in $algos; do
+  variant=${LEARN_VARIANT:-$algo}
   for task in $tasks; do
     runs=() values=() finals=()
     for seed in $seeds; do
-      dir=$out/runs/${algo}_${task}_s$seed
+      dir=$out/runs/${variant}_${task}_s$seed
       rm -rf "$dir"
       start=$(date +%s)
       "$ember" train --task "$task" --algo "$algo" --steps "$steps" --seed "$seed" --run-dir "$dir" \
         --set train.progress_interval_s=0 "${extra[@]}" > "$dir.log" 2>&1 ||
-        { echo "# $algo $task seed $seed failed: $(tail -1 "$dir.log")" >&2; continue; }
-      v=$(last5 "$dir/curves.csv")
-      echo "# $algo $task seed $seed: last-5 eval return $v ($(( $(date +%s) - start )) s)"
+        { echo "# $variant $task seed $seed failed: $(tail -1 "$dir.log")" >&2; continue; }
+      v=$(last5 "$dir")
+      echo "# $variant $task seed $seed: last-5 eval return $v ($(( $(date +%s) - start )) s)"
       runs+=("$dir") values+=("$v")
       if [ "$eval_episodes" -gt 0 ] && "$ember" eval --help > /dev/null 2>&1; then
         if "$ember" eval "$dir" --episodes "$eval_episodes" --csv "$dir.eval.csv" > "$dir.eval.txt" 2>&1; then
           f=$(awk '/return  mean/ { print $3 }' "$dir.eval.txt")
-          echo "# $algo $task seed $seed: final policy over $eval_episodes episodes: $(grep 'return  mean' "$dir.eval.txt" | sed 's/^ *//')"
+          echo "# $variant $task seed $seed: final policy over $eval_episodes episodes: $(grep 'return  mean' "$dir.eval.txt" | sed 's/^ *//')"
           finals+=("$f")
         else
-          echo "# $algo $task seed $seed: ember eval failed: $(tail -1 "$dir.eval.txt")" >&2
+          echo "# $variant $task seed $seed: ember eval failed: $(tail -1 "$dir.eval.txt")" >&2
         fi
       fi
     done
     [ ${#runs[@]} -gt 0 ] || continue
-    name=$(tr '-' '_' <<< "$algo")
+    name=$(tr '-' '_' <<< "$variant")
     printf '%s\n' "${values[@]}" | awk -v n="learn_${name}_${task}_return" '
       $1 != "nan" { s += $1; k++ } END { if (k) printf "BENCH %s %.1f return\n", n, s / k; else printf "BENCH %s nan return\n", n }'
     if [ ${#finals[@]} -gt 0 ]; then
