@@ -49,7 +49,7 @@ grep -q "^  queue_batches: 64$" "$dir/run2/config.yaml" && grep -q "^  max_in_fl
   || fail "train replaced actor keys that were set: $(grep -E 'queue_batches|max_in_flight' "$dir/run2/config.yaml")"
 grep -q "^  queue_batches: 1$" "$dir/run/config.yaml" || fail "train's short queue is not in the first run's config"
 # a config.yaml written by an older ember (its actor.eval_every_versions key) still loads
-sed 's/^  eval_every_steps: .*/  eval_every_versions: 10/' "$dir/run/config.yaml" > "$dir/old.yaml"
+grep -v '^  eval_every_versions:' "$dir/run/config.yaml" | sed 's/^  eval_every_steps: .*/  eval_every_versions: 10/' > "$dir/old.yaml"
 grep -q "eval_every_versions: 10" "$dir/old.yaml" || fail "the test could not make an old config.yaml"
 "$ember" train --config "$dir/old.yaml" --steps 300 --run-dir "$dir/run3" --set train.progress_interval_s=0 \
   > /dev/null || fail "a config.yaml of an older ember (actor.eval_every_versions) no longer loads"
