@@ -1,8 +1,8 @@
 /* env tasks: every model loads; unknown tasks, missing, malformed, uncompilable and mismatched model
  * files give errors naming them (never MuJoCo's error handler); a MuJoCo error ends the process with a
- * log event and ENV_EXIT_MUJOCO_ERROR; the model directory is resolved in the documented order; and
- * the learner-side reward and termination functions give hand-computed values on hand-built
- * observations. */
+ * log event and ENV_EXIT_MUJOCO_ERROR; the model directory is resolved in the documented order; the
+ * humanoid's joint ranges are Gym's; and the learner-side reward and termination functions give
+ * hand-computed values on hand-built observations. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -62,6 +62,37 @@ START_TEST(every_model_loads_with_its_layout) {
     ck_assert_ptr_null(m);
   }
   env_model_destroy(NULL); /* harmless */
+}
+END_TEST
+
+/* Every hinge range of the humanoid is Gym's (gym/envs/mujoco/assets/humanoid.xml since openai/gym
+ * PR #932, merged 2019-03-01, the file behind Humanoid-v3): in particular left_hip_y is -110..20
+ * degrees like right_hip_y, not the -120..20 of the file before that fix. */
+START_TEST(humanoid_joint_ranges_are_gyms) {
+  static const struct {
+    const char *joint;
+    double lo_deg, hi_deg;
+  } gym[] = {{"abdomen_z", -45, 45},      {"abdomen_y", -75, 30},       {"abdomen_x", -35, 35},
+             {"right_hip_x", -25, 5},     {"right_hip_z", -60, 35},     {"right_hip_y", -110, 20},
+             {"right_knee", -160, -2},    {"left_hip_x", -25, 5},       {"left_hip_z", -60, 35},
+             {"left_hip_y", -110, 20},    {"left_knee", -160, -2},      {"right_shoulder1", -85, 60},
+             {"right_shoulder2", -85, 60}, {"right_elbow", -90, 50},    {"left_shoulder1", -60, 85},
+             {"left_shoulder2", -60, 85}, {"left_elbow", -90, 50}};
+  env_model_t *em = NULL;
+  ember_err err = {0};
+  ck_assert_msg(env_model_load("humanoid", NULL, &em, &err) == EMBER_OK, "%s", err.msg);
+  const mjModel *m = env_model_mj(em);
+  ck_assert_int_eq(m->njnt, 1 + (int)(sizeof gym / sizeof gym[0])); /* the free root and 17 hinges */
+  for (size_t k = 0; k < sizeof gym / sizeof gym[0]; k++) {
+    int j = mj_name2id(m, mjOBJ_JOINT, gym[k].joint);
+    ck_assert_msg(j >= 0, "no joint %s", gym[k].joint);
+    ck_assert_msg(m->jnt_limited[j], "%s is not limited", gym[k].joint);
+    const mjtNum *r = m->jnt_range + 2 * j;
+    ck_assert_msg(fabs(r[0] - gym[k].lo_deg * mjPI / 180) < 1e-12 && fabs(r[1] - gym[k].hi_deg * mjPI / 180) < 1e-12,
+                  "%s: range %g..%g deg, Gym's is %g..%g", gym[k].joint, r[0] * 180 / mjPI, r[1] * 180 / mjPI,
+                  gym[k].lo_deg, gym[k].hi_deg);
+  }
+  env_model_destroy(&em);
 }
 END_TEST
 
@@ -349,6 +380,7 @@ int main(void) {
   tcase_add_checked_fixture(load, setup, NULL);
   tcase_set_timeout(load, 60);
   tcase_add_test(load, every_model_loads_with_its_layout);
+  tcase_add_test(load, humanoid_joint_ranges_are_gyms);
   tcase_add_test(load, unknown_task_is_named);
   tcase_add_test(load, missing_model_file_is_named);
   tcase_add_test(load, malformed_model_file_is_named_with_mujoco_text);
