@@ -26,7 +26,8 @@
 
 #define RF(name, type, lo, hi, def, help) {#name, type, offsetof(run_config, name), lo, hi, def, help}
 static const config_field run_fields[] = {
-    RF(task, CONFIG_STRING, 0, 0, "pendulum", "task to train on (pendulum, reacher, hopper, walker2d, half_cheetah, ...)"),
+    RF(task, CONFIG_STRING, 0, 0, "pendulum",
+       "task to train on: pendulum, reacher, reacher7dof, half_cheetah, hopper, walker2d, ant, humanoid (docs/tasks.md)"),
     RF(algo, CONFIG_STRING, 0, 0, "sac", "algorithm (see `ember --help`)"),
     RF(steps, CONFIG_INT, 0, 1e12, "20000", "environment steps (transitions stored in replay) to train for; 0 = no limit"),
     RF(seed, CONFIG_INT, 0, 9.2e18, "1", "run seed: every RNG stream derives from it"),

@@ -1,8 +1,8 @@
 /* env tasks: every model loads; unknown tasks, missing, malformed, uncompilable and mismatched model
  * files give errors naming them (never MuJoCo's error handler); a MuJoCo error ends the process with a
- * log event and ENV_EXIT_MUJOCO_ERROR; the model directory is resolved in the documented order; and
- * the learner-side reward and termination functions give hand-computed values on hand-built
- * observations. */
+ * log event and ENV_EXIT_MUJOCO_ERROR; the model directory is resolved in the documented order; the
+ * humanoid's joint ranges are Gym's and reacher7dof's model is PETS's; and the learner-side reward
+ * and termination functions give hand-computed values on hand-built observations. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -35,15 +35,18 @@ static const env_spec *spec_of(const char *name) {
 /* ---- loading ---- */
 
 START_TEST(every_model_loads_with_its_layout) {
-  ck_assert_int_eq(env_spec_count(), 7);
-  const char *expected[] = {"pendulum", "reacher", "half_cheetah", "hopper", "walker2d", "ant", "humanoid"};
-  const int obs_dims[] = {3, 11, 17, 11, 17, 27, 376};
-  const int act_dims[] = {1, 2, 6, 3, 6, 8, 17};
+  ck_assert_int_eq(env_spec_count(), 8);
+  const char *expected[] = {"pendulum", "reacher",  "reacher7dof", "half_cheetah",
+                            "hopper",   "walker2d", "ant",         "humanoid"};
+  const int obs_dims[] = {3, 11, 17, 17, 11, 17, 27, 376};
+  const int act_dims[] = {1, 2, 7, 6, 3, 6, 8, 17};
+  const int horizons[] = {200, 50, 150, 1000, 1000, 1000, 1000, 1000};
   for (int i = 0; i < env_spec_count(); i++) {
     const env_spec *s = env_spec_at(i);
     ck_assert_str_eq(s->name, expected[i]);
     ck_assert_int_eq(s->obs_dim, obs_dims[i]);
     ck_assert_int_eq(s->act_dim, act_dims[i]);
+    ck_assert_int_eq(s->max_episode_steps, horizons[i]);
     env_model_t *m = NULL;
     ember_err err = {0};
     int rc = env_model_load(s->name, NULL, &m, &err);
@@ -62,6 +65,88 @@ START_TEST(every_model_loads_with_its_layout) {
     ck_assert_ptr_null(m);
   }
   env_model_destroy(NULL); /* harmless */
+}
+END_TEST
+
+/* Every hinge range of the humanoid is Gym's (gym/envs/mujoco/assets/humanoid.xml since openai/gym
+ * PR #932, merged 2019-03-01, the file behind Humanoid-v3): in particular left_hip_y is -110..20
+ * degrees like right_hip_y, not the -120..20 of the file before that fix. */
+START_TEST(humanoid_joint_ranges_are_gyms) {
+  static const struct {
+    const char *joint;
+    double lo_deg, hi_deg;
+  } gym[] = {{"abdomen_z", -45, 45},      {"abdomen_y", -75, 30},       {"abdomen_x", -35, 35},
+             {"right_hip_x", -25, 5},     {"right_hip_z", -60, 35},     {"right_hip_y", -110, 20},
+             {"right_knee", -160, -2},    {"left_hip_x", -25, 5},       {"left_hip_z", -60, 35},
+             {"left_hip_y", -110, 20},    {"left_knee", -160, -2},      {"right_shoulder1", -85, 60},
+             {"right_shoulder2", -85, 60}, {"right_elbow", -90, 50},    {"left_shoulder1", -60, 85},
+             {"left_shoulder2", -60, 85}, {"left_elbow", -90, 50}};
+  env_model_t *em = NULL;
+  ember_err err = {0};
+  ck_assert_msg(env_model_load("humanoid", NULL, &em, &err) == EMBER_OK, "%s", err.msg);
+  const mjModel *m = env_model_mj(em);
+  ck_assert_int_eq(m->njnt, 1 + (int)(sizeof gym / sizeof gym[0])); /* the free root and 17 hinges */
+  for (size_t k = 0; k < sizeof gym / sizeof gym[0]; k++) {
+    int j = mj_name2id(m, mjOBJ_JOINT, gym[k].joint);
+    ck_assert_msg(j >= 0, "no joint %s", gym[k].joint);
+    ck_assert_msg(m->jnt_limited[j], "%s is not limited", gym[k].joint);
+    const mjtNum *r = m->jnt_range + 2 * j;
+    ck_assert_msg(fabs(r[0] - gym[k].lo_deg * mjPI / 180) < 1e-12 && fabs(r[1] - gym[k].hi_deg * mjPI / 180) < 1e-12,
+                  "%s: range %g..%g deg, Gym's is %g..%g", gym[k].joint, r[0] * 180 / mjPI, r[1] * 180 / mjPI,
+                  gym[k].lo_deg, gym[k].hi_deg);
+  }
+  env_model_destroy(&em);
+}
+END_TEST
+
+/* reacher7dof's model is PETS's dmbrl/env/assets/reacher3d.xml (kchua/handful-of-trials): its
+ * joints, the motors, zero gravity, and the masses that file compiles to under MuJoCo 2.2.2. */
+START_TEST(reacher7dof_model_is_pets) {
+  static const struct {
+    const char *joint;
+    int limited;
+    double lo, hi, damping;
+  } pets[] = {{"r_shoulder_pan_joint", 1, -2.2854, 1.714602, 10},  {"r_shoulder_lift_joint", 1, -0.5236, 1.3963, 10},
+              {"r_upper_arm_roll_joint", 1, -3.9, 0.8, 0.1},       {"r_elbow_flex_joint", 1, -2.3213, 0, 1},
+              {"r_forearm_roll_joint", 0, 0, 0, 0.1},              {"r_wrist_flex_joint", 1, -2.094, 0, 0.1},
+              {"r_wrist_roll_joint", 0, 0, 0, 0.1}};
+  env_model_t *em = NULL;
+  ember_err err = {0};
+  ck_assert_msg(env_model_load("reacher7dof", NULL, &em, &err) == EMBER_OK, "%s", err.msg);
+  const mjModel *m = env_model_mj(em);
+  for (int k = 0; k < 7; k++) {
+    int j = mj_name2id(m, mjOBJ_JOINT, pets[k].joint);
+    ck_assert_msg(j == k, "%s is joint %d, PETS's observation has it at %d", pets[k].joint, j, k);
+    ck_assert_int_eq(m->jnt_limited[j], pets[k].limited);
+    if (pets[k].limited) {
+      ck_assert_double_eq_tol(m->jnt_range[2 * j], pets[k].lo, 1e-12);
+      ck_assert_double_eq_tol(m->jnt_range[2 * j + 1], pets[k].hi, 1e-12);
+    }
+    ck_assert_double_eq(m->dof_damping[j], pets[k].damping);
+    ck_assert_double_eq(m->dof_armature[j], 0.04);
+    ck_assert_double_eq(m->qpos0[j], 0.0);
+    ck_assert_int_eq(m->actuator_trnid[2 * k], j); /* motor k drives joint k, gear 1, +-20 */
+    ck_assert_double_eq(m->actuator_gear[6 * k], 1.0);
+    ck_assert_double_eq(m->actuator_ctrlrange[2 * k + 1], 20.0);
+  }
+  /* the goal: three free, undamped slides whose qpos are world coordinates, at rest at (0, 0.25, 0) */
+  const char *goal[3] = {"goal_x", "goal_y", "goal_z"};
+  for (int k = 0; k < 3; k++) {
+    int j = mj_name2id(m, mjOBJ_JOINT, goal[k]);
+    ck_assert_int_eq(j, 7 + k);
+    ck_assert_int_eq(m->jnt_limited[j], 0);
+    ck_assert_double_eq(m->dof_damping[j], 0.0);
+    ck_assert_double_eq(m->qpos0[j], k == 1 ? 0.25 : 0.0);
+  }
+  for (int k = 0; k < 3; k++) ck_assert_double_eq(m->opt.gravity[k], 0.0);
+  ck_assert_int_eq(m->opt.integrator, mjINT_RK4);
+  ck_assert_int_eq(m->opt.iterations, 20);
+  double mass = 0;
+  for (int b = 0; b < m->nbody; b++) mass += m->body_mass[b];
+  ck_assert_double_eq_tol(mass, 46.366477, 1e-6); /* reacher3d.xml compiled by MuJoCo 2.2.2 */
+  ck_assert_double_eq_tol(m->body_mass[mj_name2id(m, mjOBJ_BODY, "r_shoulder_pan_link")], 24.311738, 1e-6);
+  for (int g = 0; g < m->ngeom; g++) ck_assert(m->geom_contype[g] == 0 && m->geom_conaffinity[g] == 0);
+  env_model_destroy(&em);
 }
 END_TEST
 
@@ -245,6 +330,50 @@ START_TEST(reacher_pure_reward) {
 }
 END_TEST
 
+/* PETS's reward, -|ee(next angles) - goal|^2 - 0.01 |ctrl|^2 with ctrl = 20 * clip(a), on poses
+ * whose end effector is easy by hand: the arm straight along x reaches (0.98928, -0.188, 0)
+ * (shoulder at y = -0.188, lift joint 0.1 out, then 0.4 + 0.321 + 0.16828). */
+START_TEST(reacher7dof_pure_reward_follows_pets) {
+  const env_spec *s = spec_of("reacher7dof");
+  ck_assert(s->reward_exact && s->terminated_exact);
+  ck_assert_int_eq(s->obs_dim, 17);
+  enum { N = 5 };
+  static float obs[N][17], next[N][17], act[N][7];
+  double expect_ee[N][3] = {
+      {0.98928, -0.188, 0},               /* straight */
+      {0, -0.188 + 0.98928, 0},           /* pan +90 deg: straight along y */
+      {0.5, -0.188, 0.321 + 0.16828},     /* elbow flexed -90 deg: forearm and hand point up */
+      {0.5 + 0.16828, -0.188, 0.321},     /* elbow -90, wrist +90 (beyond its limit): hand along x again */
+      {0.5 - 0.16828, -0.188, -0.321},    /* elbow +90 (beyond its limit), wrist -90: PETS's formula mirrors
+                                             the hand to -x, where the joints would put it at +x */
+  };
+  next[1][0] = (float)(M_PI / 2);
+  next[2][3] = (float)(-M_PI / 2);
+  next[3][3] = (float)(-M_PI / 2), next[3][5] = (float)(M_PI / 2);
+  next[4][3] = (float)(M_PI / 2), next[4][5] = (float)(-M_PI / 2);
+  const double goal[3] = {0.1, 0.3, -0.2};
+  for (int b = 0; b < N; b++) {
+    for (int k = 0; k < 3; k++) next[b][7 + k] = (float)goal[k];
+    next[b][6] = 1.0f; /* the wrist roll turns the hand about its own axis: no effect */
+    next[b][10] = 5.0f; /* velocities do not count */
+  }
+  /* act: 0.5 -> ctrl 10, -1 -> -20, 2 -> clipped to 1 -> 20: 100 + 400 + 400, times 0.01 */
+  act[0][0] = 0.5f, act[0][1] = -1.0f, act[0][6] = 2.0f;
+  float r[N];
+  env_spec_reward(s, N, &obs[0][0], &act[0][0], &next[0][0], r);
+  for (int b = 0; b < N; b++) {
+    double d2 = 0;
+    for (int k = 0; k < 3; k++) d2 += (expect_ee[b][k] - goal[k]) * (expect_ee[b][k] - goal[k]);
+    double expect = -d2 - (b == 0 ? 9.0 : 0.0);
+    ck_assert_msg(fabs(r[b] - expect) < 1e-5, "pose %d: reward %g, expected %g", b, r[b], expect);
+  }
+  uint8_t t[N];
+  memset(t, 9, sizeof t);
+  env_spec_terminated(s, N, &next[0][0], t);
+  for (int b = 0; b < N; b++) ck_assert_int_eq(t[b], 0);
+}
+END_TEST
+
 START_TEST(half_cheetah_pure_reward) {
   const env_spec *s = spec_of("half_cheetah");
   ck_assert(!s->reward_exact && s->terminated_exact);
@@ -349,6 +478,8 @@ int main(void) {
   tcase_add_checked_fixture(load, setup, NULL);
   tcase_set_timeout(load, 60);
   tcase_add_test(load, every_model_loads_with_its_layout);
+  tcase_add_test(load, humanoid_joint_ranges_are_gyms);
+  tcase_add_test(load, reacher7dof_model_is_pets);
   tcase_add_test(load, unknown_task_is_named);
   tcase_add_test(load, missing_model_file_is_named);
   tcase_add_test(load, malformed_model_file_is_named_with_mujoco_text);
@@ -360,6 +491,7 @@ int main(void) {
   TCase *pure = tcase_create("pure");
   tcase_add_test(pure, pendulum_pure_reward);
   tcase_add_test(pure, reacher_pure_reward);
+  tcase_add_test(pure, reacher7dof_pure_reward_follows_pets);
   tcase_add_test(pure, half_cheetah_pure_reward);
   tcase_add_test(pure, hopper_pure_reward_and_termination);
   tcase_add_test(pure, walker2d_pure_reward_and_termination);

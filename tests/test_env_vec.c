@@ -310,6 +310,112 @@ START_TEST(reacher_hand_built) {
 }
 END_TEST
 
+/* reacher7dof (PETS's Reacher3D): the observation is (qpos, the arm's qvel); the reward is of the
+ * state after the step, -|ee - goal|^2 - 0.01 |ctrl|^2 with ctrl = 20 * a; the goal never moves; the
+ * episode ends by the time limit alone, at 150 steps. The end effector is checked against MuJoCo's
+ * own kinematics (the point 0.16828 m along the palm's x axis), where PETS's formula agrees with it:
+ * elbow flex below 0. */
+START_TEST(reacher7dof_hand_built) {
+  rig r;
+  rig_open(&r, "reacher7dof", 1, 1, 0);
+  ember_err err = {0};
+  double qpos[10] = {0, 0, 0, 0, 0, 0, 0, 0.1, 0.3, -0.2}, qvel[10] = {0};
+  ck_assert_int_eq(env_vec_set_qpos_qvel(r.vec, 0, qpos, qvel, &err), EMBER_OK);
+  float start[17];
+  memcpy(start, env_vec_obs(r.vec), sizeof start);
+  for (int i = 0; i < 17; i++) ck_assert_float_eq(start[i], i >= 7 && i < 10 ? (float)qpos[i] : 0.0f);
+  /* no action, no gravity, at rest: nothing moves; the straight arm's hand is at (0.98928, -0.188, 0) */
+  float act[7] = {0};
+  rig_step(&r, act);
+  ck_assert_mem_eq(r.next_obs, start, sizeof start);
+  double d2 = (0.98928 - 0.1) * (0.98928 - 0.1) + (-0.188 - 0.3) * (-0.188 - 0.3) + 0.2 * 0.2;
+  ck_assert_double_eq_tol(r.reward[0], -d2, 1e-6);
+
+  const mjModel *m = r.m;
+  mjData *k = mj_makeData(m);
+  int palm = mj_name2id(m, mjOBJ_BODY, "r_gripper_palm_link");
+  ck_assert_int_ge(palm, 0);
+  rng_t g;
+  rng_seed(&g, 17, RNG_STREAM_TEST);
+  int checked = 0;
+  for (int t = 2; t <= 150; t++) {
+    random_actions(&g, act, 7);
+    act[3] = -0.6f + 0.5f * act[3]; /* mostly flex the elbow */
+    rig_step(&r, act);
+    ck_assert_int_eq(r.terminated[0], 0);
+    ck_assert_int_eq(r.truncated[0], t == 150);
+    ck_assert_mem_eq(r.next_obs + 7, start + 7, 3 * sizeof(float)); /* the goal stays */
+    if (t == 150) break; /* the env has already reset: its data is the next episode's */
+    const mjData *d = env_vec_data(r.vec, 0);
+    for (int i = 0; i < 7; i++) {
+      ck_assert_float_eq(r.next_obs[i], (float)d->qpos[i]);
+      ck_assert_float_eq(r.next_obs[10 + i], (float)d->qvel[i]);
+    }
+    if (!(d->qpos[3] < 0)) continue;
+    memcpy(k->qpos, d->qpos, sizeof(mjtNum) * (size_t)m->nq);
+    mj_kinematics(m, k);
+    double tip_local[3] = {0.16828, 0, 0}, tip[3];
+    mju_mulMatVec(tip, k->xmat + 9 * palm, tip_local, 3, 3);
+    double dist2 = 0, ctrl2 = 0;
+    for (int i = 0; i < 3; i++) {
+      double e = k->xpos[3 * palm + i] + tip[i] - qpos[7 + i];
+      dist2 += e * e;
+    }
+    for (int i = 0; i < 7; i++) {
+      double u = 20.0 * fmax(-1.0, fmin(1.0, act[i])); /* the elbow's action can fall below -1 */
+      ctrl2 += u * u;
+    }
+    double expect = -dist2 - 0.01 * ctrl2;
+    ck_assert_msg(fabs(r.reward[0] - expect) <= 1e-5 * (1 + fabs(expect)), "step %d: reward %g, MuJoCo's hand gives %g",
+                  t, r.reward[0], expect);
+    checked++;
+  }
+  ck_assert_int_gt(checked, 100);
+  ck_assert_int_eq(r.episode_length[0], 150);
+  /* the next episode: the arm at rest at 0 again, a new goal */
+  const float *fresh = env_vec_obs(r.vec);
+  for (int i = 0; i < 17; i++)
+    if (i < 7 || i >= 10) ck_assert_float_eq(fresh[i], 0.0f);
+  ck_assert(memcmp(fresh + 7, start + 7, 3 * sizeof(float)) != 0);
+  mj_deleteData(k);
+  rig_close(&r);
+}
+END_TEST
+
+/* PETS's reset: the arm at qpos0 (all angles 0) and at rest; the goal (0, 0.25, 0) + 0.1 N(0, I). */
+START_TEST(reacher7dof_reset_draws_only_the_goal) {
+  enum { K = 4, RESETS = 500 };
+  rig r;
+  rig_open(&r, "reacher7dof", K, 5, 0);
+  const double centre[3] = {0, 0.25, 0};
+  double sum[3] = {0}, sum2[3] = {0};
+  int beyond_two_sigma = 0;
+  for (int n = 0; n < RESETS; n++) {
+    env_vec_reset(r.vec);
+    for (int i = 0; i < K; i++) {
+      const float *o = env_vec_obs(r.vec) + 17 * i;
+      for (int j = 0; j < 17; j++)
+        if (j < 7 || j >= 10) ck_assert_float_eq(o[j], 0.0f);
+      for (int c = 0; c < 3; c++) {
+        double dev = o[7 + c] - centre[c];
+        sum[c] += dev, sum2[c] += dev * dev;
+        beyond_two_sigma += fabs(dev) > 0.2;
+      }
+    }
+  }
+  const double n = K * RESETS;
+  for (int c = 0; c < 3; c++) {
+    double mean = sum[c] / n, sd = sqrt(sum2[c] / n - mean * mean);
+    ck_assert_msg(fabs(mean) < 0.01, "goal %d: mean offset %g", c, mean); /* 4.5 standard errors */
+    ck_assert_msg(sd > 0.093 && sd < 0.107, "goal %d: sd %g", c, sd);
+  }
+  /* normal, not uniform: about 4.6 % of the offsets lie beyond 2 sd (a uniform of sd 0.1 has none) */
+  ck_assert_int_gt(beyond_two_sigma, (int)(0.02 * 3 * n));
+  ck_assert_int_lt(beyond_two_sigma, (int)(0.08 * 3 * n));
+  rig_close(&r);
+}
+END_TEST
+
 /* Planar runners: reward = w * (x_after - x_before) / dt + alive - c * |ctrl|^2, x = qpos[0]. */
 static void check_planar(const char *task, double alive, double ctrl_weight, int nu) {
   rig r;
@@ -627,6 +733,8 @@ int main(void) {
   tcase_add_test(tc, pendulum_hand_built);
   tcase_add_test(tc, pendulum_matches_gym_closed_form);
   tcase_add_test(tc, reacher_hand_built);
+  tcase_add_test(tc, reacher7dof_hand_built);
+  tcase_add_test(tc, reacher7dof_reset_draws_only_the_goal);
   tcase_add_test(tc, half_cheetah_hand_built);
   tcase_add_test(tc, hopper_hand_built);
   tcase_add_test(tc, walker2d_hand_built);

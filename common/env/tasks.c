@@ -1,4 +1,4 @@
-/* tasks.c: the seven tasks, each a table entry of constants and small functions (env_internal.h).
+/* tasks.c: the eight tasks, each a table entry of constants and small functions (env_internal.h).
  *
  * Every constant below is listed with its source in docs/tasks.md. The simulator-side functions
  * read mjData exactly as Gym's Python code reads mujoco-py's sim.data after sim.step(): quantities
@@ -190,6 +190,83 @@ static float reacher_obs_reward(const float *obs, const float *act, const float 
   (void)next_obs;
   double dist = sqrt((double)obs[8] * obs[8] + (double)obs[9] * obs[9] + (double)obs[10] * obs[10]);
   return (float)(-dist - action_sq_sum(act, 2, 1.0));
+}
+
+/* ---- reacher7dof: PETS's Reacher3D (kchua/handful-of-trials, dmbrl/env/reacher.py) ---- */
+
+enum { R7_ARM = 7, R7_GOAL = 7, R7_OBS_DIM = 17 };
+
+/* PETS's get_EE_pos, operation for operation: the point 0.16828 m along the wrist roll axis, from
+ * the first six arm angles alone (t = qpos[0:7]; the wrist roll t[6] does not move it). It follows a
+ * frame (axis a, perpendicular p) down the chain. After the elbow the new p is a_new x a_old,
+ * normalised: the joint frame's y axis while the elbow flex angle is negative, but its opposite
+ * above 0 (the limit is 0, and MuJoCo's limits are soft), where the formula therefore mirrors the
+ * wrist's bend; at exactly 0 it keeps the old p, which ignores the upper-arm roll. Kept as PETS has
+ * it, since the published rewards come from it (docs/tasks.md). */
+static void reacher7dof_ee(const double *t, double *end) {
+  double a[3] = {cos(t[1]) * cos(t[0]), cos(t[1]) * sin(t[0]), -sin(t[1])};
+  double p[3] = {-sin(t[0]), cos(t[0]), 0.0};
+  end[0] = 0.1 * cos(t[0]) + 0.4 * cos(t[0]) * cos(t[1]);
+  end[1] = 0.1 * sin(t[0]) + 0.4 * sin(t[0]) * cos(t[1]) - 0.188;
+  end[2] = -0.4 * sin(t[1]);
+  static const double length[2] = {0.321, 0.16828};
+  static const int hinge[2] = {3, 5}, roll[2] = {2, 4};
+  for (int k = 0; k < 2; k++) {
+    double perp_all[3], new_a[3], new_p[3];
+    mju_cross(perp_all, a, p);
+    double ch = cos(t[hinge[k]]), sh = sin(t[hinge[k]]), sr = sin(t[roll[k]]), cr = cos(t[roll[k]]);
+    for (int i = 0; i < 3; i++) new_a[i] = ch * a[i] + sh * sr * p[i] - sh * cr * perp_all[i];
+    mju_cross(new_p, new_a, a);
+    if (sqrt(new_p[0] * new_p[0] + new_p[1] * new_p[1] + new_p[2] * new_p[2]) < 1e-30)
+      for (int i = 0; i < 3; i++) new_p[i] = p[i];
+    double norm = sqrt(new_p[0] * new_p[0] + new_p[1] * new_p[1] + new_p[2] * new_p[2]);
+    for (int i = 0; i < 3; i++) {
+      a[i] = new_a[i];
+      p[i] = new_p[i] / norm;
+      end[i] += length[k] * new_a[i];
+    }
+  }
+}
+
+/* Squared distance from the end effector of arm angles t to the goal g. */
+static double reacher7dof_dist_sq(const double *t, const double *g) {
+  double end[3];
+  reacher7dof_ee(t, end);
+  double s = 0;
+  for (int k = 0; k < 3; k++) s += (end[k] - g[k]) * (end[k] - g[k]);
+  return s;
+}
+
+/* The arm starts at qpos0 (all angles 0) at rest; only the goal is drawn: qpos0's (0, 0.25, 0) plus
+ * 0.1 N(0, 1) per coordinate. Nothing moves the goal afterwards (no gravity, damping or contact). */
+static void reacher7dof_reset(const struct env_model *em, mjData *d, rng_t *rng) {
+  for (int k = 0; k < 3; k++) d->qpos[R7_GOAL + k] = em->m->qpos0[R7_GOAL + k] + 0.1 * rng_normal(rng);
+}
+
+/* The reward is of the state after the step: nothing to carry over from before it. */
+static void carry_nothing(const struct env_model *em, const mjData *d, double *carry) {
+  (void)em, (void)d, (void)carry;
+}
+
+static double reacher7dof_reward(const struct env_model *em, const mjData *d, const double *before,
+                                 const double *after) {
+  (void)before, (void)after;
+  return -reacher7dof_dist_sq(d->qpos, d->qpos + R7_GOAL) - 0.01 * ctrl_sq_sum(em->m, d);
+}
+
+/* qpos (7 angles, goal x y z), then the 7 arm velocities. */
+static void reacher7dof_observe(const struct env_model *em, const mjData *d, float *obs) {
+  (void)em;
+  copy_to_float(obs, d->qpos, R7_ARM + 3);
+  copy_to_float(obs + R7_ARM + 3, d->qvel, R7_ARM);
+}
+
+static float reacher7dof_obs_reward(const float *obs, const float *act, const float *next_obs) {
+  (void)obs;
+  double t[R7_ARM], g[3];
+  for (int i = 0; i < R7_ARM; i++) t[i] = next_obs[i];
+  for (int k = 0; k < 3; k++) g[k] = next_obs[R7_GOAL + k];
+  return (float)(-reacher7dof_dist_sq(t, g) - 0.01 * action_sq_sum(act, R7_ARM, 20.0));
 }
 
 /* ---- half_cheetah: Gym HalfCheetah-v3 (= v2) ---- */
@@ -403,6 +480,14 @@ static const env_task_def TASKS[] = {
      .bodies = {"fingertip", "target"}, .reset = reacher_reset, .carry = reacher_carry,
      .reward = reacher_reward, .terminated = terminated_never, .observe = reacher_observe,
      .obs_reward = reacher_obs_reward, .obs_terminated = obs_terminated_never},
+    {.spec = {.name = "reacher7dof",
+              .reference = "PETS Reacher3D (MBRLReacher3D-v0), VMBPO's Reacher7DoF; horizon 150",
+              .obs_dim = R7_OBS_DIM, .act_dim = 7, .max_episode_steps = 150, .frame_skip = 2,
+              .dt = 0.02, .reward_exact = 1, .terminated_exact = 1},
+     .model_file = "reacher7dof.xml", .nq = 10, .nv = 10, .nu = 7, .nbody = 16, .ctrl_half = 20.0,
+     .reset = reacher7dof_reset, .carry = carry_nothing, .reward = reacher7dof_reward,
+     .terminated = terminated_never, .observe = reacher7dof_observe,
+     .obs_reward = reacher7dof_obs_reward, .obs_terminated = obs_terminated_never},
     {.spec = {.name = "half_cheetah", .reference = "Gym HalfCheetah-v3 (= v2)", .obs_dim = 17,
               .act_dim = 6, .max_episode_steps = 1000, .frame_skip = 5, .dt = 0.05,
               .reward_exact = 0, .terminated_exact = 1},
