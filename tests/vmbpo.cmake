@@ -6,7 +6,7 @@ ember_check_test(test_vmbpo_tabular
   TIMEOUT 120)
 target_include_directories(test_vmbpo_tabular PRIVATE ${EMBER_SOURCE_DIR}/learner)
 
-# The function-approximation VMBPO / VMBPO-MFE (learner/algo_vmbpo.c): every loss's value and
+# The function-approximation VMBPO / VMBPO-MFE (learner/algo_vmbpo.c, vmbpo_*.c): every loss's value and
 # gradient against a double-precision reference, the pure pieces against the tabular reference,
 # refusals, rollback, save/load, export.
 if(TARGET ember_learner)
