@@ -1,7 +1,8 @@
-/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO, VMBPO-MFE, VIREL,
- * MPO, ...), and the registry that finds them by name.
+/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO and VMBPO-MFE today;
+ * VIREL and MPO are planned, not registered), and the registry that finds them by name.
  *
- * An algorithm is a file learner/algo_<name>.c that defines one `const algo_ops algo_<name>` and
+ * An algorithm is a file learner/algo_<name>.c (or a few: VMBPO's are algo_vmbpo.c and vmbpo_*.c,
+ * learner/vmbpo_internal.h) that defines one `const algo_ops algo_<name>` and
  * adds its entry (an extern declaration and a list line) to algo_registry.c, plus its source line in
  * learner/CMakeLists.txt; nothing else changes to add one. The learner (learner.h) and the programs
  * (`ember train`, `ember-learner`, `ember config`) find it, its config section and its stat names
@@ -9,8 +10,9 @@
  *
  * One learner update on a batch D sampled from replay is `e_step(D)` then `m_step(D)`: for the EM
  * algorithms the E-step fits the variational distributions (q_d, nu, Q, V, q_c for VMBPO) and the
- * M-step the baseline policy pi; for SAC (read as VIREL frames actor-critic) the E-step is the critic
- * update and the M-step the actor and temperature update.
+ * M-step the baseline policy pi; for SAC the E-step slot runs the critic update and the M-step slot
+ * the actor and temperature update (evaluation before improvement, as in VMBPO's E-step). That is
+ * ember's naming, not VIREL's: VIREL's EM has the actor as its E-step and the critic as its M-step.
  *
  * Ownership: `create` returns an algorithm instance the caller owns and frees with `destroy`. The
  * batch, the stats and every buffer passed in stay the caller's; an algorithm keeps no pointer to
@@ -56,7 +58,9 @@ typedef struct {
 
 /* The task's reward and termination as pure functions of transitions, for model-based algorithms
  * that score model-predicted transitions. reward_fn is NULL when the task's reward cannot be
- * recovered from observations (the algorithm then learns a reward model). */
+ * recovered from observations (the algorithm then learns a reward model). terminated_fn (1.0 =
+ * terminated) is given by the learner for every task (learner_task_fns): exact, or for hopper a
+ * close approximation (env_task.h, env_spec.terminated_exact); NULL means "never terminates". */
 typedef struct {
   const void *task;
   void (*reward_fn)(const void *task, const float *obs, const float *action, const float *next_obs, int n,

@@ -10,7 +10,7 @@
  *           u = mu + exp(log_std) * eps, a = tanh(u)            (the tanh-Gaussian of protocol.md)
  *   critic  Q_1, Q_2: ONE nn ensemble of E = 2 members over [s | a] (one shared first GEMM),
  *           with a target copy Q'_1, Q'_2 updated by Polyak averaging.
- *   E-step  the critic update (VIREL's reading of actor-critic), then the target update.
+ *   E-step  the critic update, then the target update (ember's slot naming; VIREL's E-step is the actor).
  *   M-step  the actor update, then the temperature update.
  *
  * Ownership: sac_t is the algorithm instance algo_sac.create returns (algo_ops owns its life).

@@ -7,7 +7,8 @@
  * loss with noise they chose, read its value and its gradient without an optimiser step, and
  * compare them with an independent double-precision reference, and so the benchmark can size
  * VMBPO like HalfCheetah. Every loss is written out, with its equation number, in
- * docs/algorithms.md ("VMBPO", "VMBPO as implemented"); the comments in algo_vmbpo.c repeat them.
+ * docs/algorithms.md ("VMBPO", "VMBPO as implemented"); the comments in algo_vmbpo.c and
+ * vmbpo_model.c, vmbpo_estep.c, vmbpo_mstep.c repeat them (vmbpo_internal.h: which file has what).
  *
  * The networks (section 5), all MLPs of nn.h, tanh-squashed policies in the form of
  * docs/protocol.md ("The acting policy"):

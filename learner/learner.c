@@ -155,8 +155,7 @@ static void *bind_socket(learner_t *l, int type, const char *endpoint, char *bou
   return s;
 }
 
-/* The task's reward and termination as algo_task_fns, for model-based algorithms. Offered only where
- * env_task.h says they are exact functions of the observations; elsewhere the algorithm learns them. */
+/* The task's reward and termination as algo_task_fns, for model-based algorithms (learner_task_fns). */
 static void task_reward(const void *task, const float *obs, const float *action, const float *next_obs, int n,
                         float *reward_out) {
   env_spec_reward(task, n, obs, action, next_obs, reward_out);
@@ -168,6 +167,18 @@ static void task_terminated(const void *task, const float *next_obs, int n, floa
   uint8_t *bytes = (uint8_t *)terminated_out;
   env_spec_terminated(task, n, next_obs, bytes);
   for (int i = n - 1; i >= 0; i--) terminated_out[i] = bytes[i] ? 1.0f : 0.0f;
+}
+
+algo_task_fns learner_task_fns(const env_spec *spec) {
+  /* The reward only where it is the env's own: the locomotion rewards' substitute (end-of-step
+   * velocity for a finite difference of x) is biased, and a learned reward model is not. The
+   * termination always: every task's check is a function of the observation, exact except hopper's,
+   * which cannot see the |qvel| < 100 bound behind the observation's clip (env_task.h, docs/tasks.md)
+   * and is still far closer to the env than "never terminates", the only alternative a learner has
+   * without a termination model. spec->terminated_exact says which; learner_run's start line shows it. */
+  return (algo_task_fns){.task = spec,
+                         .reward_fn = spec->reward_exact ? task_reward : NULL,
+                         .terminated_fn = task_terminated};
 }
 
 learner_t *learner_new(const run_config *run, const learner_config *cfg, const void *algo_settings, void *zmq_ctx,
@@ -208,9 +219,7 @@ learner_t *learner_new(const run_config *run, const learner_config *cfg, const v
 
   algo_context ctx = {.task_name = run->task, .obs_dim = spec->obs_dim, .act_dim = spec->act_dim,
                       .max_batch = (int)cfg->batch_size, .seed = (uint64_t)run->seed,
-                      .task = {.task = spec,
-                               .reward_fn = spec->reward_exact ? task_reward : NULL,
-                               .terminated_fn = spec->terminated_exact ? task_terminated : NULL},
+                      .task = learner_task_fns(spec),
                       .settings = algo_settings};
   if (!(l->algo = ops->create(&ctx, err))) goto fail;
   l->terminated = calloc((size_t)cfg->batch_size, sizeof(float));
@@ -652,6 +661,8 @@ static int run_loop(learner_t *l, ember_err *err) {
       log_event(LOG_WARN, "learner", "tensorboard_failed", LF_STR("error", e.msg));
   }
   log_event(LOG_INFO, "learner", "start", LF_STR("algo", l->ops->name), LF_STR("task", l->run.task),
+            LF_STR("task_reward", l->spec->reward_exact ? "exact" : "learned"),
+            LF_STR("task_termination", l->spec->terminated_exact ? "exact" : "approximate"),
             LF_U64("steps", l->run.steps), LF_STR("params_endpoint", l->params_ep),
             LF_STR("control_endpoint", l->control_ep),
             LF_STR("replay_endpoint", l->has_src ? "(local source)" : l->cfg.replay_endpoint));

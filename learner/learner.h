@@ -89,6 +89,7 @@
 #include "algo.h"
 #include "config.h"
 #include "ember.pb-c.h"
+#include "env_task.h"
 #include "err.h"
 #include "metrics.h"
 
@@ -134,6 +135,14 @@ typedef struct {
 extern const config_section learner_config_section;
 
 typedef struct learner learner_t;
+
+/* The task's functions as learner_new hands them to the algorithm (algo_context.task), for
+ * model-based algorithms that score transitions their model predicted: the termination function
+ * (env_spec_terminated) for every task, exact or approximate as spec->terminated_exact says (only
+ * hopper's is approximate: docs/tasks.md, "The learner's view"); the reward function only where
+ * spec->reward_exact (elsewhere NULL: the algorithm learns a reward model). spec must come from
+ * env_spec_find / env_spec_at. Pure; the result points at static functions and at spec. */
+algo_task_fns learner_task_fns(const env_spec *spec);
 
 /* Finds the algorithm (run->algo) and the task (run->task, for its dims), creates the algorithm
  * with algo_settings (its config section's struct, or NULL for its defaults), binds the PUB and

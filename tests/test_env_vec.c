@@ -2,7 +2,8 @@
  * states equal the hand-computed values, task by task; the time limit truncates and never
  * terminates; auto-reset keeps the final observation; actions are scaled onto ctrlrange; non-finite
  * actions are refused before anything moves; physics faults truncate and are counted; snapshots
- * restore bit-exactly. */
+ * restore bit-exactly; the learner's termination function of hopper's observations agrees with the
+ * env on random and bang-bang episodes, and its one blind spot (a velocity behind the clip) is shown. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -573,6 +574,124 @@ START_TEST(exact_pure_functions_match_the_env) {
 }
 END_TEST
 
+/* ---- hopper: the learner's observed termination against the env's own ---- */
+
+/* The only ways hopper_obs_terminated (tasks.c) can disagree with the env on a real observation:
+ * the env terminated on a velocity beyond its bound of 100 that the observation's clip hides (that
+ * velocity is then observed at the clip, +-10), or the observation's float rounding at a threshold.
+ * 1 when one of them accounts for the disagreement (obs_terminated != env_terminated). */
+static int hopper_disagreement_explained(const float *o, int env_terminated, int obs_terminated) {
+  int at_clip = 0, near_threshold = fabs(o[0] - 0.7) < 1e-7 || fabs(fabs(o[1]) - 0.2) < 1e-7;
+  for (int i = 5; i < 11; i++) at_clip |= fabsf(o[i]) == 10.0f;
+  for (int i = 1; i < 5; i++) near_threshold |= fabs(fabs(o[i]) - 100.0) < 1e-5;
+  return near_threshold || (env_terminated && !obs_terminated && at_clip);
+}
+
+enum { HOPPER_ENVS = 8, HOPPER_STEPS = 2500 };
+
+/* Random hopper episodes, two policies: 0 = uniform actions drawn at every step; 1 = bang-bang,
+ * each env holding a random corner of [-1, 1]^3 for 1-20 steps (violent, fast falls). On every
+ * step the learner's function of the real next observation must equal the env's terminated flag;
+ * and where the two could differ at all (the state exceeded the velocity bound while healthy) the
+ * rollouts must not have gone: the largest |qvel| of a state the env kept is reported and checked. */
+START_TEST(hopper_observed_termination_agrees_with_the_env) {
+  const env_spec *s = NULL;
+  ember_err err = {0};
+  ck_assert_int_eq(env_spec_find("hopper", &s, &err), EMBER_OK);
+  ck_assert(!s->terminated_exact); /* the flag says approximate: this test says how close */
+  env_model_t *model = NULL;
+  env_vec_t *vec = NULL;
+  ck_assert_msg(env_model_load("hopper", NULL, &model, &err) == EMBER_OK, "%s", err.msg);
+  env_vec_config cfg = {.n_envs = HOPPER_ENVS, .seed = 31 + (uint64_t)_i};
+  ck_assert_msg(env_vec_new(model, &cfg, &vec, &err) == EMBER_OK, "%s", err.msg);
+  static float next_obs[HOPPER_ENVS * 11], reward[HOPPER_ENVS], act[HOPPER_ENVS * 3];
+  uint8_t terminated[HOPPER_ENVS], truncated[HOPPER_ENVS], pure[HOPPER_ENVS];
+  env_step_out out = {.next_obs = next_obs, .reward = reward, .terminated = terminated, .truncated = truncated};
+  rng_t g;
+  rng_seed(&g, 17 + (uint64_t)_i, RNG_STREAM_TEST);
+  int hold[HOPPER_ENVS] = {0};
+  long steps = 0, terminations = 0, faults = 0, at_clip_healthy = 0;
+  double max_qvel_healthy = 0;
+  for (int t = 0; t < HOPPER_STEPS; t++) {
+    for (int e = 0; e < HOPPER_ENVS; e++) {
+      if (_i == 0) {
+        random_actions(&g, act + 3 * e, 3);
+      } else if (hold[e]-- <= 0) {
+        for (int j = 0; j < 3; j++) act[3 * e + j] = rng_uniform(&g) < 0.5 ? -1.0f : 1.0f;
+        hold[e] = 1 + (int)rng_below(&g, 20);
+      }
+    }
+    ck_assert_msg(env_vec_step(vec, act, &out, &err) == EMBER_OK, "%s", err.msg);
+    env_spec_terminated(s, HOPPER_ENVS, next_obs, pure);
+    const uint8_t *fault = env_vec_physics_faults(vec);
+    for (int e = 0; e < HOPPER_ENVS; e++) {
+      if (fault[e]) { /* MuJoCo reset the state itself: the transition is dropped, never learned from */
+        faults++;
+        continue;
+      }
+      const float *o = next_obs + 11 * e;
+      steps++;
+      terminations += terminated[e];
+      ck_assert_msg(pure[e] == terminated[e],
+                    "policy %d step %d env %d: env terminated %d, env_spec_terminated %d (%s), obs z %g angle %g "
+                    "velocities %g %g %g %g %g %g",
+                    _i, t, e, terminated[e], pure[e],
+                    hopper_disagreement_explained(o, terminated[e], pure[e]) ? "a documented case" : "UNEXPLAINED",
+                    o[0], o[1], o[5], o[6], o[7], o[8], o[9], o[10]);
+      if (!terminated[e] && !truncated[e]) { /* the env kept this state: its qvel is the step's own */
+        const mjData *d = env_vec_data(vec, e);
+        for (int j = 0; j < 6; j++) max_qvel_healthy = fmax(max_qvel_healthy, fabs(d->qvel[j]));
+        for (int j = 5; j < 11; j++)
+          if (fabsf(o[j]) == 10.0f) {
+            at_clip_healthy++;
+            break;
+          }
+      }
+    }
+  }
+  printf("hopper policy %d: %ld steps, %ld terminations, %ld physics faults, largest |qvel| of a kept state %.1f, "
+         "%ld kept states with a velocity at the clip\n",
+         _i, steps, terminations, faults, max_qvel_healthy, at_clip_healthy);
+  ck_assert_int_gt(terminations, 100); /* episodes did end, many times */
+  fflush(stdout);
+  /* bang-bang reaches the clip while healthy: the check ran where it is blind, and still agreed */
+  if (_i == 1) ck_assert_int_gt(at_clip_healthy, 0);
+  ck_assert_msg(max_qvel_healthy < 100, "a kept state reached |qvel| %g: the bound the check cannot see",
+                max_qvel_healthy);
+  env_vec_destroy(&vec);
+  env_model_destroy(&model);
+}
+END_TEST
+
+/* Where the observed check is blind, built by hand: the hopper upright and healthy in every observed
+ * coordinate, sliding along x at 500 m/s. The env ends the episode (|qvel[0]| >= 100); the
+ * observation shows 10, the clip, and env_spec_terminated says healthy: the one documented
+ * disagreement, and hopper_disagreement_explained recognises it. */
+START_TEST(hopper_observed_termination_misses_a_velocity_behind_the_clip) {
+  rig r;
+  rig_open(&r, "hopper", 1, 1, 0);
+  ember_err err = {0};
+  double qpos[6] = {0, 1.25, 0, 0, 0, 0}, qvel[6] = {500, 0, 0, 0, 0, 0};
+  ck_assert_int_eq(env_vec_set_qpos_qvel(r.vec, 0, qpos, qvel, &err), EMBER_OK);
+  float a[3] = {0};
+  rig_step(&r, a);
+  uint8_t pure;
+  env_spec_terminated(r.spec, 1, r.next_obs, &pure);
+  ck_assert_int_eq(r.terminated[0], 1);
+  ck_assert_int_eq(pure, 0);
+  ck_assert_float_eq(r.next_obs[5], 10.0f);
+  ck_assert(hopper_disagreement_explained(r.next_obs, r.terminated[0], pure));
+  /* and the same state at 50 m/s, inside the bound: both say healthy */
+  qvel[0] = 50;
+  ck_assert_int_eq(env_vec_set_qpos_qvel(r.vec, 0, qpos, qvel, &err), EMBER_OK);
+  rig_step(&r, a);
+  env_spec_terminated(r.spec, 1, r.next_obs, &pure);
+  ck_assert_int_eq(r.terminated[0], 0);
+  ck_assert_int_eq(pure, 0);
+  rig_close(&r);
+}
+END_TEST
+
 /* ---- physics faults ---- */
 
 /* The half_cheetah model with room for a single contact. */
@@ -741,6 +860,8 @@ int main(void) {
   tcase_add_test(tc, ant_hand_built);
   tcase_add_test(tc, humanoid_hand_built);
   tcase_add_loop_test(tc, exact_pure_functions_match_the_env, 0, env_spec_count());
+  tcase_add_loop_test(tc, hopper_observed_termination_agrees_with_the_env, 0, 2);
+  tcase_add_test(tc, hopper_observed_termination_misses_a_velocity_behind_the_clip);
   tcase_add_loop_test(tc, snapshot_restores_bit_exactly, 0, 2);
   tcase_add_test(tc, snapshot_of_another_task_is_refused);
   tcase_add_test(tc, contact_overflow_truncates_and_is_counted);

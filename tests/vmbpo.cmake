@@ -6,7 +6,7 @@ ember_check_test(test_vmbpo_tabular
   TIMEOUT 120)
 target_include_directories(test_vmbpo_tabular PRIVATE ${EMBER_SOURCE_DIR}/learner)
 
-# The function-approximation VMBPO / VMBPO-MFE (learner/algo_vmbpo.c): every loss's value and
+# The function-approximation VMBPO / VMBPO-MFE (learner/algo_vmbpo.c, vmbpo_*.c): every loss's value and
 # gradient against a double-precision reference, the pure pieces against the tabular reference,
 # refusals, rollback, save/load, export.
 if(TARGET ember_learner)
@@ -14,6 +14,12 @@ if(TARGET ember_learner)
     SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_vmbpo_losses.c ${EMBER_SOURCE_DIR}/learner/vmbpo_tabular.c
     LIBS ember_learner
     TIMEOUT 120)
+  # The termination the learner hands to VMBPO (every task, hopper's approximate check too) and
+  # step 3's target not bootstrapping the model rows it marks terminal, through VMBPO's own networks.
+  ember_check_test(test_vmbpo_termination
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_vmbpo_termination.c
+    LIBS ember_learner
+    TIMEOUT 60)
 endif()
 
 # The CI-sized learning test: VMBPO on pendulum better than -400 evaluation return within 15,000

@@ -9,12 +9,16 @@
  * observations are float vectors laid out as docs/tasks.md says, task by task.
  *
  * Reward and termination as pure functions: env_spec_reward(obs, act, next_obs) and
- * env_spec_terminated(next_obs) run on batches (spec must come from env_spec_find/env_spec_at), so a learner can score transitions its dynamics
- * model predicted. reward_exact / terminated_exact say whether they reproduce the environment's own
- * numbers (to float rounding). Where reward_exact is 0 the function is only an approximation (the
- * locomotion tasks reward the finite difference of x position over a step, and x is not in the
- * observation: the function substitutes the observed end-of-step velocity); a learner must then
- * learn a reward model instead of trusting it.
+ * env_spec_terminated(next_obs) run on batches (spec must come from env_spec_find/env_spec_at), so a
+ * learner can score transitions its dynamics model predicted. reward_exact / terminated_exact say
+ * whether they reproduce the environment's own numbers (to float rounding). Where reward_exact is 0
+ * the function is only an approximation (the locomotion tasks reward the finite difference of x
+ * position over a step, and x is not in the observation: the function substitutes the observed
+ * end-of-step velocity); a learner must then learn a reward model instead of trusting it. Where
+ * terminated_exact is 0 (hopper only) the function is an approximation a learner should still use:
+ * on real observations it agrees with the env except when a joint velocity hidden behind the
+ * observation's clip exceeds the env's bound (docs/tasks.md, "The learner's view"; tasks.c says
+ * exactly how), and it never reports a termination the env would not.
  */
 #ifndef EMBER_ENV_TASK_H
 #define EMBER_ENV_TASK_H
@@ -32,7 +36,8 @@ typedef struct {
   int frame_skip;           /* physics steps per env step */
   double dt;                /* seconds per env step (timestep * frame_skip) */
   int reward_exact;         /* 1: env_spec_reward equals the env's reward; 0: approximation only */
-  int terminated_exact;     /* 1: env_spec_terminated equals the env's termination */
+  int terminated_exact;     /* 1: env_spec_terminated equals the env's termination; 0: a close
+                               approximation (hopper: see above), which the learner passes too */
 } env_spec;
 
 /* The table of tasks: env_spec_count() entries, in a fixed order. */

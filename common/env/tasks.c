@@ -332,7 +332,26 @@ static float hopper_obs_reward(const float *obs, const float *act, const float *
   return (float)(next_obs[5] + 1.0 - 1e-3 * action_sq_sum(act, 3, 1.0));
 }
 
-/* obs = (z, angle, 3 joints, 6 clipped velocities): the clip hides |qvel| > 100 from this check. */
+/* hopper_terminated from the observation o = (z, angle, 3 joints, qvel clipped to +-10): the check
+ * of MBPO's reference code for Hopper (static/hopper.py, whose np.abs(o[1:] < 100) bounds o from
+ * above only; Gym's check, and this one, bound |o|). It is the env's, term by term, except the
+ * velocity bound:
+ *   env (on the state)                here (on the observation)
+ *   finite qpos[1..5] and qvel        o all finite (clip_nan keeps a NaN velocity NaN)
+ *   |qpos[2..5]| < 100                |o[1..4]| < 100
+ *   |qvel[i]| < 100                   |o[5..10]| < 100, which a real observation always passes: the
+ *                                     clip hides the bound (an infinite qvel is clipped to +-10 too)
+ *   z > 0.7, |angle| < 0.2            o[0] > 0.7f, |o[1]| < 0.2f
+ *   finite qpos[0] (x)                not observed
+ * So on a real observation, float rounding aside, it can only miss a termination, never invent one:
+ * it says "healthy" where the env terminated exactly when some |qvel[i]| >= 100 (or x is
+ * non-finite) while the rest is healthy, and then that velocity's observation sits at the clip,
+ * |o[5 + i]| = 10. Float rounding of the observation adds bands narrower than one float ulp at the
+ * thresholds (z within 2e-8 above 0.7, the angle within 5e-9 below 0.2, a joint within 4e-6 below
+ * 100), as it does for every task's check. Random and bang-bang rollouts never bring a healthy
+ * hopper near |qvel| = 100 (largest 24; tests/test_env_vec.c,
+ * hopper_observed_termination_agrees_with_the_env). On a model's predicted observation the
+ * velocities are not clipped, and |o[5..10]| >= 100 terminates as the env's bound would. */
 static int hopper_obs_terminated(const float *o) {
   if (!all_finite(o, 11)) return 1;
   for (int i = 1; i < 11; i++)
@@ -497,7 +516,7 @@ static const env_task_def TASKS[] = {
      .obs_reward = half_cheetah_obs_reward, .obs_terminated = obs_terminated_never},
     {.spec = {.name = "hopper", .reference = "Gym Hopper-v3 (= v2)", .obs_dim = 11, .act_dim = 3,
               .max_episode_steps = 1000, .frame_skip = 4, .dt = 0.008, .reward_exact = 0,
-              .terminated_exact = 0},
+              .terminated_exact = 0 /* approximate: hopper_obs_terminated */},
      .model_file = "hopper.xml", .nq = 6, .nv = 6, .nu = 3, .nbody = 5, .ctrl_half = 1.0,
      .reset = hopper_walker_reset, .carry = carry_root_x, .reward = hopper_walker_reward,
      .terminated = hopper_terminated, .observe = hopper_walker_observe,
