@@ -17,7 +17,8 @@ static const config_field actor_fields[] = {
     F("params_endpoint", CONFIG_STRING, params_endpoint, 0, 0, "tcp://127.0.0.1:5562",
       "learner PUB socket broadcasting Params (the actor connects a SUB)"),
     F("control_endpoint", CONFIG_STRING, control_endpoint, 0, 0, "tcp://127.0.0.1:5563",
-      "learner ROUTER for Hello, ParamsRequest, Heartbeat, EpisodeReport (the actor connects a DEALER)"),
+      "learner ROUTER for Hello, ParamsRequest, Heartbeat, EpisodeReport, EvaluationReport (the actor connects a "
+      "DEALER)"),
     F("replay_endpoint", CONFIG_STRING, replay_endpoint, 0, 0, "tcp://127.0.0.1:5560",
       "replay server insert endpoint (the actor's insert client connects)"),
     F("transitions_per_batch", CONFIG_INT, transitions_per_batch, 1, 1e6, "64", "transitions per TransitionBatch"),
@@ -28,7 +29,7 @@ static const config_field actor_fields[] = {
       "a batch unacknowledged this long is written off as unconfirmed"),
     F("replay_wait_ms", CONFIG_INT, replay_wait_ms, 0, 3.6e6, "0",
       "when the queue is full, hold the envs up to this long per step for room in it (an ack, or the link "
-      "taking a batch: pace to replay), still reading Params and evaluating; 0 = never wait, drop"),
+      "taking a batch: pace to replay), still reading Params; 0 = never wait, drop"),
     F("role", CONFIG_STRING, role, 0, 0, "train",
       "train: step K envs with the stochastic policy and send transitions to replay; eval: only evaluate "
       "(eval_episodes complete deterministic episodes every eval_every_steps env steps), no replay"),

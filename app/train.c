@@ -21,7 +21,8 @@ extern char **environ;
 
 /* An actor of `ember train` holds its envs for replay's rate limiter as long as the learner needs
  * (an update of a large model, a checkpoint): everything it makes is learned from, nothing is dropped
- * for pacing. Params, heartbeats, evaluations and a stop still go on while it is held. */
+ * for pacing. Params, heartbeats and a stop still go on while it is held (the evaluator, with no replay,
+ * is never held). */
 #define TRAIN_REPLAY_WAIT_MS 3600000
 
 static atomic_int g_interrupted;

@@ -44,7 +44,8 @@ static const config_field learner_fields[] = {
     LF(max_updates, CONFIG_INT, 0, 1e15, "0", "stop after this many updates; 0 = no limit"),
     LF(params_endpoint, CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5562", "PUB the learner binds for Params"),
     LF(control_endpoint, CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5563",
-       "ROUTER the learner binds for ParamsRequest, EpisodeReport, Hello, Heartbeat, StatsRequest"),
+       "ROUTER the learner binds for ParamsRequest, EpisodeReport, EvaluationReport, Hello, Heartbeat, "
+       "StatsRequest"),
     LF(replay_endpoint, CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5561", "the replay server's sample endpoint"),
     LF(log_interval_s, CONFIG_FLOAT, 0, 1e9, "10", "seconds between progress log lines; 0 = none"),
     LF(csv_interval_s, CONFIG_FLOAT, 0, 1e9, "2", "seconds between rows of curves.csv; 0 = only at the end"),
@@ -66,7 +67,8 @@ static const config_field learner_fields[] = {
        "warm-up of the standard SAC loop); the learner updates from replay.min_size_to_sample on"),
     LF(stop_on_return, CONFIG_BOOL, 0, 0, "false",
        "stop the run (final checkpoint) once a complete evaluation's mean return reaches stop_at_return"),
-    LF(stop_at_return, CONFIG_FLOAT, -1e300, 1e300, "0", "the mean evaluation return that stops the run"),
+    LF(stop_at_return, CONFIG_FLOAT, -1e300, 1e300, "0",
+       "the mean evaluation return that stops the run; setting it turns stop_on_return on unless that is set too"),
 };
 #undef LF
 const config_section learner_config_section = {"learner", learner_fields,

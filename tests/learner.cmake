@@ -8,7 +8,10 @@ if(TARGET ember_learner)
 endif()
 
 # End to end, one process: `ember train` (tests/it_train_smoke.sh; quick, also under ASan) and the
-# learning test (SAC on pendulum better than -400 within 15,000 env steps; too slow under ASan).
+# learning test (tests/it_learning.sh): SAC on pendulum, seed 1, needs an evaluation (10 complete
+# episodes of the deterministic policy, one row of evals.csv) whose mean is better than -400 by 15,000
+# env steps. The run stops at the first such evaluation (`--stop-at-return -400`), so it lasts only as
+# long as learning takes (timeout 360 s); too slow under ASan.
 if(TARGET ember)
   add_test(NAME it_train_smoke COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_train_smoke.sh $<TARGET_FILE:ember>)
   set_tests_properties(it_train_smoke PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
