@@ -62,6 +62,9 @@ static void register_metrics(actor_t *a) {
   m->evaluations_skipped = metrics_counter(r, "actor_evaluations_skipped_total", labels,
                                            "due versions not evaluated: a newer one became due while an "
                                            "evaluation ran");
+  m->evaluations_abandoned = metrics_counter(r, "actor_evaluations_abandoned_total", labels,
+                                             "evaluations given up (non-finite actions, an env failure): nothing "
+                                             "reported for that version");
   m->params_received = metrics_counter(r, "actor_params_received_total", labels, "Params messages received");
   m->params_refused = metrics_counter(r, "actor_params_refused_total", labels,
                                       "Params refused (task, dims, kind, shapes or values)");
@@ -108,6 +111,7 @@ void actor_sync_metrics(actor_t *a) {
   add_delta(m->eval_episodes, s.eval_episodes, &p->eval_episodes);
   add_delta(m->evaluations, s.evaluations, &p->evaluations);
   add_delta(m->evaluations_skipped, s.evaluations_skipped, &p->evaluations_skipped);
+  add_delta(m->evaluations_abandoned, s.evaluations_abandoned, &p->evaluations_abandoned);
   add_delta(m->params_received, s.params_received, &p->params_received);
   add_delta(m->params_refused, s.params_refused, &p->params_refused);
   add_delta(m->params_stale, s.params_stale, &p->params_stale);
@@ -347,10 +351,16 @@ int actor_run(actor_t *a, ember_err *err) {
   a->st.nice = apply_nice(a);
   int64_t t = actor_now_ms();
   a->start_ms = a->last_log_ms = a->last_sync_ms = a->last_params_ms = t;
-  log_event(LOG_INFO, COMPONENT, "started", LF_U64("actor_id", a->cfg.id), LF_STR("task", a->cfg.task),
-            LF_I64("num_envs", a->K), LF_STR("params_endpoint", a->cfg.params_endpoint),
-            LF_STR("control_endpoint", a->cfg.control_endpoint), LF_STR("replay_endpoint", a->cfg.replay_endpoint),
-            LF_I64("nice", a->st.nice));
+  if (a->eval_role)
+    log_event(LOG_INFO, COMPONENT, "started", LF_U64("actor_id", a->cfg.id), LF_STR("role", "eval"),
+              LF_STR("task", a->cfg.task), LF_I64("eval_episodes", a->cfg.eval_episodes),
+              LF_I64("eval_every_steps", a->cfg.eval_every_steps), LF_STR("params_endpoint", a->cfg.params_endpoint),
+              LF_STR("control_endpoint", a->cfg.control_endpoint), LF_I64("nice", a->st.nice));
+  else
+    log_event(LOG_INFO, COMPONENT, "started", LF_U64("actor_id", a->cfg.id), LF_STR("role", "train"),
+              LF_STR("task", a->cfg.task), LF_I64("num_envs", a->K), LF_STR("params_endpoint", a->cfg.params_endpoint),
+              LF_STR("control_endpoint", a->cfg.control_endpoint), LF_STR("replay_endpoint", a->cfg.replay_endpoint),
+              LF_I64("nice", a->st.nice));
   actor_send_hello(a);
   actor_send_params_request(a, t);
   actor_send_heartbeat(a, t);
@@ -373,11 +383,17 @@ int actor_run(actor_t *a, ember_err *err) {
   actor_sync_metrics(a);
   actor_stats s;
   actor_get_stats(a, &s);
-  log_event(LOG_INFO, COMPONENT, "stopped", LF_U64("actor_id", a->cfg.id), LF_U64("env_steps", s.env_steps),
-            LF_U64("stored", s.transitions_stored), LF_U64("rejected", s.transitions_rejected),
-            LF_U64("dropped", s.transitions_dropped), LF_U64("physics_faults", s.transitions_physics_fault),
-            LF_U64("unconfirmed", s.transitions_unconfirmed),
-            LF_U64("in_flight", s.transitions_in_flight + s.transitions_queued), LF_U64("episodes", s.episodes),
-            LF_U64("policy_version", s.policy_version), LF_BOOL("drained", drained == 0));
+  if (a->eval_role)
+    log_event(LOG_INFO, COMPONENT, "evaluator_stopped", LF_U64("actor_id", a->cfg.id),
+              LF_U64("evaluations", s.evaluations), LF_U64("eval_episodes", s.eval_episodes),
+              LF_U64("evaluations_skipped", s.evaluations_skipped),
+              LF_U64("evaluations_abandoned", s.evaluations_abandoned), LF_U64("policy_version", s.policy_version));
+  else
+    log_event(LOG_INFO, COMPONENT, "stopped", LF_U64("actor_id", a->cfg.id), LF_U64("env_steps", s.env_steps),
+              LF_U64("stored", s.transitions_stored), LF_U64("rejected", s.transitions_rejected),
+              LF_U64("dropped", s.transitions_dropped), LF_U64("physics_faults", s.transitions_physics_fault),
+              LF_U64("unconfirmed", s.transitions_unconfirmed),
+              LF_U64("in_flight", s.transitions_in_flight + s.transitions_queued), LF_U64("episodes", s.episodes),
+              LF_U64("policy_version", s.policy_version), LF_BOOL("drained", drained == 0));
   return rc;
 }

@@ -46,7 +46,7 @@ static const config_field actor_fields[] = {
       "send another ParamsRequest after this long without Params"),
     F("log_interval_s", CONFIG_INT, log_interval_s, 0, 86400, "10", "seconds between progress lines; 0 = none"),
     F("max_env_steps", CONFIG_INT, max_env_steps, 0, 9.2e18, "0",
-      "stop after this many env steps (transitions); 0 = run until stopped"),
+      "train role: stop after this many env steps (transitions); 0 = run until stopped (an evaluator runs until stopped)"),
     F("drain_ms", CONFIG_INT, drain_ms, 0, 3.6e6, "1000", "on stop, wait up to this long for outstanding acks"),
     F("max_message_bytes", CONFIG_INT, max_message_bytes, 0, 2147483647, "0",
       "largest message on the actor's sockets; 0 = the defaults (64 MiB replay, 256 MiB learner)"),

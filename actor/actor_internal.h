@@ -44,7 +44,7 @@
 
 typedef struct {
   metric *made, *sent, *stored, *rejected, *dropped, *unconfirmed, *pending;
-  metric *batches, *episodes, *eval_episodes, *evaluations, *evaluations_skipped;
+  metric *batches, *episodes, *eval_episodes, *evaluations, *evaluations_skipped, *evaluations_abandoned;
   metric *params_received, *params_refused, *params_stale, *messages_refused, *reports_dropped;
   metric *nonfinite_actions, *replay_wait, *auth_refused, *physics_faults;
   metric *policy_version, *last_return, *eval_return, *eval_version;
@@ -53,7 +53,7 @@ typedef struct {
 /* What has been added to the counters already, so that sync_metrics adds only the difference. */
 typedef struct {
   uint64_t made, sent, stored, rejected, dropped, unconfirmed, batches, episodes, eval_episodes, evaluations;
-  uint64_t evaluations_skipped;
+  uint64_t evaluations_skipped, evaluations_abandoned;
   uint64_t params_received, params_refused, params_stale, messages_refused, reports_dropped, nonfinite_actions;
   uint64_t replay_wait_us, physics_faults;
 } published_t;

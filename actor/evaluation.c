@@ -128,13 +128,21 @@ int evaluation_step(evaluation_t *ev, ember_err *err) {
     ev->active = false;
     return rc;
   }
-  for (size_t i = 0; i < (size_t)ev->E * (size_t)ev->ad; i++)
-    if (!isfinite(ev->actions[i])) {
-      ev->active = false;
-      return ember_fail(err, EMBER_ENONFINITE,
-                        "evaluation of version %llu abandoned: the policy gave a non-finite action",
-                        (unsigned long long)ev->version);
+  /* an env whose episode has ended plays on (the vector steps every env) but is not evaluated: its
+   * actions are zeros, so only the episodes that count can abandon the evaluation */
+  for (int e = 0; e < ev->E; e++) {
+    float *act = ev->actions + (size_t)e * (size_t)ev->ad;
+    for (int j = 0; j < ev->ad; j++) {
+      if (ev->done[e]) {
+        act[j] = 0.0f;
+      } else if (!isfinite(act[j])) {
+        ev->active = false;
+        return ember_fail(err, EMBER_ENONFINITE,
+                          "evaluation of version %llu abandoned: the policy gave a non-finite action in episode %d",
+                          (unsigned long long)ev->version, e);
+      }
     }
+  }
   env_step_out out = {ev->next_obs, ev->reward, ev->terminated, ev->truncated, ev->episode_return,
                       ev->episode_length};
   if ((rc = env_vec_step(ev->vec, ev->actions, &out, err)) != 0) {

@@ -252,11 +252,18 @@ static int take_policy(det_source *d, policy_t **pol, int max_batch, const Ember
   return *pol ? 0 : err->code;
 }
 
-/* One evaluation of p, to its end, reported whole. */
+/* One evaluation of p, to its end, reported whole. One that cannot complete (a policy giving
+ * non-finite actions, an env failure) is abandoned and logged, as the evaluator does: it reports
+ * nothing, and training goes on. */
 static int evaluate(det_source *d, const Ember__Params *p, ember_err *err) {
-  int rc = evaluation_start(d->eval, p, err);
-  if (!rc) rc = evaluation_run(d->eval, err);
-  if (rc != 1) return rc ? rc : ember_fail(err, EMBER_ESTATE, "the evaluation did not complete");
+  ember_err e = {0};
+  int rc = evaluation_start(d->eval, p, &e);
+  if (!rc) rc = evaluation_run(d->eval, &e);
+  if (rc != 1) {
+    log_event(LOG_WARN, "train", "evaluation_abandoned", LF_U64("policy_version", p->version),
+              LF_STR("error", rc ? e.msg : "the evaluation did not complete"));
+    return 0;
+  }
   evaluation_result r;
   evaluation_get_result(d->eval, &r);
   return learner_report_evaluation(d->learner, d->actor_id, r.version, r.env_steps, r.episodes, r.returns, r.lengths,
@@ -385,7 +392,13 @@ static int det_load(void *ctx, FILE *in, ember_err *err) {
   counters_of(d, &mine);
   int rc = checkpoint_get(in, "det_counters", &c, sizeof c, err);
   if (rc) return rc;
-  if (c.format != DET_FORMAT || c.K != mine.K || c.E != mine.E || c.obs_dim != mine.obs_dim ||
+  if (c.format != DET_FORMAT)
+    return ember_fail(err, EMBER_ESCHEMA,
+                      "the deterministic checkpoint is of format %u, this ember writes and reads format %u (format 3 "
+                      "evaluates every actor.eval_every_steps env steps): its run cannot be resumed bit for bit; "
+                      "start it again, or use another run_dir",
+                      c.format, DET_FORMAT);
+  if (c.K != mine.K || c.E != mine.E || c.obs_dim != mine.obs_dim ||
       c.act_dim != mine.act_dim || c.env_state_bytes != mine.env_state_bytes || c.capacity != mine.capacity)
     return ember_fail(err, EMBER_ESHAPE,
                       "the deterministic checkpoint has %u envs, %u eval envs, obs %u, act %u, %llu-byte env states, "

@@ -235,7 +235,10 @@ int app_train(int argc, char **argv) {
   det_source *det = NULL;
   learner_slot ls = {0};
   if (deterministic) s.train.actors = 0; /* the one actor lives in the learner's thread */
-  actor_slot *actors = calloc((size_t)s.train.actors + 2, sizeof *actors); /* + the evaluator */
+  /* the training actors, ids 1..N (actor.id 0), then the evaluator (id N + 1): an actor of role eval
+   * with envs of its own, so evaluations neither slow the training actors nor change their data */
+  const int64_t n_threads = s.train.actors + (!deterministic && s.train.evaluator ? 1 : 0);
+  actor_slot *actors = calloc((size_t)n_threads + 1, sizeof *actors);
   pthread_t replay_tid, learner_tid;
   bool replay_started = false, learner_started = false;
   if (!zmq || !metrics || !actors) {
@@ -275,9 +278,6 @@ int app_train(int argc, char **argv) {
            (unsigned long long)rp.version, (unsigned long long)rp.updates, (unsigned long long)rp.env_steps,
            s.learner.checkpoint_dir[0] ? s.learner.checkpoint_dir : "run_dir/checkpoints");
   }
-  /* the training actors, ids 1..N (actor.id 0), then the evaluator (id N + 1): an actor of role eval
-   * with envs of its own, so evaluations neither slow the training actors nor change their data */
-  const int64_t n_threads = s.train.actors + (!deterministic && s.train.evaluator ? 1 : 0);
   for (int64_t i = 0; i < n_threads; i++) {
     actor_config ac = s.actor;
     ac.id = (s.actor.id ? s.actor.id : 1) + i; /* actor.id 0 = ids 1..N here */
@@ -289,7 +289,7 @@ int app_train(int argc, char **argv) {
     }
   }
   char evaluations[160] = "no evaluations";
-  if (s.train.evaluator || deterministic)
+  if (s.train.evaluator)
     snprintf(evaluations, sizeof evaluations, "evaluations of %lld episodes every %lld steps",
              (long long)s.actor.eval_episodes, (long long)s.actor.eval_every_steps);
   printf("ember train: %s on %s, %lld env steps, %lld actors x %lld envs%s, batch %lld, %s; run dir %s\n",
@@ -353,9 +353,9 @@ out:
       rc = 1;
     }
   }
-  for (int64_t i = 0; actors && i < s.train.actors + 1; i++)
+  for (int64_t i = 0; actors && i < n_threads; i++)
     if (actors[i].started) actor_stop(actors[i].actor);
-  for (int64_t i = 0; actors && i < s.train.actors + 1; i++)
+  for (int64_t i = 0; actors && i < n_threads; i++)
     if (actors[i].started) pthread_join(actors[i].thread, NULL);
   if (replay_started) {
     replay_server_stop(replay);
@@ -374,7 +374,7 @@ out:
            (unsigned long long)p.evaluations, ev, s.run.run_dir, s.run.run_dir);
   }
   http_server_stop(&http);
-  for (int64_t i = 0; actors && i < s.train.actors + 1; i++) actor_destroy(&actors[i].actor);
+  for (int64_t i = 0; actors && i < n_threads; i++) actor_destroy(&actors[i].actor);
   free(actors);
   learner_destroy(&ls.learner);
   det_source_destroy(&det);

@@ -134,8 +134,8 @@ int plot_runs(const char *const *run_dirs, size_t n, const char *out_dir, ember_
 
   /* losses of the first run: every column but the standard ones */
   int loss_cols[PLOT_MAX_COLUMNS], nloss = 0;
-  static const char *standard[] = {"env_steps",   "wall_s",      "updates",
-                                   "train_return", "eval_return", "eval_env_steps"};
+  static const char *standard[] = {"env_steps",      "wall_s",       "updates",  "train_return", "eval_return",
+                                   "eval_env_steps", "eval_version", "eval_std", "eval_episodes"};
   for (int c = 0; c < headers[0].count; c++) {
     int std = 0;
     for (size_t k = 0; k < sizeof standard / sizeof *standard; k++) std |= strcmp(headers[0].names[c], standard[k]) == 0;
