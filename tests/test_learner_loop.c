@@ -221,20 +221,35 @@ START_TEST(publishes_versions_in_order_then_stops) {
 }
 END_TEST
 
+/* A learner of cfg running on its own thread with replay filled, and a DEALER on its control socket. */
+typedef struct {
+  learner_t *l;
+  void *dealer;
+  run_arg ra;
+  pthread_t tid;
+} running_learner;
+
+static void start_learner(running_learner *r, const run_config *run, const learner_config *cfg) {
+  ember_err err = {0};
+  r->l = learner_new(run, cfg, NULL, zmq, NULL, &err);
+  ck_assert_msg(r->l != NULL, "%s", err.msg);
+  net_socket_opts so = {.linger_ms = 0};
+  r->dealer = net_socket(zmq, ZMQ_DEALER, "inproc://t-control", false, &so, &err);
+  ck_assert_ptr_nonnull(r->dealer);
+  r->ra = (run_arg){r->l, -1};
+  ck_assert_int_eq(pthread_create(&r->tid, NULL, learner_main, &r->ra), 0);
+  fill_replay();
+}
+
 START_TEST(control_socket_serves_and_refuses) {
   run_config run;
   learner_config cfg;
   configs(&run, &cfg);
   cfg.max_updates = 0; /* runs until stopped */
-  ember_err err = {0};
-  learner_t *l = learner_new(&run, &cfg, NULL, zmq, NULL, &err);
-  ck_assert_msg(l != NULL, "%s", err.msg);
-  net_socket_opts so = {.linger_ms = 0};
-  void *dealer = net_socket(zmq, ZMQ_DEALER, "inproc://t-control", false, &so, &err);
-  run_arg ra = {l, -1};
-  pthread_t tid;
-  ck_assert_int_eq(pthread_create(&tid, NULL, learner_main, &ra), 0);
-  fill_replay();
+  running_learner r;
+  start_learner(&r, &run, &cfg);
+  learner_t *l = r.l;
+  void *dealer = r.dealer;
   /* wait for a first version, then ask for it */
   double v = 0;
   for (int i = 0; i < 200 && !(v >= 1); i++) {
@@ -340,8 +355,8 @@ START_TEST(control_socket_serves_and_refuses) {
   ck_assert(learner_metric(dealer, "learner_updates_total", NULL) > u0);
 
   learner_stop(l);
-  pthread_join(tid, NULL);
-  ck_assert_int_eq(ra.rc, 0);
+  pthread_join(r.tid, NULL);
+  ck_assert_int_eq(r.ra.rc, 0);
   zmq_close(dealer);
   learner_destroy(&l);
 }
@@ -359,15 +374,10 @@ START_TEST(an_evaluation_at_the_threshold_stops_the_run_and_random_steps_hold_pa
   cfg.stop_on_return = true;
   cfg.stop_at_return = -100;
   cfg.random_steps = 1000000; /* more than replay will ever hold here */
-  ember_err err = {0};
-  learner_t *l = learner_new(&run, &cfg, NULL, zmq, NULL, &err);
-  ck_assert_msg(l != NULL, "%s", err.msg);
-  net_socket_opts so = {.linger_ms = 0};
-  void *dealer = net_socket(zmq, ZMQ_DEALER, "inproc://t-control", false, &so, &err);
-  run_arg ra = {l, -1};
-  pthread_t tid;
-  ck_assert_int_eq(pthread_create(&tid, NULL, learner_main, &ra), 0);
-  fill_replay();
+  running_learner r;
+  start_learner(&r, &run, &cfg);
+  learner_t *l = r.l;
+  void *dealer = r.dealer;
   double u = 0;
   for (int i = 0; i < 200 && u < 50; i++) {
     u = learner_metric(dealer, "learner_updates_total", NULL);
@@ -396,8 +406,8 @@ START_TEST(an_evaluation_at_the_threshold_stops_the_run_and_random_steps_hold_pa
     learner_get_progress(l, &p);
   }
   ck_assert_msg(p.done, "the learner did not stop at the threshold");
-  pthread_join(tid, NULL);
-  ck_assert_int_eq(ra.rc, 0);
+  pthread_join(r.tid, NULL);
+  ck_assert_int_eq(r.ra.rc, 0);
   ck_assert(p.stopped_at_return);
   ck_assert_uint_eq(p.eval_version, 2);
   ck_assert_uint_eq(p.eval_n, 3);
