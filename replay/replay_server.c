@@ -1,5 +1,5 @@
-/* replay_server.c: the replay server's lifecycle, its two threads' loops, and receiving (how the
- * files of the server divide the work: replay_server_impl.h). */
+/* replay_server.c: the replay server's lifecycle and its two threads' loops (how the files of the
+ * server divide the work: replay_server_impl.h). */
 #include "replay_server.h"
 
 #include <errno.h>
@@ -78,116 +78,6 @@ int replay_config_validate(const replay_config *c, ember_err *err) {
   if (rc != 0) return ember_err_prefix(err, "replay config: ");
   if (!c->insert_endpoint[0] || !c->sample_endpoint[0])
     return ember_fail(err, EMBER_EINVAL, "replay.insert_endpoint and replay.sample_endpoint must be set");
-  return 0;
-}
-
-/* ---- receiving ------------------------------------------------------------------------------- */
-
-static void drain(void *sock) {
-  int more = 1;
-  size_t sz = sizeof more;
-  while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    zmq_msg_recv(&m, sock, 0);
-    zmq_msg_close(&m);
-  }
-}
-
-/* Handles one message waiting on sock. Returns 0, EMBER_EAGAIN when none was waiting, EMBER_EIO. */
-static int handle_one(replay_server *s, void *sock) {
-  arena *ar = sock == s->insert_sock ? &s->insert_arena : &s->sample_arena;
-  const char *sock_name = sock == s->insert_sock ? "insert" : "sample";
-  peer from = {.delimiter = false};
-  zmq_msg_t frame;
-  zmq_msg_init(&frame);
-  if (zmq_msg_recv(&frame, sock, ZMQ_DONTWAIT) < 0) {
-    int e = zmq_errno();
-    zmq_msg_close(&frame);
-    if (e == EAGAIN || e == EINTR) return EMBER_EAGAIN;
-    return EMBER_EIO;
-  }
-  size_t idlen = zmq_msg_size(&frame);
-  int more = zmq_msg_more(&frame);
-  if (idlen > sizeof from.route.id) idlen = sizeof from.route.id; /* libzmq ids are at most 255 bytes */
-  memcpy(from.route.id, zmq_msg_data(&frame), idlen);
-  from.route.len = idlen;
-  zmq_msg_close(&frame);
-  if (!more) return 0; /* a ROUTER always delivers an id and at least one frame; nothing to answer */
-  zmq_msg_t body;
-  zmq_msg_init(&body);
-  if (zmq_msg_recv(&body, sock, 0) < 0) {
-    zmq_msg_close(&body);
-    return 0;
-  }
-  if (zmq_msg_size(&body) == 0 && zmq_msg_more(&body)) { /* REQ envelope delimiter */
-    from.delimiter = true;
-    zmq_msg_close(&body);
-    zmq_msg_init(&body);
-    if (zmq_msg_recv(&body, sock, 0) < 0) {
-      zmq_msg_close(&body);
-      return 0;
-    }
-  }
-  char why[256];
-  if (zmq_msg_more(&body)) {
-    drain(sock);
-    srv_reject_with_error(s, sock, &from, R_BAD_FRAMING, "message has more than one payload frame", 0);
-    goto out;
-  }
-  size_t len = zmq_msg_size(&body);
-  if ((int64_t)len > s->cfg.max_message_bytes) {
-    snprintf(why, sizeof why, "message of %zu bytes is over the %" PRId64 "-byte limit", len,
-             s->cfg.max_message_bytes);
-    srv_reject_with_error(s, sock, &from, R_TOO_BIG, why, 0);
-    goto out;
-  }
-  Ember__Envelope *env = NULL;
-  ember_err derr = {0};
-  int drc = net_decode_with(zmq_msg_data(&body), len, (size_t)s->cfg.max_message_bytes, arena_allocator(ar), &env,
-                            &derr);
-  if (drc == EMBER_ESCHEMA) {
-    srv_reject_with_error(s, sock, &from, R_SCHEMA_VERSION, derr.msg, 0);
-    goto out;
-  }
-  if (drc && !env) { /* a body-less Envelope decodes (env set) and is refused in the switch below */
-    srv_reject_with_error(s, sock, &from, ar->failed ? R_TOO_BIG : R_NOT_PROTOBUF, derr.msg, 0);
-    goto out;
-  }
-  switch (env->body_case) {
-    case EMBER__ENVELOPE__BODY_TRANSITION_BATCH:
-      if (sock != s->insert_sock) goto unexpected;
-      srv_handle_insert(s, &from, env->transition_batch);
-      break;
-    case EMBER__ENVELOPE__BODY_SAMPLE_REQUEST:
-      if (sock != s->sample_sock) goto unexpected;
-      srv_handle_sample_request(s, &from, env->sample_request);
-      break;
-    case EMBER__ENVELOPE__BODY_PRIORITY_UPDATE:
-      if (sock != s->sample_sock) goto unexpected;
-      srv_handle_priority_update(s, &from, env->priority_update);
-      break;
-    case EMBER__ENVELOPE__BODY_STATS_REQUEST:
-      if (sock == s->insert_sock) srv_flush_peer(s, &from);
-      srv_send_stats(s, sock, &from);
-      break;
-    case EMBER__ENVELOPE__BODY_HELLO:
-      srv_handle_hello(s, sock, &from, env->hello);
-      break;
-    case EMBER__ENVELOPE__BODY_HEARTBEAT:
-      break;
-    case EMBER__ENVELOPE__BODY__NOT_SET:
-      srv_reject_with_error(s, sock, &from, R_NO_BODY, "Envelope has no body (or one this build does not know)", 0);
-      break;
-    default:
-    unexpected:
-      snprintf(why, sizeof why, "%s is not served on the %s socket", net_body_name(env->body_case), sock_name);
-      srv_reject_with_error(s, sock, &from, R_UNEXPECTED_MESSAGE, why, 0);
-      break;
-  }
-out:
-  zmq_msg_close(&body);
-  arena_reset(ar);
   return 0;
 }
 
@@ -363,7 +253,7 @@ static void *sample_main(void *arg) {
     uint64_t served_before = s->sample_batches;
     if (items[0].revents & ZMQ_POLLIN)
       for (int i = 0; i < SAMPLE_BURST; i++)
-        if (handle_one(s, s->sample_sock) == EMBER_EAGAIN) break;
+        if (srv_handle_one(s, s->sample_sock) == EMBER_EAGAIN) break;
     srv_serve_pending(s);
     /* samples move the rate limiter: a held-back insert thread may go on now */
     if (atomic_load(&s->inserts_waiting) && s->sample_batches != served_before) kick(s->kick_insert_tx);
@@ -400,7 +290,7 @@ int replay_server_run(replay_server *s) {
     bool ready = items[0].revents & ZMQ_POLLIN;
     for (int round = 0; round < INSERT_ROUNDS && ready; round++) {
       for (int i = 0; i < INSERT_BURST; i++) {
-        if (!can_insert_now(s) || handle_one(s, s->insert_sock) == EMBER_EAGAIN) {
+        if (!can_insert_now(s) || srv_handle_one(s, s->insert_sock) == EMBER_EAGAIN) {
           ready = false;
           break;
         }

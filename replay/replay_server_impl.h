@@ -3,10 +3,11 @@
  * prefixed srv_.
  *
  * Who owns what (one file per path through the server):
- *   replay_server.c           the public lifecycle (config, new, destroy, stop, endpoints), the
- *                             two threads' loops, and receiving: reading a message's frames,
- *                             refusing a bad envelope (naming the batch or request when it can be
- *                             recovered) and dispatching the body to the paths below.
+ *   replay_server.c           the public lifecycle (config, new, destroy, stop, endpoints) and the
+ *                             two threads' loops.
+ *   replay_server_receive.c   receiving: a message's frames, its Envelope, refusing a bad envelope
+ *                             (naming the batch or request when that can be read from it), and
+ *                             handing the body to the paths below. Either thread, on its socket.
  *   replay_server_insert.c    TransitionBatches: checks, the insert into the table, acks (coalesced
  *                             per burst), the per-actor sequence/drop bookkeeping. Insert thread.
  *   replay_server_sample.c    SampleRequests (served, parked, or refused), the parked-request FIFO,
@@ -181,9 +182,18 @@ void srv_send_stats(replay_server *s, void *sock, const peer *to);
 void srv_handle_hello(replay_server *s, void *sock, const peer *from, const Ember__Hello *h);
 void srv_log_progress(replay_server *s, double t);
 
+/* ---- replay_server_receive.c ----------------------------------------------------------------- */
+
+/* Handles one message waiting on sock. Returns 0, EMBER_EAGAIN when none was waiting, EMBER_EIO. */
+int srv_handle_one(replay_server *s, void *sock);
+
 /* ---- replay_server_insert.c (insert thread) -------------------------------------------------- */
 
 void srv_handle_insert(replay_server *s, const peer *from, const Ember__TransitionBatch *b);
+/* Refuses a batch with its own InsertAck (rejected = b->count, error "<reason>: <why>"), counted and
+ * logged; b needs only actor_id, sequence, count and dropped_before. */
+void srv_refuse_batch(replay_server *s, const peer *to, const Ember__TransitionBatch *b, reject_reason r,
+                      const char *why);
 /* Sends every held ack (end of a burst). */
 void srv_flush_acks(replay_server *s);
 /* Sends the held ack of this peer, if any: before anything else goes to it, to keep order. */

@@ -68,8 +68,8 @@ static void ack_stored(replay_server *s, const peer *to, const Ember__Transition
                                    .accepted = b->count};
 }
 
-static void reject_batch(replay_server *s, const peer *to, const Ember__TransitionBatch *b, reject_reason r,
-                         const char *why) {
+void srv_refuse_batch(replay_server *s, const peer *to, const Ember__TransitionBatch *b, reject_reason r,
+                      const char *why) {
   srv_flush_peer(s, to);
   note_actor(s, b); /* a refused batch still tells us its sequence and its actor's drops */
   char text[640];
@@ -109,29 +109,29 @@ static void note_actor(replay_server *s, const Ember__TransitionBatch *b) {
 
 void srv_handle_insert(replay_server *s, const peer *from, const Ember__TransitionBatch *b) {
   char why[512];
-  if (b->count == 0) return reject_batch(s, from, b, R_EMPTY_BATCH, "TransitionBatch has count 0");
+  if (b->count == 0) return srv_refuse_batch(s, from, b, R_EMPTY_BATCH, "TransitionBatch has count 0");
   const char *task = b->task ? b->task : "";
-  if (strlen(task) >= REPLAY_TASK_MAX) return reject_batch(s, from, b, R_TASK_MISMATCH, "task name too long");
+  if (strlen(task) >= REPLAY_TASK_MAX) return srv_refuse_batch(s, from, b, R_TASK_MISMATCH, "task name too long");
   bool have_spec = atomic_load_explicit(&s->spec_ready, memory_order_acquire);
   if (have_spec) {
     const replay_spec *sp = &s->spec;
     if (sp->task[0] && task[0] && strcmp(sp->task, task) != 0) {
       snprintf(why, sizeof why, "batch is for task '%s', the table holds '%s'", task, sp->task);
-      return reject_batch(s, from, b, R_TASK_MISMATCH, why);
+      return srv_refuse_batch(s, from, b, R_TASK_MISMATCH, why);
     }
     if (b->obs_dim != sp->obs_dim || b->act_dim != sp->act_dim) {
       snprintf(why, sizeof why, "batch has obs_dim %u act_dim %u, the table holds obs_dim %u act_dim %u",
                b->obs_dim, b->act_dim, sp->obs_dim, sp->act_dim);
-      return reject_batch(s, from, b, R_DIMS_MISMATCH, why);
+      return srv_refuse_batch(s, from, b, R_DIMS_MISMATCH, why);
     }
   } else if (b->obs_dim == 0 || b->act_dim == 0) {
     snprintf(why, sizeof why, "batch has obs_dim %u act_dim %u (both must be > 0)", b->obs_dim, b->act_dim);
-    return reject_batch(s, from, b, R_DIMS_MISMATCH, why);
+    return srv_refuse_batch(s, from, b, R_DIMS_MISMATCH, why);
   }
   ember_err err = {0};
   int rc = net_check_transitions(b, b->obs_dim, b->act_dim, &err);
   if (rc != 0)
-    return reject_batch(s, from, b, rc == EMBER_ENONFINITE ? R_NONFINITE : R_INCONSISTENT_LENGTHS, err.msg);
+    return srv_refuse_batch(s, from, b, rc == EMBER_ENONFINITE ? R_NONFINITE : R_INCONSISTENT_LENGTHS, err.msg);
   if (!have_spec) { /* only this thread sets the spec: no race with itself */
     replay_spec sp = {.obs_dim = b->obs_dim, .act_dim = b->act_dim};
     memcpy(sp.task, task, strlen(task)); /* checked shorter than REPLAY_TASK_MAX above */
@@ -140,7 +140,7 @@ void srv_handle_insert(replay_server *s, const peer *from, const Ember__Transiti
     pthread_mutex_unlock(&s->lock);
     if (rc != 0) {
       log_event(LOG_ERROR, "replay", "spec_failed", LF_STR("error", err.msg));
-      return reject_batch(s, from, b, R_DIMS_MISMATCH, err.msg);
+      return srv_refuse_batch(s, from, b, R_DIMS_MISMATCH, err.msg);
     }
     s->spec = sp;
     atomic_store_explicit(&s->spec_ready, true, memory_order_release);

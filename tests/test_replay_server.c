@@ -303,6 +303,204 @@ static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   zmq_close(smp);
 }
 
+/* Packs env with the given schema version (net_encode would stamp the current one). Caller frees. */
+static uint8_t *pack_with_version(Ember__Envelope *env, uint32_t version, size_t *len) {
+  env->schema_version = version;
+  *len = ember__envelope__get_packed_size(env);
+  uint8_t *buf = malloc(*len);
+  ck_assert_ptr_nonnull(buf);
+  ember__envelope__pack(env, buf);
+  return buf;
+}
+
+static uint8_t *pack_batch(Ember__TransitionBatch *b, uint32_t version, size_t *len) {
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_TRANSITION_BATCH;
+  env.transition_batch = b;
+  return pack_with_version(&env, version, len);
+}
+
+static uint8_t *pack_request(uint64_t request_id, uint32_t batch_size, uint32_t version, size_t *len) {
+  Ember__SampleRequest req = EMBER__SAMPLE_REQUEST__INIT;
+  req.request_id = request_id, req.batch_size = batch_size;
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_SAMPLE_REQUEST;
+  env.sample_request = &req;
+  return pack_with_version(&env, version, len);
+}
+
+/* Expects the InsertAck refusing one batch: its actor, its sequence, all its transitions rejected,
+ * the error starting with reason. */
+static void expect_refusal_ack(void *sock, uint64_t actor_id, uint64_t sequence, uint32_t count, const char *reason) {
+  Ember__Envelope *env = recv_within(sock, 3000);
+  ck_assert_msg(env != NULL, "no reply (expected an InsertAck refusing %s)", reason);
+  ck_assert_msg(env->body_case == EMBER__ENVELOPE__BODY_INSERT_ACK, "got %s, expected an InsertAck (%s)",
+                net_body_name(env->body_case), env->body_case == EMBER__ENVELOPE__BODY_ERROR ? env->error->message : "");
+  const Ember__InsertAck *a = env->insert_ack;
+  ck_assert_uint_eq(a->actor_id, actor_id);
+  ck_assert_uint_eq(a->sequence, sequence);
+  ck_assert_uint_eq(a->first_sequence, 0);
+  ck_assert_uint_eq(a->accepted, 0);
+  ck_assert_uint_eq(a->rejected, count);
+  ck_assert_msg(strncmp(a->error, reason, strlen(reason)) == 0, "got '%s', expected %s", a->error, reason);
+  net_envelope_free(env);
+}
+
+/* Expects an ErrorReply with code, a message starting with reason, and request_id. */
+static void expect_error_for(void *sock, int code, const char *reason, uint64_t request_id) {
+  Ember__Envelope *env = recv_within(sock, 3000);
+  ck_assert_msg(env != NULL, "no reply (expected ErrorReply %s)", reason);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_ERROR);
+  ck_assert_uint_eq(env->error->code, (unsigned)-code);
+  ck_assert_msg(strncmp(env->error->message, reason, strlen(reason)) == 0, "got '%s', expected %s",
+                env->error->message, reason);
+  ck_assert_uint_eq(env->error->request_id, request_id);
+  net_envelope_free(env);
+}
+
+/* A message refused for its envelope is answered as the batch or request it is, whenever that can be
+ * read from it: another schema version, extra frames, over the size limit (inproc). Bytes that do
+ * not decode name nothing and get an ErrorReply with request id 0. Nothing refused is stored. */
+START_TEST(envelope_refusals_name_the_batch_or_request) {
+  replay_config c;
+  base_config(&c, "inproc://env-insert", "inproc://env-sample");
+  running r;
+  start(&r, &c);
+  void *ins = dealer_to("inproc://env-insert"), *smp = dealer_to("inproc://env-sample");
+  test_batch good;
+  test_batch_fill(&good, "t", 3, 1, 20, 0, 6, 1);
+  expect_ack(ins, &good.b, 20, NULL);
+
+  /* a batch from a newer schema version, and one with none */
+  test_batch tb;
+  test_batch_fill(&tb, "t", 3, 1, 12, 100, 6, 2);
+  size_t n;
+  uint8_t *buf = pack_batch(&tb.b, 9, &n);
+  send_raw(ins, buf, n);
+  expect_refusal_ack(ins, 6, 2, 12, "schema_version");
+  free(buf);
+  tb.b.sequence = 3;
+  buf = pack_batch(&tb.b, 0, &n);
+  send_raw(ins, buf, n);
+  expect_refusal_ack(ins, 6, 3, 12, "schema_version");
+  free(buf);
+
+  /* extra frames: the batch is in the first frame, or after a junk frame; two junk frames name nothing */
+  tb.b.sequence = 4;
+  buf = pack_batch(&tb.b, 1, &n);
+  zmq_send(ins, buf, n, ZMQ_SNDMORE);
+  zmq_send(ins, "junk", 4, 0);
+  expect_refusal_ack(ins, 6, 4, 12, "bad_framing");
+  free(buf);
+  tb.b.sequence = 5;
+  buf = pack_batch(&tb.b, 1, &n);
+  zmq_send(ins, "\xff\xff", 2, ZMQ_SNDMORE);
+  zmq_send(ins, buf, n, ZMQ_SNDMORE);
+  zmq_send(ins, "", 0, 0);
+  expect_refusal_ack(ins, 6, 5, 12, "bad_framing");
+  free(buf);
+  zmq_send(ins, "a", 1, ZMQ_SNDMORE);
+  zmq_send(ins, "b", 1, 0);
+  expect_error_for(ins, EMBER_EDECODE, "bad_framing", 0);
+
+  /* over the size limit (64 KiB here) on inproc: not decoded, but its identity is read */
+  test_batch big;
+  test_batch_fill(&big, "t", 3, 1, 4000, 200, 6, 6);
+  buf = pack_batch(&big.b, 1, &n);
+  ck_assert_uint_gt(n, 64 * 1024);
+  send_raw(ins, buf, n);
+  expect_refusal_ack(ins, 6, 6, 4000, "too_big");
+  /* the same bytes cut short are not well-formed: nothing is named */
+  send_raw(ins, buf, n - 7);
+  expect_error_for(ins, EMBER_ETOOBIG, "too_big", 0);
+  free(buf);
+  test_batch_free(&big);
+
+  /* bytes that do not decode: ErrorReply, request id 0 */
+  send_raw(ins, "\xff\xff\xff\xff not protobuf", 17);
+  expect_error_for(ins, EMBER_EDECODE, "not_protobuf", 0);
+
+  /* sample requests: another version, extra frames, the wrong socket: the request id comes back */
+  buf = pack_request(51, 4, 7, &n);
+  send_raw(smp, buf, n);
+  expect_error_for(smp, EMBER_ESCHEMA, "schema_version", 51);
+  free(buf);
+  buf = pack_request(52, 4, 1, &n);
+  zmq_send(smp, buf, n, ZMQ_SNDMORE);
+  zmq_send(smp, "x", 1, 0);
+  expect_error_for(smp, EMBER_EDECODE, "bad_framing", 52);
+  send_raw(ins, buf, n);
+  expect_error_for(ins, EMBER_EINVAL, "unexpected_message", 52);
+  free(buf);
+
+  /* the server still acks in order and stored only the good batch */
+  tb.b.sequence = 7;
+  expect_ack(ins, &tb.b, 12, NULL);
+  ck_assert(stat_of("inproc://env-sample", "replay_size", NULL) == 32);
+  ck_assert(rejected("inproc://env-sample", "schema_version") == 3);
+  ck_assert(rejected("inproc://env-sample", "bad_framing") == 4);
+  ck_assert(rejected("inproc://env-sample", "too_big") == 2);
+  test_batch_free(&tb);
+  test_batch_free(&good);
+  zmq_close(ins);
+  zmq_close(smp);
+  finish(&r);
+}
+END_TEST
+
+/* What docs/protocol.md promises an actor whose batch's bytes did not decode: an ErrorReply with
+ * request id 0 and no InsertAck; the batch stays in flight until the ack of a later batch arrives,
+ * and is then written off as unconfirmed (not rejected), so made = stored + rejected + dropped +
+ * unconfirmed + in flight + queued still holds. A scripted ROUTER plays the server. */
+START_TEST(undecodable_batch_ends_unconfirmed_at_the_client) {
+  void *fake = zmq_socket(ctx, ZMQ_ROUTER);
+  int zero = 0;
+  zmq_setsockopt(fake, ZMQ_LINGER, &zero, sizeof zero);
+  ck_assert_int_eq(zmq_bind(fake, "inproc://fake-replay"), 0);
+  ember_err err = {0};
+  replay_insert_opts io = {.endpoint = "inproc://fake-replay", .actor_id = 4, .ack_timeout_ms = 60000};
+  replay_insert_client *ic = replay_insert_client_new(ctx, &io, &err);
+  ck_assert_msg(ic != NULL, "%s", err.msg);
+  for (int i = 0; i < 2; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, i == 0 ? 7 : 5, 0, 0, 0);
+    ck_assert_int_eq(replay_insert_client_send(ic, &tb.b, &err), 0);
+    test_batch_free(&tb);
+  }
+  net_route route[2];
+  for (int i = 0; i < 2; i++) {
+    Ember__Envelope *env = NULL;
+    zmq_pollitem_t it = {fake, 0, ZMQ_POLLIN, 0};
+    ck_assert_int_eq(zmq_poll(&it, 1, 3000), 1);
+    ck_assert_int_eq(net_recv(fake, &env, &route[i], 0, &err), 0);
+    ck_assert_uint_eq(env->transition_batch->sequence, (uint64_t)i + 1);
+    net_envelope_free(env);
+  }
+  Ember__ErrorReply e = EMBER__ERROR_REPLY__INIT;
+  e.code = 5, e.message = "not_protobuf: 12 bytes are not a valid ember Envelope";
+  ck_assert_int_eq(net_send_body(fake, EMBER__ENVELOPE__BODY_ERROR, &e, &route[0], 0, &err), 0);
+  for (int i = 0; i < 50; i++) replay_insert_client_poll(ic, 10);
+  replay_insert_stats st;
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.error_replies, 1);
+  ck_assert_ptr_nonnull(strstr(st.last_error, "not_protobuf"));
+  ck_assert_uint_eq(st.transitions_in_flight, 12); /* no ack names it: still in flight */
+  Ember__InsertAck a = EMBER__INSERT_ACK__INIT;
+  a.actor_id = 4, a.sequence = 2, a.accepted = 5, a.error = "";
+  ck_assert_int_eq(net_send_body(fake, EMBER__ENVELOPE__BODY_INSERT_ACK, &a, &route[1], 0, &err), 0);
+  ck_assert_int_eq(replay_insert_client_flush(ic, 3000), 0);
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.transitions_stored, 5);
+  ck_assert_uint_eq(st.transitions_unconfirmed, 7);
+  ck_assert_uint_eq(st.transitions_rejected, 0);
+  ck_assert_uint_eq(st.transitions_stored + st.transitions_rejected + st.transitions_dropped +
+                        st.transitions_unconfirmed + st.transitions_in_flight + st.transitions_queued,
+                    12);
+  replay_insert_client_destroy(&ic);
+  zmq_close(fake);
+}
+END_TEST
+
 /* A burst of batches without waiting: the acks (some coalesced under load) cover every sequence
  * exactly once, in order, with the right totals. */
 START_TEST(acks_cover_every_batch_in_order) {
@@ -758,6 +956,8 @@ int main(void) {
   tcase_add_test(tc, oversize_batch_seen_from_the_client);
   tcase_add_test(tc, bad_input_tcp);
   tcase_add_test(tc, bad_input_inproc);
+  tcase_add_test(tc, envelope_refusals_name_the_batch_or_request);
+  tcase_add_test(tc, undecodable_batch_ends_unconfirmed_at_the_client);
   tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
   tcase_add_test(tc, req_peers_and_prompt_stop);
   tcase_add_test(tc, owner_snapshot_restores_in_a_new_server);
