@@ -1,5 +1,6 @@
 /* replay_server_control.c: stats and control (replay_server_impl.h): replies, refusal accounting,
  * metrics and gauges, Stats, Hello, counters and progress lines. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,15 +11,46 @@
 
 /* ---- refusal reasons ------------------------------------------------------------------------- */
 
+/* Keyed by the enum, so order cannot slip; srv_register_metrics checks that none is missing. */
 const char *const srv_reason_names[R_COUNT] = {
-    "not_protobuf", "schema_version", "no_body", "bad_framing", "too_big", "task_mismatch", "dims_mismatch",
-    "inconsistent_lengths", "nonfinite", "empty_batch", "bad_batch_size", "batch_too_large",
-    "batch_exceeds_rate_limiter", "too_many_pending", "bad_priority", "unexpected_message"};
+    [R_NOT_PROTOBUF] = "not_protobuf",
+    [R_SCHEMA_VERSION] = "schema_version",
+    [R_NO_BODY] = "no_body",
+    [R_BAD_FRAMING] = "bad_framing",
+    [R_TOO_BIG] = "too_big",
+    [R_TASK_MISMATCH] = "task_mismatch",
+    [R_DIMS_MISMATCH] = "dims_mismatch",
+    [R_INCONSISTENT_LENGTHS] = "inconsistent_lengths",
+    [R_NONFINITE] = "nonfinite",
+    [R_EMPTY_BATCH] = "empty_batch",
+    [R_BAD_BATCH_SIZE] = "bad_batch_size",
+    [R_BATCH_TOO_LARGE] = "batch_too_large",
+    [R_BATCH_EXCEEDS_RATE_LIMITER] = "batch_exceeds_rate_limiter",
+    [R_TOO_MANY_PENDING] = "too_many_pending",
+    [R_BAD_PRIORITY] = "bad_priority",
+    [R_UNEXPECTED_MESSAGE] = "unexpected_message",
+    [R_MISSING_LOG_PROB] = "missing_log_prob",
+};
 
 const int srv_reason_codes[R_COUNT] = {
-    EMBER_EDECODE, EMBER_ESCHEMA, EMBER_EDECODE, EMBER_EDECODE, EMBER_ETOOBIG, EMBER_ESHAPE, EMBER_ESHAPE,
-    EMBER_ESHAPE, EMBER_ENONFINITE, EMBER_ESHAPE, EMBER_EINVAL, EMBER_ETOOBIG,
-    EMBER_EINVAL, EMBER_EAGAIN, EMBER_EINVAL, EMBER_EINVAL};
+    [R_NOT_PROTOBUF] = EMBER_EDECODE,
+    [R_SCHEMA_VERSION] = EMBER_ESCHEMA,
+    [R_NO_BODY] = EMBER_EDECODE,
+    [R_BAD_FRAMING] = EMBER_EDECODE,
+    [R_TOO_BIG] = EMBER_ETOOBIG,
+    [R_TASK_MISMATCH] = EMBER_ESHAPE,
+    [R_DIMS_MISMATCH] = EMBER_ESHAPE,
+    [R_INCONSISTENT_LENGTHS] = EMBER_ESHAPE,
+    [R_NONFINITE] = EMBER_ENONFINITE,
+    [R_EMPTY_BATCH] = EMBER_ESHAPE,
+    [R_BAD_BATCH_SIZE] = EMBER_EINVAL,
+    [R_BATCH_TOO_LARGE] = EMBER_ETOOBIG,
+    [R_BATCH_EXCEEDS_RATE_LIMITER] = EMBER_EINVAL,
+    [R_TOO_MANY_PENDING] = EMBER_EAGAIN,
+    [R_BAD_PRIORITY] = EMBER_EINVAL,
+    [R_UNEXPECTED_MESSAGE] = EMBER_EINVAL,
+    [R_MISSING_LOG_PROB] = EMBER_EINVAL,
+};
 
 /* ---- sending --------------------------------------------------------------------------------- */
 
@@ -168,6 +200,7 @@ void srv_register_metrics(replay_server *s) {
   m->sampled = metrics_counter(r, "replay_sampled_transitions_total", NULL, "transitions served in samples");
   m->sample_batches = metrics_counter(r, "replay_sample_batches_total", NULL, "SampleBatches served");
   for (int i = 0; i < R_COUNT; i++) {
+    assert(srv_reason_names[i] && srv_reason_codes[i] < 0); /* a reason added to the enum only */
     char labels[96];
     snprintf(labels, sizeof labels, "reason=\"%s\"", srv_reason_names[i]);
     m->rejected[i] = metrics_counter(r, "replay_rejected_total", labels, "messages refused, by reason");

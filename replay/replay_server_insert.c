@@ -1,5 +1,6 @@
 /* replay_server_insert.c: the insert path (replay_server_impl.h): TransitionBatch checks, inserts,
  * coalesced acks, per-actor bookkeeping. Insert thread only. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -132,6 +133,16 @@ void srv_handle_insert(replay_server *s, const peer *from, const Ember__Transiti
   int rc = net_check_transitions(b, b->obs_dim, b->act_dim, &err);
   if (rc != 0)
     return srv_refuse_batch(s, from, b, rc == EMBER_ENONFINITE ? R_NONFINITE : R_INCONSISTENT_LENGTHS, err.msg);
+  /* An empty behaviour_log_prob means uniform random actions, and is stored as their density
+   * (replay_table_insert); a batch that says a policy chose its actions must carry their log-probs,
+   * or an off-policy correction would read the uniform density for them. */
+  if (b->n_behaviour_log_prob == 0 && b->policy_version != 0) {
+    snprintf(why, sizeof why,
+             "behaviour_log_prob is empty but policy_version is %" PRIu64
+             "; only uniform random actions (policy_version 0) may leave it out",
+             b->policy_version);
+    return srv_refuse_batch(s, from, b, R_MISSING_LOG_PROB, why);
+  }
   if (!have_spec) { /* only this thread sets the spec: no race with itself */
     replay_spec sp = {.obs_dim = b->obs_dim, .act_dim = b->act_dim};
     memcpy(sp.task, task, strlen(task)); /* checked shorter than REPLAY_TASK_MAX above */

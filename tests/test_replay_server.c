@@ -501,6 +501,39 @@ START_TEST(undecodable_batch_ends_unconfirmed_at_the_client) {
 }
 END_TEST
 
+/* behaviour_log_prob may be left out only by a batch of uniform random actions (policy_version 0),
+ * and is then stored as their density; a batch a policy played must carry it. */
+START_TEST(empty_log_prob_only_for_random_actions) {
+  replay_config c;
+  base_config(&c, "inproc://lp-insert", "inproc://lp-sample");
+  c.min_size_to_sample = 1;
+  running r;
+  start(&r, &c);
+  void *ins = dealer_to("inproc://lp-insert");
+  test_batch tb;
+  test_batch_fill(&tb, "t", 3, 2, 10, 0, 1, 1);
+  tb.b.n_behaviour_log_prob = 0;
+  tb.b.policy_version = 5;
+  expect_ack(ins, &tb.b, 0, "missing_log_prob");
+  tb.b.sequence = 2;
+  tb.b.policy_version = 0;
+  expect_ack(ins, &tb.b, 10, NULL);
+  test_batch_free(&tb);
+  ck_assert(rejected("inproc://lp-sample", "missing_log_prob") == 1);
+  ember_err err = {0};
+  replay_sample_opts so = {.endpoint = "inproc://lp-sample", .batch_size = 16};
+  replay_sample_client *sc = replay_sample_client_new(ctx, &so, &err);
+  const Ember__SampleBatch *b = NULL;
+  ck_assert_msg(replay_sample_client_next(sc, 3000, &b, &err) == 0, "%s", err.msg);
+  ck_assert_uint_eq(b->transitions->n_behaviour_log_prob, 16);
+  for (size_t i = 0; i < 16; i++)
+    ck_assert_float_eq_tol(b->transitions->behaviour_log_prob[i], -2.0f * 0.69314718f, 1e-6f);
+  replay_sample_client_destroy(&sc);
+  zmq_close(ins);
+  finish(&r);
+}
+END_TEST
+
 /* A burst of batches without waiting: the acks (some coalesced under load) cover every sequence
  * exactly once, in order, with the right totals. */
 START_TEST(acks_cover_every_batch_in_order) {
@@ -958,6 +991,7 @@ int main(void) {
   tcase_add_test(tc, bad_input_inproc);
   tcase_add_test(tc, envelope_refusals_name_the_batch_or_request);
   tcase_add_test(tc, undecodable_batch_ends_unconfirmed_at_the_client);
+  tcase_add_test(tc, empty_log_prob_only_for_random_actions);
   tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
   tcase_add_test(tc, req_peers_and_prompt_stop);
   tcase_add_test(tc, owner_snapshot_restores_in_a_new_server);
