@@ -168,7 +168,7 @@ replay_server *replay_server_new(const replay_config *cfg, void *zmq_ctx, metric
     atomic_store(&s->spec_ready, true);
   }
 
-  if (srv_restore_at_start(s, err) != 0) goto fail;
+  if (srv_snapshots_at_start(s, err) != 0) goto fail;
   if (bind_router(s, cfg->insert_endpoint, &s->insert_sock, s->insert_ep, err) != 0 ||
       bind_router(s, cfg->sample_endpoint, &s->sample_sock, s->sample_ep, err) != 0 ||
       make_kick_pair(s, "sample", &s->kick_sample_tx, &s->kick_sample_rx, err) != 0 ||

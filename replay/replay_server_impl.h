@@ -209,9 +209,10 @@ void srv_serve_pending(replay_server *s);
 
 /* ---- replay_server_snapshot.c ---------------------------------------------------------------- */
 
-/* At start: restores the newest valid snapshot when cfg.restore (logging what came back). 0 or an
- * EMBER_E* code with err set. */
-int srv_restore_at_start(replay_server *s, ember_err *err);
+/* At start, with a snapshot_dir: removes temporaries a killed writer left, numbers the next snapshot
+ * after every file there, and restores the newest valid snapshot when cfg.restore (logging what
+ * came back). 0 or an EMBER_E* code with err set. */
+int srv_snapshots_at_start(replay_server *s, ember_err *err);
 /* Insert thread, every loop: reaps a finished snapshot child, starts a new one when due. */
 void srv_maybe_snapshot(replay_server *s, double t);
 /* Reaps the snapshot child (waiting for it when `wait`), then counts and logs its outcome. */

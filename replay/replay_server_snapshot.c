@@ -167,13 +167,19 @@ void srv_maybe_snapshot(replay_server *s, double t) {
 }
 
 
-int srv_restore_at_start(replay_server *s, ember_err *err) {
+int srv_snapshots_at_start(replay_server *s, ember_err *err) {
   const replay_config *cfg = &s->cfg;
-  if (!cfg->snapshot_dir[0] || !cfg->restore) return 0;
+  if (!cfg->snapshot_dir[0]) return 0;
+  /* no writer can be running yet: a temporary here was left by a killed one (up to a table's size) */
+  int rc = replay_snapshot_remove_stale_tmp(cfg->snapshot_dir, NULL, err);
+  /* numbered after every file present, restored or not: a new file numbered below old ones would
+   * be the first one pruning deletes */
+  if (rc == 0) rc = replay_snapshot_next_sequence(cfg->snapshot_dir, &s->snapshot_seq, err);
+  if (rc != 0 || !cfg->restore) return rc;
   replay_snapshot_info info;
   int restored = 0;
   double t0 = srv_now_s();
-  int rc = replay_snapshot_restore_newest(cfg->snapshot_dir, s->table, &info, &restored, &s->snapshot_seq, err);
+  rc = replay_snapshot_restore_newest(cfg->snapshot_dir, s->table, &info, &restored, &s->snapshot_seq, err);
   if (rc != 0) return rc;
   if (restored) {
     if (!atomic_load(&s->spec_ready)) {

@@ -901,6 +901,147 @@ START_TEST(owner_snapshot_restores_in_a_new_server) {
 }
 END_TEST
 
+static const char *snap_path(const char *dir, uint64_t seq, const char *suffix) {
+  static char buf[4][300];
+  static int k;
+  char *b = buf[k++ % 4];
+  snprintf(b, sizeof buf[0], "%s/replay-%020llu.snap%s", dir, (unsigned long long)seq, suffix);
+  return b;
+}
+
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+static void remove_dir(const char *dir) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Runs a server on fresh inproc names until `stored` more transitions are in, then stops it and has
+ * the owner write a snapshot. */
+static void serve_and_snapshot(replay_config *c, int round, uint64_t first_id, int snapshots) {
+  snprintf(c->insert_endpoint, sizeof c->insert_endpoint, "inproc://keep-insert-%d", round);
+  snprintf(c->sample_endpoint, sizeof c->sample_endpoint, "inproc://keep-sample-%d", round);
+  running r;
+  start(&r, c);
+  prove_still_serving(c->insert_endpoint, c->sample_endpoint, first_id);
+  replay_server_stop(r.server);
+  pthread_join(r.thread, NULL);
+  ember_err err = {0};
+  for (int i = 0; i < snapshots; i++) ck_assert_msg(replay_server_snapshot(r.server, &err) == 0, "%s", err.msg);
+  replay_server_destroy(&r.server);
+}
+
+/* After a restart past a corrupt newest snapshot, the next snapshot's pruning keeps the valid older
+ * one (the corrupt file was moved aside at restore, not counted in its place). */
+START_TEST(restart_past_a_corrupt_snapshot_keeps_the_valid_one) {
+  char dir[128];
+  snprintf(dir, sizeof dir, "/tmp/ember-test-replay-keep-%d-XXXXXX", (int)getpid());
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  replay_config c;
+  base_config(&c, "inproc://x", "inproc://y");
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0;
+  c.snapshot_keep = 2;
+  serve_and_snapshot(&c, 1, 0, 2); /* snapshots 1 and 2, 80 transitions each */
+  ck_assert(exists(snap_path(dir, 1, "")) && exists(snap_path(dir, 2, "")));
+  FILE *f = fopen(snap_path(dir, 2, ""), "r+b"); /* a payload byte: only full verification sees it */
+  ck_assert_ptr_nonnull(f);
+  fseek(f, 300, SEEK_SET);
+  int ch = fgetc(f);
+  fseek(f, 300, SEEK_SET);
+  fputc(ch ^ 0x5a, f);
+  fclose(f);
+
+  ember_err err = {0};
+  snprintf(c.insert_endpoint, sizeof c.insert_endpoint, "inproc://keep-insert-2");
+  snprintf(c.sample_endpoint, sizeof c.sample_endpoint, "inproc://keep-sample-2");
+  replay_server *s = replay_server_new(&c, ctx, NULL, &err); /* restores 1, moves 2 aside */
+  ck_assert_msg(s != NULL, "%s", err.msg);
+  replay_server_counters k;
+  replay_server_get_counters(s, &k);
+  ck_assert_uint_eq(k.restored, 80);
+  replay_server_destroy(&s);
+
+  serve_and_snapshot(&c, 3, 1000, 1); /* restores 1 again, writes 3, prunes to 2 files */
+  ck_assert(exists(snap_path(dir, 3, "")));
+  ck_assert_msg(exists(snap_path(dir, 1, "")), "the older valid snapshot was pruned");
+  ck_assert(!exists(snap_path(dir, 2, "")) && exists(snap_path(dir, 2, ".corrupt"))); /* moved aside */
+  replay_snapshot_info info;
+  ck_assert_msg(replay_snapshot_verify(snap_path(dir, 3, ""), &info, &err) == 0, "%s", err.msg);
+  ck_assert_uint_eq(info.size, 160);
+  remove_dir(dir);
+}
+END_TEST
+
+/* A snapshot directory holding snapshots 5 and 6 (empty tables) and a temporary for 7 that a killed
+ * writer left. */
+static void old_snapshot_dir(char *dir, size_t cap, char *tmp, size_t tmp_cap) {
+  snprintf(dir, cap, "/tmp/ember-test-replay-old-%d-XXXXXX", (int)getpid());
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  replay_spec spec = {.task = "t", .obs_dim = 3, .act_dim = 1};
+  replay_table_opts o = {.capacity = 100, .spec = &spec};
+  replay_table *t = replay_table_new(&o, NULL);
+  ember_err err = {0};
+  for (uint64_t seq = 5; seq <= 6; seq++) {
+    replay_snapshot_meta meta = {.sequence = seq};
+    ck_assert_msg(replay_snapshot_write(dir, t, &meta, 1, NULL, 0, &err) == 0, "%s", err.msg);
+  }
+  replay_table_destroy(&t);
+  snprintf(tmp, tmp_cap, "%s/.replay-00000000000000000007.snap.tmp", dir);
+  FILE *f = fopen(tmp, "wb");
+  ck_assert_ptr_nonnull(f);
+  fputs("the start of a snapshot whose writer was killed", f);
+  fclose(f);
+}
+
+/* At start (before any snapshot) the server removes the temporary a killed writer left: it could
+ * be a table's size, and would otherwise stay until a later snapshot of the same number. */
+START_TEST(start_removes_stale_temporaries) {
+  char dir[128], tmp[300];
+  old_snapshot_dir(dir, sizeof dir, tmp, sizeof tmp);
+  replay_config c;
+  base_config(&c, "inproc://tmp-insert", "inproc://tmp-sample");
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0;
+  ember_err err = {0};
+  replay_server *s = replay_server_new(&c, ctx, NULL, &err);
+  ck_assert_msg(s != NULL, "%s", err.msg);
+  ck_assert_msg(!exists(tmp), "the stale temporary is still there after start");
+  ck_assert(exists(snap_path(dir, 5, "")) && exists(snap_path(dir, 6, "")));
+  replay_server_destroy(&s);
+  remove_dir(dir);
+}
+END_TEST
+
+/* With restore = false the server still numbers its snapshots after the files present: a file
+ * numbered below them would be the first one pruning deletes (and could overwrite an old one). */
+START_TEST(restore_off_still_numbers_after_old_files) {
+  char dir[128], tmp[300];
+  old_snapshot_dir(dir, sizeof dir, tmp, sizeof tmp);
+  replay_config c;
+  base_config(&c, "inproc://num-insert", "inproc://num-sample");
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0;
+  c.snapshot_keep = 2;
+  c.restore = false;
+  running r;
+  start(&r, &c);
+  prove_still_serving("inproc://num-insert", "inproc://num-sample", 0);
+  replay_server_stop(r.server);
+  pthread_join(r.thread, NULL);
+  ember_err err = {0};
+  ck_assert_msg(replay_server_snapshot(r.server, &err) == 0, "%s", err.msg);
+  replay_server_destroy(&r.server);
+  ck_assert_msg(exists(snap_path(dir, 7, "")), "the new snapshot is not numbered after the old ones");
+  ck_assert(exists(snap_path(dir, 6, "")) && !exists(snap_path(dir, 5, "")));
+  replay_snapshot_info info;
+  ck_assert_msg(replay_snapshot_verify(snap_path(dir, 7, ""), &info, &err) == 0, "%s", err.msg);
+  ck_assert_uint_eq(info.size, 80);
+  remove_dir(dir);
+}
+END_TEST
+
 /* Prioritized sampling through the server: the learner zeroes every priority but one, and from
  * then on every sample is that key, with weight 1. */
 START_TEST(prioritized_updates_steer_sampling) {
@@ -996,6 +1137,9 @@ int main(void) {
   tcase_add_test(tc, req_peers_and_prompt_stop);
   tcase_add_test(tc, owner_snapshot_restores_in_a_new_server);
   tcase_add_test(tc, periodic_snapshots_are_written_beside_the_server);
+  tcase_add_test(tc, restart_past_a_corrupt_snapshot_keeps_the_valid_one);
+  tcase_add_test(tc, start_removes_stale_temporaries);
+  tcase_add_test(tc, restore_off_still_numbers_after_old_files);
   tcase_add_test(tc, prioritized_updates_steer_sampling);
   tcase_add_test(tc, config_validation);
   suite_add_tcase(s, tc);
