@@ -30,6 +30,8 @@ const char *const srv_reason_names[R_COUNT] = {
     [R_BAD_PRIORITY] = "bad_priority",
     [R_UNEXPECTED_MESSAGE] = "unexpected_message",
     [R_MISSING_LOG_PROB] = "missing_log_prob",
+    [R_ACTION_OUT_OF_RANGE] = "action_out_of_range",
+    [R_TERMINATED_AND_TRUNCATED] = "terminated_and_truncated",
 };
 
 const int srv_reason_codes[R_COUNT] = {
@@ -50,6 +52,8 @@ const int srv_reason_codes[R_COUNT] = {
     [R_BAD_PRIORITY] = EMBER_EINVAL,
     [R_UNEXPECTED_MESSAGE] = EMBER_EINVAL,
     [R_MISSING_LOG_PROB] = EMBER_EINVAL,
+    [R_ACTION_OUT_OF_RANGE] = EMBER_EINVAL,
+    [R_TERMINATED_AND_TRUNCATED] = EMBER_EINVAL,
 };
 
 /* ---- sending --------------------------------------------------------------------------------- */

@@ -97,6 +97,13 @@ static void expect_error(void *sock, int code, const char *reason) {
   net_envelope_free(env);
 }
 
+static char last_ack_error[640]; /* the error text of the last InsertAck expect_ack read */
+
+/* The last refusal's text names what was wrong (row, field, value). */
+static void expect_last_detail(const char *detail) {
+  ck_assert_msg(strstr(last_ack_error, detail) != NULL, "'%s' does not say '%s'", last_ack_error, detail);
+}
+
 /* Sends a batch and expects an InsertAck; returns accepted, checks the error prefix on refusal. */
 static void expect_ack(void *sock, Ember__TransitionBatch *b, uint32_t accepted, const char *reason) {
   send_body(sock, EMBER__ENVELOPE__BODY_TRANSITION_BATCH, b);
@@ -105,6 +112,7 @@ static void expect_ack(void *sock, Ember__TransitionBatch *b, uint32_t accepted,
   ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_INSERT_ACK);
   ck_assert_uint_eq(env->insert_ack->sequence, b->sequence);
   ck_assert_uint_eq(env->insert_ack->accepted, accepted);
+  snprintf(last_ack_error, sizeof last_ack_error, "%s", env->insert_ack->error);
   if (reason) {
     ck_assert_uint_eq(env->insert_ack->rejected, b->count);
     ck_assert_msg(strncmp(env->insert_ack->error, reason, strlen(reason)) == 0, "got '%s', expected %s",
@@ -165,9 +173,11 @@ static void prove_still_serving(const char *iep, const char *sep, uint64_t first
 
 static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   void *ins = dealer_to(iep), *smp = dealer_to(sep);
-  /* a good batch first: the table takes its spec (obs 3, act 1, task "t") from it */
+  /* a good batch first: the table takes its spec (obs 3, act 1, task "t") from it; actions at the
+   * bounds of [-1, 1] are in range */
   test_batch good;
   test_batch_fill(&good, "t", 3, 1, 20, 0, 5, 1);
+  good.action[0] = -1.0f, good.action[19] = 1.0f;
   expect_ack(ins, &good.b, 20, NULL);
 
   /* bytes that are not protobuf */
@@ -219,6 +229,18 @@ static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   bad.reward[3] = INFINITY;
   expect_ack(ins, &bad.b, 0, "nonfinite");
   bad.reward[3] = 0;
+  /* an action outside [-1, 1] (act_dim 1: element 6 is transition 6's), the bounds themselves pass */
+  bad.action[6] = 1.5f;
+  expect_ack(ins, &bad.b, 0, "action_out_of_range");
+  expect_last_detail("action[6] (transition 6, action dimension 0) is 1.5");
+  bad.action[6] = -1.0001f;
+  expect_ack(ins, &bad.b, 0, "action_out_of_range");
+  bad.action[6] = 0;
+  /* a transition marked both terminated and truncated */
+  bad.term[4] = bad.trunc[4] = 1;
+  expect_ack(ins, &bad.b, 0, "terminated_and_truncated");
+  expect_last_detail("terminated[4] and .truncated[4] are both set (transition 4)");
+  bad.term[4] = bad.trunc[4] = 0;
   bad.b.count = 0;
   expect_ack(ins, &bad.b, 0, "empty_batch");
   test_batch_free(&bad);
@@ -287,11 +309,12 @@ static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   /* every refusal was counted under its reason */
   const char *reasons[] = {"not_protobuf", "schema_version", "no_body", "bad_framing", "dims_mismatch",
                            "task_mismatch", "nonfinite", "empty_batch", "unexpected_message",
-                           "bad_batch_size", "batch_too_large", "bad_priority"};
+                           "bad_batch_size", "batch_too_large", "bad_priority", "terminated_and_truncated"};
   for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++)
     ck_assert_msg(rejected(sep, reasons[i]) >= 1, "reason %s not counted", reasons[i]);
   ck_assert(rejected(sep, "inconsistent_lengths") >= 3);
   ck_assert(rejected(sep, "nonfinite") >= 2);
+  ck_assert(rejected(sep, "action_out_of_range") == 2);
   ck_assert(rejected(sep, "too_big") == (tcp ? 0 : 1));
   ck_assert(stat_of(sep, "replay_priority_updates_stale_total", NULL) == 1);
   ck_assert(stat_of(sep, "replay_size", NULL) == 20);

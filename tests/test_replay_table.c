@@ -43,11 +43,11 @@ static void check_rows(const replay_table *t, const uint64_t *keys, size_t n) {
       ck_assert(obs[i * od + j] == test_value(id, 0, j));
       ck_assert(nobs[i * od + j] == test_value(id, 1, j));
     }
-    for (uint32_t j = 0; j < ad; j++) ck_assert(act[i * ad + j] == test_value(id, 2, j));
+    for (uint32_t j = 0; j < ad; j++) ck_assert(act[i * ad + j] == test_action(id, j));
     ck_assert(rew[i] == test_value(id, 3, 0));
     ck_assert(lp[i] == test_value(id, 4, 0));
-    ck_assert_int_eq(term[i], id % 3 == 0);
-    ck_assert_int_eq(trunc[i], id % 5 == 0);
+    ck_assert_int_eq(term[i], test_terminated(id));
+    ck_assert_int_eq(trunc[i], test_truncated(id));
     ck_assert_uint_eq(aid[i], 3);
   }
   free(obs), free(nobs), free(act), free(rew), free(lp), free(term), free(trunc), free(pv), free(aid);
