@@ -110,7 +110,7 @@ static identity scan_identity(const void *data, size_t len) {
   int r;
   while ((r = next_field(&p, end, &f)) == 1)
     if (f.wire_type == 2 && (f.number == 10 || f.number == 14)) body = f; /* oneof: the last one wins */
-    else if (f.number >= 10 && f.number <= 22) body.number = 0;       /* another body replaced it */
+    else if (f.number >= 10) body.number = 0; /* another body (all are fields >= 10) replaced it */
   identity id = NOBODY;
   if (r != 0 || body.number == 0 || !scan_body(&body, &id)) return NOBODY;
   return id;
