@@ -77,6 +77,7 @@ static void make_batch(Ember__TransitionBatch *b, uint64_t seed) {
   rng_normal_fill(&r, obs, BATCH * OBS);
   rng_normal_fill(&r, next_obs, BATCH * OBS);
   rng_normal_fill(&r, act, BATCH * ACT);
+  for (int i = 0; i < BATCH * ACT; i++) act[i] = tanhf(act[i]); /* the policy's scale: the server refuses others */
   rng_normal_fill(&r, rew, BATCH);
   rng_normal_fill(&r, logp, BATCH);
   for (int i = 0; i < BATCH; i++) term[i] = 0, trunc_[i] = i == BATCH - 1;

@@ -180,7 +180,7 @@ int net_decode_with(const void *data, size_t len, size_t max_bytes, ProtobufCAll
   if (!env) return ember_fail(err, EMBER_EDECODE, "%zu bytes are not a valid ember Envelope (protobuf decode failed)", len);
   if (env->schema_version == 0 || env->schema_version > EMBER_SCHEMA_VERSION) {
     unsigned v = env->schema_version;
-    ember__envelope__free_unpacked(env, allocator);
+    *out = env; /* the caller may still read who sent it, to name what it refuses */
     if (v == 0) return ember_fail(err, EMBER_ESCHEMA, "message carries no schema version");
     return ember_fail(err, EMBER_ESCHEMA, "message has schema version %u, newer than this build's %u", v,
                       EMBER_SCHEMA_VERSION);

@@ -80,8 +80,10 @@ int net_decode(const void *data, size_t len, size_t max_bytes, Ember__Envelope *
 
 /* As net_decode, but protobuf-c allocates through `allocator` (e.g. an arena a server resets per
  * message). The Envelope then belongs to that allocator: free it through it, not net_envelope_free.
- * A message with no body is EMBER_EDECODE with *out still set, so a caller can tell "no body"
- * (*out != NULL) from "not protobuf" (*out == NULL). */
+ * A message with no body is EMBER_EDECODE, and one of another schema version EMBER_ESCHEMA, both
+ * with *out still set (the caller frees it): a caller can tell "no body" (*out != NULL) from "not
+ * protobuf" (*out == NULL), and can name the batch or request it refuses for its version (its
+ * actor_id/sequence or request_id, read as this build understands them). */
 int net_decode_with(const void *data, size_t len, size_t max_bytes, ProtobufCAllocator *allocator,
                     Ember__Envelope **out, ember_err *err);
 

@@ -25,7 +25,18 @@
  *   [routing id][empty][Envelope].
  * Bad input is refused (InsertAck with rejected = count and the reason in `error`, or ErrorReply),
  * logged once per reason per 10 s (with how many were suppressed), counted in
- * replay_rejected_total{reason="..."}, and the server goes on serving.
+ * replay_rejected_total{reason="..."}, and the server goes on serving. A batch refused for its
+ * envelope still gets its own InsertAck, and a SampleRequest its request_id, whenever the message
+ * says what it is; only bytes that do not decode get an ErrorReply naming nothing (request_id 0).
+ *
+ * Snapshots (replay.snapshot_dir): at start the server removes temporaries a killed writer left,
+ * numbers new snapshots after every file present, and restores the newest valid one (moving corrupt
+ * ones aside as .corrupt); after each snapshot it keeps the snapshot_keep newest valid files. An
+ * InsertAck means in memory: what was acknowledged after the newest complete snapshot is lost if
+ * the process dies without a final one (docs/replay.md, "Durability").
+ *
+ * The implementation is split by path (insert, sample, snapshot orchestration, stats and control,
+ * receiving); replay_server_impl.h says which file owns what.
  *
  * Threads: replay_server_run serves the insert socket (and the timers: periodic snapshots, progress
  * lines) on the caller's thread and starts one more thread, named "replay-sample", for the sample

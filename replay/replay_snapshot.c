@@ -80,8 +80,8 @@ static int decode_header(const unsigned char *h, const char *path, replay_snapsh
   if (memcmp(h + H_MAGIC, MAGIC, 8) != 0) return ember_fail(err, EMBER_ECORRUPT, "%s: not a replay snapshot (bad magic)", path);
   if (get64(h, H_CHECKSUM) != fnv1a64(h, H_CHECKSUM))
     return ember_fail(err, EMBER_ECORRUPT, "%s: header checksum mismatch", path);
-  if (get32(h, H_VERSION) != REPLAY_SNAPSHOT_FORMAT_VERSION)
-    return ember_fail(err, EMBER_ECORRUPT, "%s: format version %u, this build reads %u", path, get32(h, H_VERSION),
+  if (get32(h, H_VERSION) != REPLAY_SNAPSHOT_FORMAT_VERSION) /* intact, but not ours to read (or to move aside) */
+    return ember_fail(err, EMBER_ESCHEMA, "%s: format version %u, this build reads %u", path, get32(h, H_VERSION),
                       REPLAY_SNAPSHOT_FORMAT_VERSION);
   if (get32(h, H_HEADER_BYTES) != REPLAY_SNAPSHOT_HEADER_BYTES || get32(h, H_ENDIAN) != ENDIAN_MARK)
     return ember_fail(err, EMBER_ECORRUPT, "%s: header size or byte order not supported", path);
@@ -429,9 +429,18 @@ int replay_snapshot_load(const char *path, replay_table *t, replay_snapshot_info
 
 /* ---- directory ------------------------------------------------------------------------------- */
 
-static int parse_name(const char *name, uint64_t *seq) {
-  size_t n = strlen(name), pl = strlen(PREFIX), sl = strlen(SUFFIX);
-  if (n != pl + 20 + sl || strncmp(name, PREFIX, pl) != 0 || strcmp(name + n - sl, SUFFIX) != 0) return 0;
+#define CORRUPT_SUFFIX ".corrupt"
+#define TMP_SUFFIX ".tmp"
+
+/* "replay-<20 digits>.snap" (a snapshot), or with ".corrupt" after it when corrupt_too (one moved
+ * aside, whose sequence still counts so that no name is reused). */
+static int parse_name(const char *name, uint64_t *seq, int corrupt_too) {
+  size_t n = strlen(name), pl = strlen(PREFIX), sl = strlen(SUFFIX), cl = strlen(CORRUPT_SUFFIX);
+  if (n < pl + 20 + sl || strncmp(name, PREFIX, pl) != 0) return 0;
+  const char *tail = name + pl + 20;
+  if (strcmp(tail, SUFFIX) != 0 && !(corrupt_too && n == pl + 20 + sl + cl && strncmp(tail, SUFFIX, sl) == 0 &&
+                                     strcmp(tail + sl, CORRUPT_SUFFIX) == 0))
+    return 0;
   uint64_t v = 0;
   for (size_t i = pl; i < pl + 20; i++) {
     if (name[i] < '0' || name[i] > '9') return 0;
@@ -457,25 +466,52 @@ static int list_snapshots(const char *dir, uint64_t *seqs, size_t cap, size_t *n
   struct dirent *e;
   uint64_t seq;
   while ((e = readdir(d)) != NULL)
-    if (parse_name(e->d_name, &seq) && *n < cap) seqs[(*n)++] = seq;
+    if (parse_name(e->d_name, &seq, 0) && *n < cap) seqs[(*n)++] = seq;
   closedir(d);
   qsort(seqs, *n, sizeof *seqs, cmp_desc);
   return 0;
+}
+
+int replay_snapshot_next_sequence(const char *dir, uint64_t *next, ember_err *err) {
+  *next = 1;
+  DIR *d = opendir(dir);
+  if (!d) {
+    if (errno == ENOENT) return 0;
+    return ember_fail(err, EMBER_EIO, "listing %s: %s", dir, strerror(errno));
+  }
+  struct dirent *e;
+  uint64_t seq;
+  while ((e = readdir(d)) != NULL)
+    if (parse_name(e->d_name, &seq, 1) && seq >= *next) *next = seq + 1;
+  closedir(d);
+  return 0;
+}
+
+/* Moves a file that failed verification out of the snapshots' way (never deleted: it is evidence). */
+static void quarantine(const char *path, const char *why) {
+  char moved[4096 + sizeof CORRUPT_SUFFIX];
+  snprintf(moved, sizeof moved, "%s" CORRUPT_SUFFIX, path);
+  if (rename(path, moved) == 0)
+    log_event(LOG_WARN, "replay", "snapshot_quarantined", LF_STR("path", path), LF_STR("moved_to", moved),
+              LF_STR("reason", why));
+  else
+    log_event(LOG_ERROR, "replay", "snapshot_quarantine_failed", LF_STR("path", path), LF_STR("reason", why),
+              LF_STR("error", strerror(errno)));
 }
 
 int replay_snapshot_restore_newest(const char *dir, replay_table *t, replay_snapshot_info *info, int *restored,
                                    uint64_t *next_sequence, ember_err *err) {
   size_t n;
   *restored = 0;
-  *next_sequence = 1;
+  int rc = replay_snapshot_next_sequence(dir, next_sequence, err);
+  if (rc != 0) return rc;
   uint64_t *seqs = malloc(MAX_FILES * sizeof *seqs);
   if (!seqs) return ember_fail(err, EMBER_ENOMEM, "snapshot: out of memory");
-  int rc = list_snapshots(dir, seqs, MAX_FILES, &n, err);
+  rc = list_snapshots(dir, seqs, MAX_FILES, &n, err);
   if (rc != 0) {
     free(seqs);
     return rc;
   }
-  if (n > 0) *next_sequence = seqs[0] + 1;
   for (size_t i = 0; i < n; i++) {
     char path[4096];
     snapshot_name(path, sizeof path, dir, seqs[i], 0);
@@ -487,9 +523,40 @@ int replay_snapshot_restore_newest(const char *dir, replay_table *t, replay_snap
     }
     log_event(LOG_WARN, "replay", "snapshot_skipped", LF_STR("path", path), LF_STR("code", ember_strerror(rc)),
               LF_STR("reason", why.msg));
+    if (rc == EMBER_ECORRUPT) quarantine(path, why.msg); /* so pruning never keeps it over a valid one */
   }
   free(seqs);
   return 0;
+}
+
+int replay_snapshot_remove_stale_tmp(const char *dir, int *removed, ember_err *err) {
+  if (removed) *removed = 0;
+  DIR *d = opendir(dir);
+  if (!d) {
+    if (errno == ENOENT) return 0;
+    return ember_fail(err, EMBER_EIO, "listing %s: %s", dir, strerror(errno));
+  }
+  struct dirent *e;
+  int rc = 0;
+  while ((e = readdir(d)) != NULL) {
+    size_t len = strlen(e->d_name), tl = strlen(TMP_SUFFIX);
+    if (len <= tl || e->d_name[0] != '.' || strncmp(e->d_name + 1, PREFIX, strlen(PREFIX)) != 0 ||
+        strcmp(e->d_name + len - tl, TMP_SUFFIX) != 0)
+      continue;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    struct stat st;
+    long long bytes = stat(path, &st) == 0 ? (long long)st.st_size : -1;
+    if (unlink(path) != 0 && errno != ENOENT) {
+      rc = ember_fail(err, EMBER_EIO, "deleting stale %s: %s", path, strerror(errno));
+      continue;
+    }
+    log_event(LOG_WARN, "replay", "snapshot_tmp_removed", LF_STR("path", path), LF_I64("bytes", bytes),
+              LF_STR("reason", "left by a snapshot write that did not finish (the writer was killed)"));
+    if (removed) (*removed)++;
+  }
+  closedir(d);
+  return rc;
 }
 
 int replay_snapshot_prune(const char *dir, int keep, ember_err *err) {
@@ -497,25 +564,30 @@ int replay_snapshot_prune(const char *dir, int keep, ember_err *err) {
   uint64_t *seqs = malloc(MAX_FILES * sizeof *seqs);
   if (!seqs) return ember_fail(err, EMBER_ENOMEM, "snapshot: out of memory");
   int rc = list_snapshots(dir, seqs, MAX_FILES, &n, err);
-  for (size_t i = keep > 0 ? (size_t)keep : 0; rc == 0 && i < n; i++) {
+  int kept = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
     char path[4096];
     snapshot_name(path, sizeof path, dir, seqs[i], 0);
-    if (unlink(path) != 0 && errno != ENOENT)
+    /* the header and the file's length, not the payload: cheap enough for every prune. A file whose
+     * payload is corrupt is found (and moved aside) by the full verification at restore. */
+    FILE *f = NULL;
+    replay_snapshot_info info;
+    ember_err why = {0};
+    int vrc = open_verified_header(path, &f, &info, &why);
+    if (f) fclose(f);
+    if (vrc == EMBER_ECORRUPT) {
+      quarantine(path, why.msg);
+    } else if (vrc != 0) { /* another format version, or unreadable now: neither counted nor deleted */
+      log_event(LOG_WARN, "replay", "snapshot_prune_skipped", LF_STR("path", path), LF_STR("code", ember_strerror(vrc)),
+                LF_STR("reason", why.msg));
+    } else if (kept < keep) {
+      kept++;
+    } else if (unlink(path) != 0 && errno != ENOENT) {
       rc = ember_fail(err, EMBER_EIO, "deleting old snapshot %s: %s", path, strerror(errno));
-  }
-  free(seqs);
-  /* temporaries a crash left behind (only one writer per directory, so none is in progress) */
-  DIR *d = rc == 0 ? opendir(dir) : NULL;
-  struct dirent *e;
-  while (d && (e = readdir(d)) != NULL) {
-    size_t len = strlen(e->d_name);
-    if (len > 4 && e->d_name[0] == '.' && strncmp(e->d_name + 1, PREFIX, strlen(PREFIX)) == 0 &&
-        strcmp(e->d_name + len - 4, ".tmp") == 0) {
-      char path[4096];
-      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-      unlink(path);
     }
   }
-  if (d) closedir(d);
+  free(seqs);
+  /* temporaries a killed writer left behind (only one writer per directory, so none is in progress) */
+  if (rc == 0) rc = replay_snapshot_remove_stale_tmp(dir, NULL, err);
   return rc;
 }

@@ -16,9 +16,16 @@
  * a changed alpha re-exponentiates the stored priorities; a uniform snapshot loaded into a
  * prioritized table gives every item the max priority.
  *
+ * A file that fails verification is never deleted: it is moved aside as <name>.corrupt (logged
+ * snapshot_quarantined), where it no longer counts as a snapshot, and left for an operator to look
+ * at. Its sequence still counts, so no later file reuses its name. A file of another format version
+ * is left alone (EMBER_ESCHEMA when read): neither loaded, counted, moved nor deleted.
+ *
  * Owns: nothing between calls; every function opens and closes its files. Thread-safety: reads the
- * table, so call it from the thread that owns the table. Errors: EMBER_EIO (naming the path and
- * errno text), EMBER_ECORRUPT (naming what failed), EMBER_ESHAPE, EMBER_ESTATE (table not empty).
+ * table, so call it from the thread that owns the table. One writer per directory (a second server
+ * on the same directory would see the other's temporaries as stale). Errors: EMBER_EIO (naming the
+ * path and errno text), EMBER_ECORRUPT (naming what failed), EMBER_ESCHEMA (another format version),
+ * EMBER_ESHAPE, EMBER_ESTATE (table not empty).
  */
 #ifndef EMBER_REPLAY_SNAPSHOT_H
 #define EMBER_REPLAY_SNAPSHOT_H
@@ -62,13 +69,26 @@ int replay_snapshot_verify(const char *path, replay_snapshot_info *info, ember_e
 int replay_snapshot_load(const char *path, replay_table *t, replay_snapshot_info *info, ember_err *err);
 
 /* Loads the newest file in dir that verifies, logging (component "replay") one line per file skipped
- * and why. *restored = 1 and info filled when one was loaded, 0 when dir holds none (or none valid,
- * which is not an error: the server starts empty and says so). *next_sequence receives one more than
- * the largest sequence found in dir (valid or not), so new files never reuse a name. */
+ * and why, and moving a corrupt one aside (<name>.corrupt). *restored = 1 and info filled when one
+ * was loaded, 0 when dir holds none (or none valid, which is not an error: the server starts empty
+ * and says so). *next_sequence receives replay_snapshot_next_sequence's answer. */
 int replay_snapshot_restore_newest(const char *dir, replay_table *t, replay_snapshot_info *info, int *restored,
                                    uint64_t *next_sequence, ember_err *err);
 
-/* Deletes all but the `keep` newest snapshot files in dir (and stale .tmp files). */
+/* One more than the largest sequence in dir's file names (snapshots, valid or not, and those moved
+ * aside as corrupt), 1 for an empty or missing dir: a new file never reuses a name, and never sorts
+ * below older files (which pruning would then delete first). */
+int replay_snapshot_next_sequence(const char *dir, uint64_t *next, ember_err *err);
+
+/* Keeps the `keep` newest snapshots whose header and length check out and deletes the older valid
+ * ones; a file that fails the check is moved aside (never counted in place of a valid one), one of
+ * another format version is left alone. Then removes stale .tmp files. The payload is not read here
+ * (restore verifies it fully, and moves a corrupt file aside). */
 int replay_snapshot_prune(const char *dir, int keep, ember_err *err);
+
+/* Deletes the temporaries (.replay-<sequence>.snap.tmp) a killed writer left in dir, logging each
+ * (snapshot_tmp_removed, with its size). Call when no writer can be running: at start. *removed (may
+ * be NULL) receives how many. */
+int replay_snapshot_remove_stale_tmp(const char *dir, int *removed, ember_err *err);
 
 #endif

@@ -116,12 +116,14 @@ size_t replay_table_memory_bytes(const replay_table *t) {
   return bytes;
 }
 
+float replay_uniform_log_prob(uint32_t act_dim) { return (float)(-(double)act_dim * log(2.0)); }
+
 static float priority_leaf(const replay_table *t, double p) { return (float)pow(p, t->alpha); }
 
 /* Copies rows [row, row + n) of b into slots [slot, slot + n). */
 static void copy_rows(replay_table *t, const Ember__TransitionBatch *b, size_t row, size_t slot, size_t n) {
   size_t od = t->spec.obs_dim, ad = t->spec.act_dim;
-  const float zero = 0.0f;
+  const float uniform_log_prob = replay_uniform_log_prob(t->spec.act_dim);
   for (size_t i = 0; i < n; i++) {
     uint8_t *r = t->rows + (slot + i) * t->stride;
     size_t k = row + i;
@@ -131,8 +133,8 @@ static void copy_rows(replay_table *t, const Ember__TransitionBatch *b, size_t r
     memcpy(r + t->off_next_obs, b->next_obs + k * od, od * sizeof(float));
     memcpy(r + t->off_action, b->action + k * ad, ad * sizeof(float));
     memcpy(r + t->off_reward, b->reward + k, sizeof(float));
-    /* empty behaviour_log_prob: random actions, no acting policy; stored as 0 */
-    memcpy(r + t->off_logp, b->n_behaviour_log_prob ? b->behaviour_log_prob + k : &zero, sizeof(float));
+    /* empty behaviour_log_prob: uniform random actions (docs/protocol.md), whose density it is */
+    memcpy(r + t->off_logp, b->n_behaviour_log_prob ? b->behaviour_log_prob + k : &uniform_log_prob, sizeof(float));
     r[t->off_terminated] = b->terminated[k] ? 1 : 0;
     r[t->off_truncated] = b->truncated[k] ? 1 : 0;
   }

@@ -80,8 +80,12 @@ size_t replay_table_raw_bytes_per_item(const replay_table *t);
 
 /* Stores a batch the caller has validated (spec set and matching, lengths consistent, finite; see
  * net_check_transitions). Returns the first key assigned; the batch gets keys
- * [first, first + count). *evicted (may be NULL) receives how many old items were pushed out. */
+ * [first, first + count). *evicted (may be NULL) receives how many old items were pushed out.
+ * An empty behaviour_log_prob means uniform random actions in [-1, 1]^act_dim (docs/protocol.md):
+ * each row is stored with that density's log, replay_uniform_log_prob(act_dim). */
 uint64_t replay_table_insert(replay_table *t, const Ember__TransitionBatch *b, uint64_t *evicted);
+/* log of the uniform density on [-1, 1]^act_dim: -act_dim * log 2. */
+float replay_uniform_log_prob(uint32_t act_dim);
 
 /* Draws n keys (with replacement) and their importance weights. EMBER_ESTATE when empty. */
 int replay_table_sample(replay_table *t, rng_t *rng, size_t n, uint64_t *keys, float *weights, ember_err *err);

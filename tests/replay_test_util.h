@@ -16,6 +16,12 @@ typedef struct {
 
 /* Value of column element j of the transition with index `id` (c = a column tag). */
 static inline float test_value(uint64_t id, int c, uint32_t j) { return (float)(id % 100000) + 0.001f * (float)(c * 64 + j); }
+/* Actions are in [-1, 1] (the replay server refuses others): element j of transition id's, for
+ * j < 500. Recoverable from the obs (test_value(id, 0, 0) = id % 100000). */
+static inline float test_action(uint64_t id, uint32_t j) { return (float)(id % 1000) / 1000.0f - 0.5f + 0.001f * (float)j; }
+/* A transition is ended by the task or by the time limit, never both (the server refuses both). */
+static inline int test_terminated(uint64_t id) { return id % 3 == 0; }
+static inline int test_truncated(uint64_t id) { return id % 5 == 0 && id % 3 != 0; }
 
 static inline void test_batch_fill(test_batch *tb, const char *task, uint32_t od, uint32_t ad, uint32_t count,
                                    uint64_t first_id, uint64_t actor_id, uint64_t seq) {
@@ -33,11 +39,11 @@ static inline void test_batch_fill(test_batch *tb, const char *task, uint32_t od
       tb->obs[i * od + j] = test_value(id, 0, j);
       tb->next_obs[i * od + j] = test_value(id, 1, j);
     }
-    for (uint32_t j = 0; j < ad; j++) tb->action[i * ad + j] = test_value(id, 2, j);
+    for (uint32_t j = 0; j < ad; j++) tb->action[i * ad + j] = test_action(id, j);
     tb->reward[i] = test_value(id, 3, 0);
     tb->logp[i] = test_value(id, 4, 0);
-    tb->term[i] = id % 3 == 0;
-    tb->trunc[i] = id % 5 == 0;
+    tb->term[i] = test_terminated(id);
+    tb->trunc[i] = test_truncated(id);
   }
   tb->b.task = (char *)task;
   tb->b.obs_dim = od, tb->b.act_dim = ad, tb->b.count = count;

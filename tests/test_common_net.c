@@ -74,6 +74,13 @@ START_TEST(garbage_and_schema_and_size) {
   size_t n = ember__envelope__pack(&env, buf);
   ck_assert_int_eq(net_decode(buf, n, 0, &out, &err), EMBER_ESCHEMA);
   ck_assert_msg(strstr(err.msg, "schema version 2") != NULL, "message: %s", err.msg);
+  ck_assert_ptr_null(out); /* net_decode frees what it refuses */
+  /* net_decode_with hands it over, so a server can name the batch or request it refuses */
+  ck_assert_int_eq(net_decode_with(buf, n, 0, NULL, &out, &err), EMBER_ESCHEMA);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_int_eq(out->body_case, EMBER__ENVELOPE__BODY_STATS_REQUEST);
+  net_envelope_free(out);
+  out = NULL;
   env.schema_version = 0;
   n = ember__envelope__pack(&env, buf);
   ck_assert_int_eq(net_decode(buf, n, 0, &out, &err), EMBER_ESCHEMA);

@@ -105,7 +105,7 @@ static void check_batch(const Ember__SampleBatch *b, uint64_t table_inserts) {
     float base = t->obs[i * 3];
     ck_assert_float_eq_tol(t->obs[i * 3 + 2], base + 0.002f, 1e-2f);
     ck_assert_float_eq_tol(t->next_obs[i * 3], base + 0.064f, 1e-2f);
-    ck_assert_float_eq_tol(t->action[i], base + 0.128f, 1e-2f);
+    ck_assert(t->action[i] == test_action((uint64_t)base, 0));
     ck_assert_float_eq_tol(t->reward[i], base + 0.192f, 1e-2f);
     ck_assert(b->actor_ids[i] >= 1 && b->actor_ids[i] <= CLIENTS + 1);
     ck_assert_uint_lt(b->keys[i], table_inserts);

@@ -97,6 +97,13 @@ static void expect_error(void *sock, int code, const char *reason) {
   net_envelope_free(env);
 }
 
+static char last_ack_error[640]; /* the error text of the last InsertAck expect_ack read */
+
+/* The last refusal's text names what was wrong (row, field, value). */
+static void expect_last_detail(const char *detail) {
+  ck_assert_msg(strstr(last_ack_error, detail) != NULL, "'%s' does not say '%s'", last_ack_error, detail);
+}
+
 /* Sends a batch and expects an InsertAck; returns accepted, checks the error prefix on refusal. */
 static void expect_ack(void *sock, Ember__TransitionBatch *b, uint32_t accepted, const char *reason) {
   send_body(sock, EMBER__ENVELOPE__BODY_TRANSITION_BATCH, b);
@@ -105,6 +112,7 @@ static void expect_ack(void *sock, Ember__TransitionBatch *b, uint32_t accepted,
   ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_INSERT_ACK);
   ck_assert_uint_eq(env->insert_ack->sequence, b->sequence);
   ck_assert_uint_eq(env->insert_ack->accepted, accepted);
+  snprintf(last_ack_error, sizeof last_ack_error, "%s", env->insert_ack->error);
   if (reason) {
     ck_assert_uint_eq(env->insert_ack->rejected, b->count);
     ck_assert_msg(strncmp(env->insert_ack->error, reason, strlen(reason)) == 0, "got '%s', expected %s",
@@ -165,9 +173,11 @@ static void prove_still_serving(const char *iep, const char *sep, uint64_t first
 
 static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   void *ins = dealer_to(iep), *smp = dealer_to(sep);
-  /* a good batch first: the table takes its spec (obs 3, act 1, task "t") from it */
+  /* a good batch first: the table takes its spec (obs 3, act 1, task "t") from it; actions at the
+   * bounds of [-1, 1] are in range */
   test_batch good;
   test_batch_fill(&good, "t", 3, 1, 20, 0, 5, 1);
+  good.action[0] = -1.0f, good.action[19] = 1.0f;
   expect_ack(ins, &good.b, 20, NULL);
 
   /* bytes that are not protobuf */
@@ -219,6 +229,18 @@ static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   bad.reward[3] = INFINITY;
   expect_ack(ins, &bad.b, 0, "nonfinite");
   bad.reward[3] = 0;
+  /* an action outside [-1, 1] (act_dim 1: element 6 is transition 6's), the bounds themselves pass */
+  bad.action[6] = 1.5f;
+  expect_ack(ins, &bad.b, 0, "action_out_of_range");
+  expect_last_detail("action[6] (transition 6, action dimension 0) is 1.5");
+  bad.action[6] = -1.0001f;
+  expect_ack(ins, &bad.b, 0, "action_out_of_range");
+  bad.action[6] = 0;
+  /* a transition marked both terminated and truncated */
+  bad.term[4] = bad.trunc[4] = 1;
+  expect_ack(ins, &bad.b, 0, "terminated_and_truncated");
+  expect_last_detail("terminated[4] and .truncated[4] are both set (transition 4)");
+  bad.term[4] = bad.trunc[4] = 0;
   bad.b.count = 0;
   expect_ack(ins, &bad.b, 0, "empty_batch");
   test_batch_free(&bad);
@@ -287,11 +309,12 @@ static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   /* every refusal was counted under its reason */
   const char *reasons[] = {"not_protobuf", "schema_version", "no_body", "bad_framing", "dims_mismatch",
                            "task_mismatch", "nonfinite", "empty_batch", "unexpected_message",
-                           "bad_batch_size", "batch_too_large", "bad_priority"};
+                           "bad_batch_size", "batch_too_large", "bad_priority", "terminated_and_truncated"};
   for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++)
     ck_assert_msg(rejected(sep, reasons[i]) >= 1, "reason %s not counted", reasons[i]);
   ck_assert(rejected(sep, "inconsistent_lengths") >= 3);
   ck_assert(rejected(sep, "nonfinite") >= 2);
+  ck_assert(rejected(sep, "action_out_of_range") == 2);
   ck_assert(rejected(sep, "too_big") == (tcp ? 0 : 1));
   ck_assert(stat_of(sep, "replay_priority_updates_stale_total", NULL) == 1);
   ck_assert(stat_of(sep, "replay_size", NULL) == 20);
@@ -302,6 +325,237 @@ static void bad_input_suite(const char *iep, const char *sep, int tcp) {
   zmq_close(ins);
   zmq_close(smp);
 }
+
+/* Packs env with the given schema version (net_encode would stamp the current one). Caller frees. */
+static uint8_t *pack_with_version(Ember__Envelope *env, uint32_t version, size_t *len) {
+  env->schema_version = version;
+  *len = ember__envelope__get_packed_size(env);
+  uint8_t *buf = malloc(*len);
+  ck_assert_ptr_nonnull(buf);
+  ember__envelope__pack(env, buf);
+  return buf;
+}
+
+static uint8_t *pack_batch(Ember__TransitionBatch *b, uint32_t version, size_t *len) {
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_TRANSITION_BATCH;
+  env.transition_batch = b;
+  return pack_with_version(&env, version, len);
+}
+
+static uint8_t *pack_request(uint64_t request_id, uint32_t batch_size, uint32_t version, size_t *len) {
+  Ember__SampleRequest req = EMBER__SAMPLE_REQUEST__INIT;
+  req.request_id = request_id, req.batch_size = batch_size;
+  Ember__Envelope env = EMBER__ENVELOPE__INIT;
+  env.body_case = EMBER__ENVELOPE__BODY_SAMPLE_REQUEST;
+  env.sample_request = &req;
+  return pack_with_version(&env, version, len);
+}
+
+/* Expects the InsertAck refusing one batch: its actor, its sequence, all its transitions rejected,
+ * the error starting with reason. */
+static void expect_refusal_ack(void *sock, uint64_t actor_id, uint64_t sequence, uint32_t count, const char *reason) {
+  Ember__Envelope *env = recv_within(sock, 3000);
+  ck_assert_msg(env != NULL, "no reply (expected an InsertAck refusing %s)", reason);
+  ck_assert_msg(env->body_case == EMBER__ENVELOPE__BODY_INSERT_ACK, "got %s, expected an InsertAck (%s)",
+                net_body_name(env->body_case), env->body_case == EMBER__ENVELOPE__BODY_ERROR ? env->error->message : "");
+  const Ember__InsertAck *a = env->insert_ack;
+  ck_assert_uint_eq(a->actor_id, actor_id);
+  ck_assert_uint_eq(a->sequence, sequence);
+  ck_assert_uint_eq(a->first_sequence, 0);
+  ck_assert_uint_eq(a->accepted, 0);
+  ck_assert_uint_eq(a->rejected, count);
+  ck_assert_msg(strncmp(a->error, reason, strlen(reason)) == 0, "got '%s', expected %s", a->error, reason);
+  net_envelope_free(env);
+}
+
+/* Expects an ErrorReply with code, a message starting with reason, and request_id. */
+static void expect_error_for(void *sock, int code, const char *reason, uint64_t request_id) {
+  Ember__Envelope *env = recv_within(sock, 3000);
+  ck_assert_msg(env != NULL, "no reply (expected ErrorReply %s)", reason);
+  ck_assert_int_eq(env->body_case, EMBER__ENVELOPE__BODY_ERROR);
+  ck_assert_uint_eq(env->error->code, (unsigned)-code);
+  ck_assert_msg(strncmp(env->error->message, reason, strlen(reason)) == 0, "got '%s', expected %s",
+                env->error->message, reason);
+  ck_assert_uint_eq(env->error->request_id, request_id);
+  net_envelope_free(env);
+}
+
+/* A message refused for its envelope is answered as the batch or request it is, whenever that can be
+ * read from it: another schema version, extra frames, over the size limit (inproc). Bytes that do
+ * not decode name nothing and get an ErrorReply with request id 0. Nothing refused is stored. */
+START_TEST(envelope_refusals_name_the_batch_or_request) {
+  replay_config c;
+  base_config(&c, "inproc://env-insert", "inproc://env-sample");
+  running r;
+  start(&r, &c);
+  void *ins = dealer_to("inproc://env-insert"), *smp = dealer_to("inproc://env-sample");
+  test_batch good;
+  test_batch_fill(&good, "t", 3, 1, 20, 0, 6, 1);
+  expect_ack(ins, &good.b, 20, NULL);
+
+  /* a batch from a newer schema version, and one with none */
+  test_batch tb;
+  test_batch_fill(&tb, "t", 3, 1, 12, 100, 6, 2);
+  size_t n;
+  uint8_t *buf = pack_batch(&tb.b, 9, &n);
+  send_raw(ins, buf, n);
+  expect_refusal_ack(ins, 6, 2, 12, "schema_version");
+  free(buf);
+  tb.b.sequence = 3;
+  buf = pack_batch(&tb.b, 0, &n);
+  send_raw(ins, buf, n);
+  expect_refusal_ack(ins, 6, 3, 12, "schema_version");
+  free(buf);
+
+  /* extra frames: the batch is in the first frame, or after a junk frame; two junk frames name nothing */
+  tb.b.sequence = 4;
+  buf = pack_batch(&tb.b, 1, &n);
+  zmq_send(ins, buf, n, ZMQ_SNDMORE);
+  zmq_send(ins, "junk", 4, 0);
+  expect_refusal_ack(ins, 6, 4, 12, "bad_framing");
+  free(buf);
+  tb.b.sequence = 5;
+  buf = pack_batch(&tb.b, 1, &n);
+  zmq_send(ins, "\xff\xff", 2, ZMQ_SNDMORE);
+  zmq_send(ins, buf, n, ZMQ_SNDMORE);
+  zmq_send(ins, "", 0, 0);
+  expect_refusal_ack(ins, 6, 5, 12, "bad_framing");
+  free(buf);
+  zmq_send(ins, "a", 1, ZMQ_SNDMORE);
+  zmq_send(ins, "b", 1, 0);
+  expect_error_for(ins, EMBER_EDECODE, "bad_framing", 0);
+
+  /* over the size limit (64 KiB here) on inproc: not decoded, but its identity is read */
+  test_batch big;
+  test_batch_fill(&big, "t", 3, 1, 4000, 200, 6, 6);
+  buf = pack_batch(&big.b, 1, &n);
+  ck_assert_uint_gt(n, 64 * 1024);
+  send_raw(ins, buf, n);
+  expect_refusal_ack(ins, 6, 6, 4000, "too_big");
+  /* the same bytes cut short are not well-formed: nothing is named */
+  send_raw(ins, buf, n - 7);
+  expect_error_for(ins, EMBER_ETOOBIG, "too_big", 0);
+  free(buf);
+  test_batch_free(&big);
+
+  /* bytes that do not decode: ErrorReply, request id 0 */
+  send_raw(ins, "\xff\xff\xff\xff not protobuf", 17);
+  expect_error_for(ins, EMBER_EDECODE, "not_protobuf", 0);
+
+  /* sample requests: another version, extra frames, the wrong socket: the request id comes back */
+  buf = pack_request(51, 4, 7, &n);
+  send_raw(smp, buf, n);
+  expect_error_for(smp, EMBER_ESCHEMA, "schema_version", 51);
+  free(buf);
+  buf = pack_request(52, 4, 1, &n);
+  zmq_send(smp, buf, n, ZMQ_SNDMORE);
+  zmq_send(smp, "x", 1, 0);
+  expect_error_for(smp, EMBER_EDECODE, "bad_framing", 52);
+  send_raw(ins, buf, n);
+  expect_error_for(ins, EMBER_EINVAL, "unexpected_message", 52);
+  free(buf);
+
+  /* the server still acks in order and stored only the good batch */
+  tb.b.sequence = 7;
+  expect_ack(ins, &tb.b, 12, NULL);
+  ck_assert(stat_of("inproc://env-sample", "replay_size", NULL) == 32);
+  ck_assert(rejected("inproc://env-sample", "schema_version") == 3);
+  ck_assert(rejected("inproc://env-sample", "bad_framing") == 4);
+  ck_assert(rejected("inproc://env-sample", "too_big") == 2);
+  test_batch_free(&tb);
+  test_batch_free(&good);
+  zmq_close(ins);
+  zmq_close(smp);
+  finish(&r);
+}
+END_TEST
+
+/* What docs/protocol.md promises an actor whose batch's bytes did not decode: an ErrorReply with
+ * request id 0 and no InsertAck; the batch stays in flight until the ack of a later batch arrives,
+ * and is then written off as unconfirmed (not rejected), so made = stored + rejected + dropped +
+ * unconfirmed + in flight + queued still holds. A scripted ROUTER plays the server. */
+START_TEST(undecodable_batch_ends_unconfirmed_at_the_client) {
+  void *fake = zmq_socket(ctx, ZMQ_ROUTER);
+  int zero = 0;
+  zmq_setsockopt(fake, ZMQ_LINGER, &zero, sizeof zero);
+  ck_assert_int_eq(zmq_bind(fake, "inproc://fake-replay"), 0);
+  ember_err err = {0};
+  replay_insert_opts io = {.endpoint = "inproc://fake-replay", .actor_id = 4, .ack_timeout_ms = 60000};
+  replay_insert_client *ic = replay_insert_client_new(ctx, &io, &err);
+  ck_assert_msg(ic != NULL, "%s", err.msg);
+  for (int i = 0; i < 2; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, i == 0 ? 7 : 5, 0, 0, 0);
+    ck_assert_int_eq(replay_insert_client_send(ic, &tb.b, &err), 0);
+    test_batch_free(&tb);
+  }
+  net_route route[2];
+  for (int i = 0; i < 2; i++) {
+    Ember__Envelope *env = NULL;
+    zmq_pollitem_t it = {fake, 0, ZMQ_POLLIN, 0};
+    ck_assert_int_eq(zmq_poll(&it, 1, 3000), 1);
+    ck_assert_int_eq(net_recv(fake, &env, &route[i], 0, &err), 0);
+    ck_assert_uint_eq(env->transition_batch->sequence, (uint64_t)i + 1);
+    net_envelope_free(env);
+  }
+  Ember__ErrorReply e = EMBER__ERROR_REPLY__INIT;
+  e.code = 5, e.message = "not_protobuf: 12 bytes are not a valid ember Envelope";
+  ck_assert_int_eq(net_send_body(fake, EMBER__ENVELOPE__BODY_ERROR, &e, &route[0], 0, &err), 0);
+  for (int i = 0; i < 50; i++) replay_insert_client_poll(ic, 10);
+  replay_insert_stats st;
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.error_replies, 1);
+  ck_assert_ptr_nonnull(strstr(st.last_error, "not_protobuf"));
+  ck_assert_uint_eq(st.transitions_in_flight, 12); /* no ack names it: still in flight */
+  Ember__InsertAck a = EMBER__INSERT_ACK__INIT;
+  a.actor_id = 4, a.sequence = 2, a.accepted = 5, a.error = "";
+  ck_assert_int_eq(net_send_body(fake, EMBER__ENVELOPE__BODY_INSERT_ACK, &a, &route[1], 0, &err), 0);
+  ck_assert_int_eq(replay_insert_client_flush(ic, 3000), 0);
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.transitions_stored, 5);
+  ck_assert_uint_eq(st.transitions_unconfirmed, 7);
+  ck_assert_uint_eq(st.transitions_rejected, 0);
+  ck_assert_uint_eq(st.transitions_stored + st.transitions_rejected + st.transitions_dropped +
+                        st.transitions_unconfirmed + st.transitions_in_flight + st.transitions_queued,
+                    12);
+  replay_insert_client_destroy(&ic);
+  zmq_close(fake);
+}
+END_TEST
+
+/* behaviour_log_prob may be left out only by a batch of uniform random actions (policy_version 0),
+ * and is then stored as their density; a batch a policy played must carry it. */
+START_TEST(empty_log_prob_only_for_random_actions) {
+  replay_config c;
+  base_config(&c, "inproc://lp-insert", "inproc://lp-sample");
+  c.min_size_to_sample = 1;
+  running r;
+  start(&r, &c);
+  void *ins = dealer_to("inproc://lp-insert");
+  test_batch tb;
+  test_batch_fill(&tb, "t", 3, 2, 10, 0, 1, 1);
+  tb.b.n_behaviour_log_prob = 0;
+  tb.b.policy_version = 5;
+  expect_ack(ins, &tb.b, 0, "missing_log_prob");
+  tb.b.sequence = 2;
+  tb.b.policy_version = 0;
+  expect_ack(ins, &tb.b, 10, NULL);
+  test_batch_free(&tb);
+  ck_assert(rejected("inproc://lp-sample", "missing_log_prob") == 1);
+  ember_err err = {0};
+  replay_sample_opts so = {.endpoint = "inproc://lp-sample", .batch_size = 16};
+  replay_sample_client *sc = replay_sample_client_new(ctx, &so, &err);
+  const Ember__SampleBatch *b = NULL;
+  ck_assert_msg(replay_sample_client_next(sc, 3000, &b, &err) == 0, "%s", err.msg);
+  ck_assert_uint_eq(b->transitions->n_behaviour_log_prob, 16);
+  for (size_t i = 0; i < 16; i++)
+    ck_assert_float_eq_tol(b->transitions->behaviour_log_prob[i], -2.0f * 0.69314718f, 1e-6f);
+  replay_sample_client_destroy(&sc);
+  zmq_close(ins);
+  finish(&r);
+}
+END_TEST
 
 /* A burst of batches without waiting: the acks (some coalesced under load) cover every sequence
  * exactly once, in order, with the right totals. */
@@ -670,6 +924,185 @@ START_TEST(owner_snapshot_restores_in_a_new_server) {
 }
 END_TEST
 
+static const char *snap_path(const char *dir, uint64_t seq, const char *suffix) {
+  static char buf[4][300];
+  static int k;
+  char *b = buf[k++ % 4];
+  snprintf(b, sizeof buf[0], "%s/replay-%020llu.snap%s", dir, (unsigned long long)seq, suffix);
+  return b;
+}
+
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+static void remove_dir(const char *dir) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Runs a server on fresh inproc names until `stored` more transitions are in, then stops it and has
+ * the owner write a snapshot. */
+static void serve_and_snapshot(replay_config *c, int round, uint64_t first_id, int snapshots) {
+  snprintf(c->insert_endpoint, sizeof c->insert_endpoint, "inproc://keep-insert-%d", round);
+  snprintf(c->sample_endpoint, sizeof c->sample_endpoint, "inproc://keep-sample-%d", round);
+  running r;
+  start(&r, c);
+  prove_still_serving(c->insert_endpoint, c->sample_endpoint, first_id);
+  replay_server_stop(r.server);
+  pthread_join(r.thread, NULL);
+  ember_err err = {0};
+  for (int i = 0; i < snapshots; i++) ck_assert_msg(replay_server_snapshot(r.server, &err) == 0, "%s", err.msg);
+  replay_server_destroy(&r.server);
+}
+
+/* After a restart past a corrupt newest snapshot, the next snapshot's pruning keeps the valid older
+ * one (the corrupt file was moved aside at restore, not counted in its place). */
+START_TEST(restart_past_a_corrupt_snapshot_keeps_the_valid_one) {
+  char dir[128];
+  snprintf(dir, sizeof dir, "/tmp/ember-test-replay-keep-%d-XXXXXX", (int)getpid());
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  replay_config c;
+  base_config(&c, "inproc://x", "inproc://y");
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0;
+  c.snapshot_keep = 2;
+  serve_and_snapshot(&c, 1, 0, 2); /* snapshots 1 and 2, 80 transitions each */
+  ck_assert(exists(snap_path(dir, 1, "")) && exists(snap_path(dir, 2, "")));
+  FILE *f = fopen(snap_path(dir, 2, ""), "r+b"); /* a payload byte: only full verification sees it */
+  ck_assert_ptr_nonnull(f);
+  fseek(f, 300, SEEK_SET);
+  int ch = fgetc(f);
+  fseek(f, 300, SEEK_SET);
+  fputc(ch ^ 0x5a, f);
+  fclose(f);
+
+  ember_err err = {0};
+  snprintf(c.insert_endpoint, sizeof c.insert_endpoint, "inproc://keep-insert-2");
+  snprintf(c.sample_endpoint, sizeof c.sample_endpoint, "inproc://keep-sample-2");
+  replay_server *s = replay_server_new(&c, ctx, NULL, &err); /* restores 1, moves 2 aside */
+  ck_assert_msg(s != NULL, "%s", err.msg);
+  replay_server_counters k;
+  replay_server_get_counters(s, &k);
+  ck_assert_uint_eq(k.restored, 80);
+  replay_server_destroy(&s);
+
+  serve_and_snapshot(&c, 3, 1000, 1); /* restores 1 again, writes 3, prunes to 2 files */
+  ck_assert(exists(snap_path(dir, 3, "")));
+  ck_assert_msg(exists(snap_path(dir, 1, "")), "the older valid snapshot was pruned");
+  ck_assert(!exists(snap_path(dir, 2, "")) && exists(snap_path(dir, 2, ".corrupt"))); /* moved aside */
+  replay_snapshot_info info;
+  ck_assert_msg(replay_snapshot_verify(snap_path(dir, 3, ""), &info, &err) == 0, "%s", err.msg);
+  ck_assert_uint_eq(info.size, 160);
+  remove_dir(dir);
+}
+END_TEST
+
+/* What docs/replay.md ("Durability") promises: an InsertAck means in memory; what was acknowledged
+ * after the newest snapshot is exactly what the metrics call not durable, and exactly what a server
+ * that dies without a final snapshot (a SIGKILL, as far as the table is concerned) loses. */
+START_TEST(acknowledged_after_the_last_snapshot_is_not_durable) {
+  char dir[128];
+  snprintf(dir, sizeof dir, "/tmp/ember-test-replay-dur-%d-XXXXXX", (int)getpid());
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  replay_config c;
+  base_config(&c, "inproc://dur-insert", "inproc://dur-sample");
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0;
+  running r;
+  start(&r, &c);
+  prove_still_serving("inproc://dur-insert", "inproc://dur-sample", 0); /* 80 acknowledged */
+  ember_err err = {0};
+  ck_assert_msg(replay_server_snapshot(r.server, &err) == 0, "%s", err.msg); /* safe while running */
+  prove_still_serving("inproc://dur-insert", "inproc://dur-sample", 1000);  /* 80 more acknowledged */
+  double acked = stat_of("inproc://dur-sample", "replay_table_inserted_transitions", NULL);
+  double durable = stat_of("inproc://dur-sample", "replay_last_snapshot_inserted_transitions", NULL);
+  ck_assert(acked == 160 && durable == 80);
+  /* dies without a final snapshot */
+  replay_server_stop(r.server);
+  pthread_join(r.thread, NULL);
+  replay_server_destroy(&r.server);
+
+  snprintf(c.insert_endpoint, sizeof c.insert_endpoint, "inproc://dur-insert2");
+  snprintf(c.sample_endpoint, sizeof c.sample_endpoint, "inproc://dur-sample2");
+  replay_server *s = replay_server_new(&c, ctx, NULL, &err);
+  ck_assert_msg(s != NULL, "%s", err.msg);
+  replay_server_counters k;
+  replay_server_get_counters(s, &k);
+  ck_assert_uint_eq(k.restored, (uint64_t)durable); /* the 80 acknowledged after it are gone */
+  ck_assert_uint_eq(k.inserts, (uint64_t)durable); /* and their keys will be handed out again */
+  replay_server_destroy(&s);
+  remove_dir(dir);
+}
+END_TEST
+
+/* A snapshot directory holding snapshots 5 and 6 (empty tables) and a temporary for 7 that a killed
+ * writer left. */
+static void old_snapshot_dir(char *dir, size_t cap, char *tmp, size_t tmp_cap) {
+  snprintf(dir, cap, "/tmp/ember-test-replay-old-%d-XXXXXX", (int)getpid());
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  replay_spec spec = {.task = "t", .obs_dim = 3, .act_dim = 1};
+  replay_table_opts o = {.capacity = 100, .spec = &spec};
+  replay_table *t = replay_table_new(&o, NULL);
+  ember_err err = {0};
+  for (uint64_t seq = 5; seq <= 6; seq++) {
+    replay_snapshot_meta meta = {.sequence = seq};
+    ck_assert_msg(replay_snapshot_write(dir, t, &meta, 1, NULL, 0, &err) == 0, "%s", err.msg);
+  }
+  replay_table_destroy(&t);
+  snprintf(tmp, tmp_cap, "%s/.replay-00000000000000000007.snap.tmp", dir);
+  FILE *f = fopen(tmp, "wb");
+  ck_assert_ptr_nonnull(f);
+  fputs("the start of a snapshot whose writer was killed", f);
+  fclose(f);
+}
+
+/* At start (before any snapshot) the server removes the temporary a killed writer left: it could
+ * be a table's size, and would otherwise stay until a later snapshot of the same number. */
+START_TEST(start_removes_stale_temporaries) {
+  char dir[128], tmp[300];
+  old_snapshot_dir(dir, sizeof dir, tmp, sizeof tmp);
+  replay_config c;
+  base_config(&c, "inproc://tmp-insert", "inproc://tmp-sample");
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0;
+  ember_err err = {0};
+  replay_server *s = replay_server_new(&c, ctx, NULL, &err);
+  ck_assert_msg(s != NULL, "%s", err.msg);
+  ck_assert_msg(!exists(tmp), "the stale temporary is still there after start");
+  ck_assert(exists(snap_path(dir, 5, "")) && exists(snap_path(dir, 6, "")));
+  replay_server_destroy(&s);
+  remove_dir(dir);
+}
+END_TEST
+
+/* With restore = false the server still numbers its snapshots after the files present: a file
+ * numbered below them would be the first one pruning deletes (and could overwrite an old one). */
+START_TEST(restore_off_still_numbers_after_old_files) {
+  char dir[128], tmp[300];
+  old_snapshot_dir(dir, sizeof dir, tmp, sizeof tmp);
+  replay_config c;
+  base_config(&c, "inproc://num-insert", "inproc://num-sample");
+  snprintf(c.snapshot_dir, sizeof c.snapshot_dir, "%s", dir);
+  c.snapshot_interval_s = 0;
+  c.snapshot_keep = 2;
+  c.restore = false;
+  running r;
+  start(&r, &c);
+  prove_still_serving("inproc://num-insert", "inproc://num-sample", 0);
+  replay_server_stop(r.server);
+  pthread_join(r.thread, NULL);
+  ember_err err = {0};
+  ck_assert_msg(replay_server_snapshot(r.server, &err) == 0, "%s", err.msg);
+  replay_server_destroy(&r.server);
+  ck_assert_msg(exists(snap_path(dir, 7, "")), "the new snapshot is not numbered after the old ones");
+  ck_assert(exists(snap_path(dir, 6, "")) && !exists(snap_path(dir, 5, "")));
+  replay_snapshot_info info;
+  ck_assert_msg(replay_snapshot_verify(snap_path(dir, 7, ""), &info, &err) == 0, "%s", err.msg);
+  ck_assert_uint_eq(info.size, 80);
+  remove_dir(dir);
+}
+END_TEST
+
 /* Prioritized sampling through the server: the learner zeroes every priority but one, and from
  * then on every sample is that key, with weight 1. */
 START_TEST(prioritized_updates_steer_sampling) {
@@ -758,10 +1191,17 @@ int main(void) {
   tcase_add_test(tc, oversize_batch_seen_from_the_client);
   tcase_add_test(tc, bad_input_tcp);
   tcase_add_test(tc, bad_input_inproc);
+  tcase_add_test(tc, envelope_refusals_name_the_batch_or_request);
+  tcase_add_test(tc, undecodable_batch_ends_unconfirmed_at_the_client);
+  tcase_add_test(tc, empty_log_prob_only_for_random_actions);
   tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
   tcase_add_test(tc, req_peers_and_prompt_stop);
   tcase_add_test(tc, owner_snapshot_restores_in_a_new_server);
   tcase_add_test(tc, periodic_snapshots_are_written_beside_the_server);
+  tcase_add_test(tc, restart_past_a_corrupt_snapshot_keeps_the_valid_one);
+  tcase_add_test(tc, start_removes_stale_temporaries);
+  tcase_add_test(tc, acknowledged_after_the_last_snapshot_is_not_durable);
+  tcase_add_test(tc, restore_off_still_numbers_after_old_files);
   tcase_add_test(tc, prioritized_updates_steer_sampling);
   tcase_add_test(tc, config_validation);
   suite_add_tcase(s, tc);

@@ -1,6 +1,6 @@
 /* replay snapshots: a round trip restores items, keys, priorities and counters; a truncated or
- * corrupt file is refused (never half-loaded) and the restore falls back to the previous file;
- * pruning keeps the newest files. */
+ * corrupt file is refused (never half-loaded), moved aside, and the restore falls back to the
+ * previous file; pruning keeps the newest valid files; stale temporaries are removed. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -118,6 +118,19 @@ static void corrupt_at(const char *path, long offset) {
   fclose(f);
 }
 
+static const char *corrupt_name(const char *path) {
+  static char buf[4200];
+  snprintf(buf, sizeof buf, "%s.corrupt", path);
+  return buf;
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+}
+
 static long file_size(const char *path) {
   struct stat st;
   ck_assert_int_eq(stat(path, &st), 0);
@@ -142,7 +155,7 @@ START_TEST(corrupt_and_truncated_files_are_refused) {
   ck_assert_int_eq(replay_snapshot_verify(p2, NULL, &err), EMBER_ECORRUPT);
   ck_assert_ptr_nonnull(strstr(err.msg, "truncated"));
 
-  /* the restore skips 3 and 2 and loads 1; the next sequence never reuses a name */
+  /* the restore skips 3 and 2, moving them aside, and loads 1; the next sequence never reuses a name */
   replay_table *u = make(200, REPLAY_SAMPLER_UNIFORM, 0, 0);
   replay_snapshot_info info;
   int restored = 0;
@@ -152,16 +165,22 @@ START_TEST(corrupt_and_truncated_files_are_refused) {
   ck_assert_uint_eq(info.meta.sequence, 1);
   ck_assert_uint_eq(next, 4);
   assert_same(t, u);
+  ck_assert_int_ne(access(p3, F_OK), 0);
+  ck_assert_int_ne(access(p2, F_OK), 0);
+  ck_assert_int_eq(access(corrupt_name(p3), F_OK), 0);
+  ck_assert_int_eq(access(corrupt_name(p2), F_OK), 0);
 
   /* a header byte */
   corrupt_at(p1, 100);
   ck_assert_int_eq(replay_snapshot_verify(p1, NULL, &err), EMBER_ECORRUPT);
   ck_assert_ptr_nonnull(strstr(err.msg, "header checksum"));
-  /* nothing valid left: starts empty, not an error */
+  /* nothing valid left: starts empty, not an error; the files moved aside still hold their names */
   replay_table *v = make(200, REPLAY_SAMPLER_UNIFORM, 0, 0);
   ck_assert_int_eq(replay_snapshot_restore_newest(dir, v, &info, &restored, &next, &err), 0);
   ck_assert_int_eq(restored, 0);
   ck_assert_uint_eq(replay_table_size(v), 0);
+  ck_assert_uint_eq(next, 4);
+  ck_assert_int_eq(access(corrupt_name(p1), F_OK), 0);
 
   /* garbage with the right name */
   char junk[4096];
@@ -171,13 +190,102 @@ START_TEST(corrupt_and_truncated_files_are_refused) {
   fclose(f);
   ck_assert_int_eq(replay_snapshot_verify(junk, NULL, &err), EMBER_ECORRUPT);
 
-  /* prune keeps the two newest (9 and 3) */
+  /* pruning moves it aside too: it is no snapshot to keep */
   ck_assert_int_eq(replay_snapshot_prune(dir, 2, &err), 0);
-  ck_assert_int_eq(access(junk, F_OK), 0);
-  ck_assert_int_eq(access(p3, F_OK), 0);
-  ck_assert_int_ne(access(p2, F_OK), 0);
-  ck_assert_int_ne(access(p1, F_OK), 0);
+  ck_assert_int_ne(access(junk, F_OK), 0);
+  ck_assert_int_eq(access(corrupt_name(junk), F_OK), 0);
+  ck_assert_int_eq(replay_snapshot_next_sequence(dir, &next, &err), 0);
+  ck_assert_uint_eq(next, 10);
   replay_table_destroy(&t), replay_table_destroy(&u), replay_table_destroy(&v);
+}
+END_TEST
+
+/* The FNV-1a 64 of the snapshot header (replay_snapshot.h), to forge a valid header of another format. */
+static uint64_t fnv1a64(const unsigned char *p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+/* Pruning counts valid files only: with keep = 2 it keeps the two newest that check out, never a
+ * corrupt newer one in their place; corrupt ones are moved aside, not deleted; a file of another
+ * format version is left alone; stale temporaries go. */
+START_TEST(prune_keeps_the_newest_valid_files) {
+  replay_table *t = make(50, REPLAY_SAMPLER_UNIFORM, 0, 1);
+  fill(t, 50);
+  char p[7][4096];
+  ember_err err = {0};
+  for (uint64_t seq = 1; seq <= 6; seq++) {
+    replay_snapshot_meta meta = {.sequence = seq};
+    ck_assert_int_eq(replay_snapshot_write(dir, t, &meta, 1, p[seq], sizeof p[seq], &err), 0);
+  }
+  corrupt_at(p[6], 100);                                     /* header checksum */
+  ck_assert_int_eq(truncate(p[5], file_size(p[5]) - 1), 0);  /* truncated */
+  /* 4: intact, but format version 2 (a newer build's): its header re-checksummed */
+  FILE *f = fopen(p[4], "r+b");
+  unsigned char h[REPLAY_SNAPSHOT_HEADER_BYTES];
+  ck_assert_uint_eq(fread(h, 1, sizeof h, f), sizeof h);
+  uint32_t version = 2;
+  memcpy(h + 8, &version, 4);
+  uint64_t sum = fnv1a64(h, 248);
+  memcpy(h + 248, &sum, 8);
+  fseek(f, 0, SEEK_SET);
+  ck_assert_uint_eq(fwrite(h, 1, sizeof h, f), sizeof h);
+  fclose(f);
+  ck_assert_int_eq(replay_snapshot_verify(p[4], NULL, &err), EMBER_ESCHEMA);
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s/.replay-00000000000000000007.snap.tmp", dir);
+  write_file(tmp, "half a snapshot");
+
+  ck_assert_int_eq(replay_snapshot_prune(dir, 2, &err), 0);
+  ck_assert_int_eq(access(p[3], F_OK), 0); /* the two newest valid ones */
+  ck_assert_int_eq(access(p[2], F_OK), 0);
+  ck_assert_int_ne(access(p[1], F_OK), 0); /* an older valid one beyond keep */
+  ck_assert_int_eq(access(p[4], F_OK), 0); /* another format: left alone */
+  ck_assert_int_ne(access(p[5], F_OK), 0);
+  ck_assert_int_ne(access(p[6], F_OK), 0);
+  ck_assert_int_eq(access(corrupt_name(p[5]), F_OK), 0);
+  ck_assert_int_eq(access(corrupt_name(p[6]), F_OK), 0);
+  ck_assert_int_ne(access(tmp, F_OK), 0);
+  uint64_t next = 0;
+  ck_assert_int_eq(replay_snapshot_next_sequence(dir, &next, &err), 0);
+  ck_assert_uint_eq(next, 7);
+
+  /* a restore skips the newer format without moving it, and loads 3 */
+  replay_table *u = make(50, REPLAY_SAMPLER_UNIFORM, 0, 0);
+  replay_snapshot_info info;
+  int restored = 0;
+  ck_assert_int_eq(replay_snapshot_restore_newest(dir, u, &info, &restored, &next, &err), 0);
+  ck_assert_int_eq(restored, 1);
+  ck_assert_uint_eq(info.meta.sequence, 3);
+  ck_assert_int_eq(access(p[4], F_OK), 0);
+  replay_table_destroy(&t), replay_table_destroy(&u);
+}
+END_TEST
+
+/* Temporaries left by a killed writer are removed and counted; a missing directory is not an error. */
+START_TEST(stale_temporaries_are_removed) {
+  char tmp1[4200], tmp2[4200], other[4200];
+  snprintf(tmp1, sizeof tmp1, "%s/.replay-00000000000000000003.snap.tmp", dir);
+  snprintf(tmp2, sizeof tmp2, "%s/.replay-00000000000000000004.snap.tmp", dir);
+  snprintf(other, sizeof other, "%s/.someone-else.tmp", dir);
+  write_file(tmp1, "x");
+  write_file(tmp2, "y");
+  write_file(other, "z");
+  int removed = -1;
+  ember_err err = {0};
+  ck_assert_int_eq(replay_snapshot_remove_stale_tmp(dir, &removed, &err), 0);
+  ck_assert_int_eq(removed, 2);
+  ck_assert_int_ne(access(tmp1, F_OK), 0);
+  ck_assert_int_ne(access(tmp2, F_OK), 0);
+  ck_assert_int_eq(access(other, F_OK), 0); /* not ours */
+  char missing[4200];
+  snprintf(missing, sizeof missing, "%s/nowhere", dir);
+  ck_assert_int_eq(replay_snapshot_remove_stale_tmp(missing, &removed, &err), 0);
+  ck_assert_int_eq(removed, 0);
+  uint64_t next = 0;
+  ck_assert_int_eq(replay_snapshot_next_sequence(missing, &next, &err), 0);
+  ck_assert_uint_eq(next, 1);
 }
 END_TEST
 
@@ -212,6 +320,8 @@ int main(void) {
   tcase_add_test(tc, round_trip_restores_everything);
   tcase_add_test(tc, corrupt_and_truncated_files_are_refused);
   tcase_add_test(tc, empty_table_and_alpha_change);
+  tcase_add_test(tc, prune_keeps_the_newest_valid_files);
+  tcase_add_test(tc, stale_temporaries_are_removed);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -43,11 +43,11 @@ static void check_rows(const replay_table *t, const uint64_t *keys, size_t n) {
       ck_assert(obs[i * od + j] == test_value(id, 0, j));
       ck_assert(nobs[i * od + j] == test_value(id, 1, j));
     }
-    for (uint32_t j = 0; j < ad; j++) ck_assert(act[i * ad + j] == test_value(id, 2, j));
+    for (uint32_t j = 0; j < ad; j++) ck_assert(act[i * ad + j] == test_action(id, j));
     ck_assert(rew[i] == test_value(id, 3, 0));
     ck_assert(lp[i] == test_value(id, 4, 0));
-    ck_assert_int_eq(term[i], id % 3 == 0);
-    ck_assert_int_eq(trunc[i], id % 5 == 0);
+    ck_assert_int_eq(term[i], test_terminated(id));
+    ck_assert_int_eq(trunc[i], test_truncated(id));
     ck_assert_uint_eq(aid[i], 3);
   }
   free(obs), free(nobs), free(act), free(rew), free(lp), free(term), free(trunc), free(pv), free(aid);
@@ -201,6 +201,28 @@ START_TEST(spec_errors) {
 }
 END_TEST
 
+/* An empty behaviour_log_prob means uniform random actions in [-1, 1]^act_dim: each row is stored
+ * with that density's log, -act_dim * log 2, not 0 (which would read as a probability of 1). */
+START_TEST(empty_log_prob_is_stored_as_the_uniform_density) {
+  for (uint32_t ad = 1; ad <= 6; ad += 5) {
+    replay_table *t = make(50, REPLAY_SAMPLER_UNIFORM, 0, 0, 3, ad);
+    test_batch tb;
+    test_batch_fill(&tb, "test_task", 3, ad, 10, 0, 3, 1);
+    tb.b.n_behaviour_log_prob = 0;
+    tb.b.behaviour_log_prob = NULL;
+    replay_table_insert(t, &tb.b, NULL);
+    test_batch_free(&tb);
+    float lp[10];
+    uint64_t keys[10];
+    for (int i = 0; i < 10; i++) keys[i] = (uint64_t)i;
+    replay_rows rows = {.behaviour_log_prob = lp};
+    replay_table_gather(t, keys, 10, &rows);
+    for (int i = 0; i < 10; i++) ck_assert_float_eq_tol(lp[i], -(float)ad * 0.69314718f, 1e-6f);
+    replay_table_destroy(&t);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("replay_table");
   TCase *tc = tcase_create("table");
@@ -211,6 +233,7 @@ int main(void) {
   tcase_add_test(tc, prioritized_sampling_follows_priorities);
   tcase_add_test(tc, memory_within_ten_percent_of_raw);
   tcase_add_test(tc, spec_errors);
+  tcase_add_test(tc, empty_log_prob_is_stored_as_the_uniform_density);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
