@@ -26,9 +26,10 @@ static int64_t derived_actor_id(void) {
 }
 
 static void usage(FILE *out) {
-  fprintf(out, "usage: ember-actor [--task T] [--seed S] [--config FILE] [--set section.key=value ...]\n"
+  fprintf(out, "usage: ember-actor [--task T] [--seed S] [--role train|eval] [--config FILE]\n"
+               "                   [--set section.key=value ...]\n"
                "Runs one actor: K environments of a task, acting with the learner's latest Params and\n"
-               "streaming transitions to the replay server. With --set actor.role=eval it is the\n"
+               "streaming transitions to the replay server. With --role eval (actor.role) it is the\n"
                "evaluator instead: no replay, only evaluations of the learner's policy (actor.eval_episodes\n"
                "complete deterministic episodes every actor.eval_every_steps env steps), reported to the\n"
                "learner. `ember config` lists every setting (sections actor, run, metrics, security).\n");

@@ -170,7 +170,7 @@ int app_flags_parse(int argc, char **argv, int first, app_flags *f, bool *help, 
     const char *flag, *key;
   } shorthands[] = {{"--task", "run.task"},   {"--algo", "run.algo"},       {"--steps", "run.steps"},
                     {"--seed", "run.seed"},   {"--run-dir", "run.run_dir"}, {"--actors", "train.actors"},
-                    {"--stop-at-return", "learner.stop_at_return"}};
+                    {"--stop-at-return", "learner.stop_at_return"}, {"--role", "actor.role"}};
   memset(f, 0, sizeof *f);
   *help = false;
   f->config_path = getenv("EMBER_CONFIG");

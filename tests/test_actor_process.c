@@ -130,6 +130,35 @@ START_TEST(bad_setting_is_refused_naming_the_key) {
 }
 END_TEST
 
+/* --role eval starts the evaluator: no replay endpoint needed, its own started and stopped lines */
+START_TEST(role_eval_runs_the_evaluator) {
+  const char *args[] = {"--role", "eval", "--set", "actor.task=pendulum", "--set", "actor.replay_endpoint=",
+                        "--set", "actor.params_endpoint=tcp://127.0.0.1:2", "--set",
+                        "actor.control_endpoint=tcp://127.0.0.1:3", "--set", "metrics.actor_port=-1", NULL};
+  int fd;
+  pid_t pid = spawn(args, &fd);
+  ck_assert_msg(read_until(fd, "\"role\":\"eval\"", 10000), "no evaluator started line; output:\n%s", output);
+  kill(pid, SIGTERM);
+  int status = wait_exit(pid, 10000);
+  read_until(fd, "\"evaluator_stopped\"", 1000);
+  close(fd);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d; output:\n%s", status, output);
+  ck_assert_msg(strstr(output, "\"evaluator_stopped\""), "no evaluator_stopped line; output:\n%s", output);
+}
+END_TEST
+
+START_TEST(bad_role_is_refused_naming_it) {
+  const char *args[] = {"--role", "teacher", "--set", "actor.task=pendulum", "--set", "metrics.actor_port=-1", NULL};
+  int fd;
+  pid_t pid = spawn(args, &fd);
+  int status = wait_exit(pid, 10000);
+  read_until(fd, "teacher", 1000);
+  close(fd);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) != 0, "exit status %d", status);
+  ck_assert_msg(strstr(output, "actor.role") && strstr(output, "teacher"), "output:\n%s", output);
+}
+END_TEST
+
 START_TEST(unknown_task_is_refused) {
   const char *args[] = {"--set", "actor.task=no_such_task", "--set", "metrics.actor_port=-1", NULL};
   int fd;
@@ -151,6 +180,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, sigint_stops_cleanly);
   tcase_add_test(tc, bad_setting_is_refused_naming_the_key);
   tcase_add_test(tc, unknown_task_is_refused);
+  tcase_add_test(tc, role_eval_runs_the_evaluator);
+  tcase_add_test(tc, bad_role_is_refused_naming_it);
   suite_add_tcase(s, tc);
   return s;
 }
