@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The docker-compose cluster for real: build the image (seeding its base image from Debian's archive
-# where no registry is reachable), bring up replay + learner + 3 actors on a private network, see
+# where no registry is reachable), bring up replay + learner + 3 actors + the evaluator on a private network, see
 # parameter versions advance on every actor, kill the learner container, see it restart and resume
 # from its checkpoint with the version continuing, and `down -v` at the end.
 # Exit 77 (skipped, with the reason printed) where no Docker engine can be used.
@@ -24,8 +24,8 @@ echo "== building the image (cached after the first time)"
 docker build -q -f "$src/deploy/Dockerfile" -t ember:test "$src" >/dev/null || fail "docker build failed"
 export EMBER_IMAGE=ember:test EMBER_RUN_TASK=pendulum EMBER_RUN_ALGO=sac
 
-echo "== up: replay, learner, 3 actors"
-compose up -d --scale actor=3 replay learner actor >/dev/null || fail "compose up failed"
+echo "== up: replay, learner, 3 actors, the evaluator"
+compose up -d --scale actor=3 replay learner actor evaluator >/dev/null || fail "compose up failed"
 
 # GET /metrics inside a service's container (no tools needed but bash).
 metrics() { # service port [index]
@@ -49,6 +49,11 @@ versions_on_actors() {
 }
 wait_for 240 "parameter versions >= 2 on all three actors" versions_on_actors
 echo "   every actor acts with published parameters"
+
+# the evaluator service's complete evaluations reach the learner (pendulum: every 1,000 env steps)
+evaluated() { local v; v=$(metrics learner 9102 | value learner_evaluations_total); [ -n "$v" ] && awk -v v="$v" 'BEGIN{exit !(v >= 1)}'; }
+wait_for 240 "a complete evaluation from the evaluator service" evaluated
+echo "   the evaluator service's evaluations reach the learner"
 
 learner_version() { metrics learner 9102 | value learner_params_version; }
 has_checkpoint() { docker exec "$(compose ps -q learner)" bash -c 'ls /var/lib/ember/run/checkpoints/*.ckpt' >/dev/null 2>&1; }
