@@ -34,6 +34,10 @@ void program_on_stop(void (*stop)(void *arg), void *arg) {
  * handler that admits only the listed clients. */
 static int setup_security(program *p, ember_err *err) {
   const security_config *sc = &p->settings.security;
+  /* registered whether or not Curve is on, so that a dashboard's refusal panel reads 0 rather than
+   * no data on plain tcp (the ZAP handler counts in the same series when it runs) */
+  metrics_counter(p->metrics, "auth_refused_total", NULL, "CURVE handshakes refused (key not allowed)");
+  metrics_counter(p->metrics, "auth_admitted_total", NULL, "CURVE handshakes admitted");
   if (!sc->key_file[0]) {
     if (sc->server_key_file[0] || sc->allow_dir[0])
       return ember_fail(err, EMBER_EINVAL, "security.server_key_file and security.allow_dir need security.key_file");

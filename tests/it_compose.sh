@@ -49,6 +49,9 @@ versions_on_actors() {
 }
 wait_for 240 "parameter versions >= 2 on all three actors" versions_on_actors
 echo "   every actor acts with published parameters"
+# the refusal counter exists with Curve off too (the dashboard's CurveZMQ panel reads 0, not "no data")
+[ "$(metrics replay 9101 | value auth_refused_total)" = 0 ] || fail "replay serves no auth_refused_total 0 on plain tcp"
+[ "$(metrics learner 9102 | value auth_refused_total)" = 0 ] || fail "learner serves no auth_refused_total 0 on plain tcp"
 
 # the evaluator service's complete evaluations reach the learner (pendulum: every 1,000 env steps)
 evaluated() { local v; v=$(metrics learner 9102 | value learner_evaluations_total); [ -n "$v" ] && awk -v v="$v" 'BEGIN{exit !(v >= 1)}'; }
