@@ -35,7 +35,8 @@
 #include "policy.h"
 #include "replay_table.h"
 
-#define DET_FORMAT 3u /* 2: physics_faults counted; 3: evaluations every actor.eval_every_steps env steps */
+#define DET_FORMAT 4u /* 2: physics_faults counted; 3: evaluations every actor.eval_every_steps env steps;
+                         4: env snapshots carry the control-noise stream and sigma (env.h) */
 
 struct det_source {
   learner_t *learner;
