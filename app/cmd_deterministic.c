@@ -133,7 +133,7 @@ det_source *det_source_new(const app_settings *s, learner_t *learner, ember_err 
   if (env_vec_new(d->model, &vc, &d->vec, err) != 0) goto fail;
   evaluation_config ec = {.episodes = d->E, .seed = (uint64_t)s->run.seed ^ 0x5eed0e7a15ULL, /* their own streams */
                           .first_env_id = d->actor_id * (uint64_t)d->K, .max_episode_steps = vc.max_episode_steps,
-                          .ctrl_noise_std = vc.ctrl_noise_std};
+                          .ctrl_noise_std = s->actor.ctrl_noise_std};
   if (!(d->eval = evaluation_new(d->model, &ec, err))) goto fail;
   rng_seed(&d->actor_rng, (uint64_t)s->run.seed, RNG_STREAM_ACTOR + d->actor_id);
   rng_seed(&d->sample_rng, (uint64_t)s->run.seed, RNG_STREAM_REPLAY);
