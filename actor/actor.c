@@ -156,6 +156,8 @@ static int check_config(const actor_config *c, ember_err *err) {
   if (c->eval_episodes < 1) return ember_fail(err, EMBER_EINVAL, "actor.eval_episodes must be >= 1");
   if (strcmp(c->role, "train") != 0 && strcmp(c->role, "eval") != 0)
     return ember_fail(err, EMBER_EINVAL, "actor.role = '%s' is not train or eval", c->role);
+  if (!isfinite(c->ctrl_noise_std) || c->ctrl_noise_std < 0) /* the config loader refuses these too */
+    return ember_fail(err, EMBER_EINVAL, "actor.ctrl_noise_std = %g must be finite and >= 0", c->ctrl_noise_std);
   /* env.h: env i of this actor uses RNG stream RNG_STREAM_ENV + id * K + i; ids <= 1e9 and K <= 4096
    * (the config's ranges) keep these below 2^62 streams above RNG_STREAM_ENV, apart from all others. */
   if (!c->params_endpoint[0] || !c->control_endpoint[0])
@@ -274,11 +276,13 @@ actor_t *actor_new(const actor_config *cfg, void *zmq_ctx, metrics_registry *met
   vc.seed = (uint64_t)cfg->seed;
   vc.first_env_id = (uint64_t)cfg->id * (uint64_t)a->K;
   vc.max_episode_steps = (int)cfg->max_episode_steps;
+  vc.ctrl_noise_std = cfg->ctrl_noise_std;
   if (a->eval_role) {
     /* the start states: env streams of their own (the actor's id range for eval_episodes envs) */
     evaluation_config ec = {.episodes = (int)cfg->eval_episodes, .seed = (uint64_t)cfg->seed ^ EVAL_SEED_SALT,
                             .first_env_id = (uint64_t)cfg->id * (uint64_t)cfg->eval_episodes,
-                            .max_episode_steps = (int)cfg->max_episode_steps};
+                            .max_episode_steps = (int)cfg->max_episode_steps,
+                            .ctrl_noise_std = cfg->ctrl_noise_std};
     if (!(a->eval = evaluation_new(a->model, &ec, err))) goto fail;
   } else if (env_vec_new(a->model, &vc, &a->vec, err)) {
     goto fail;
@@ -354,13 +358,14 @@ int actor_run(actor_t *a, ember_err *err) {
   if (a->eval_role)
     log_event(LOG_INFO, COMPONENT, "started", LF_U64("actor_id", a->cfg.id), LF_STR("role", "eval"),
               LF_STR("task", a->cfg.task), LF_I64("eval_episodes", a->cfg.eval_episodes),
-              LF_I64("eval_every_steps", a->cfg.eval_every_steps), LF_STR("params_endpoint", a->cfg.params_endpoint),
-              LF_STR("control_endpoint", a->cfg.control_endpoint), LF_I64("nice", a->st.nice));
+              LF_I64("eval_every_steps", a->cfg.eval_every_steps), LF_F64("ctrl_noise_std", a->cfg.ctrl_noise_std),
+              LF_STR("params_endpoint", a->cfg.params_endpoint), LF_STR("control_endpoint", a->cfg.control_endpoint),
+              LF_I64("nice", a->st.nice));
   else
     log_event(LOG_INFO, COMPONENT, "started", LF_U64("actor_id", a->cfg.id), LF_STR("role", "train"),
-              LF_STR("task", a->cfg.task), LF_I64("num_envs", a->K), LF_STR("params_endpoint", a->cfg.params_endpoint),
-              LF_STR("control_endpoint", a->cfg.control_endpoint), LF_STR("replay_endpoint", a->cfg.replay_endpoint),
-              LF_I64("nice", a->st.nice));
+              LF_STR("task", a->cfg.task), LF_I64("num_envs", a->K), LF_F64("ctrl_noise_std", a->cfg.ctrl_noise_std),
+              LF_STR("params_endpoint", a->cfg.params_endpoint), LF_STR("control_endpoint", a->cfg.control_endpoint),
+              LF_STR("replay_endpoint", a->cfg.replay_endpoint), LF_I64("nice", a->st.nice));
   actor_send_hello(a);
   actor_send_params_request(a, t);
   actor_send_heartbeat(a, t);

@@ -92,6 +92,8 @@ typedef struct {
   int64_t seed;                    /* run seed; env streams RNG_STREAM_ENV + id*K + i */
   char model_dir[CONFIG_STRING_MAX];/* "" = EMBER_MODEL_DIR or the built-in search (env.h) */
   int64_t max_episode_steps;       /* 0 = the task's own time limit */
+  double ctrl_noise_std;           /* Gaussian noise on the applied controls, in half ranges (env.h);
+                                      every env of the actor, training and evaluation; 0 = none */
   char params_endpoint[CONFIG_STRING_MAX];  /* learner PUB (Params) */
   char control_endpoint[CONFIG_STRING_MAX]; /* learner ROUTER (Hello, requests, reports) */
   char replay_endpoint[CONFIG_STRING_MAX];  /* replay insert ROUTER */

@@ -14,6 +14,10 @@ static const config_field actor_fields[] = {
     F("seed", CONFIG_INT, seed, 0, 9.2e18, "0", "run seed (env and action noise streams derive from it)"),
     F("model_dir", CONFIG_STRING, model_dir, 0, 0, "", "directory of MJCF models; empty = default search"),
     F("max_episode_steps", CONFIG_INT, max_episode_steps, 0, 1e9, "0", "time limit; 0 = the task's own"),
+    F("ctrl_noise_std", CONFIG_FLOAT, ctrl_noise_std, 0, 10, "0",
+      "stochastic dynamics: sd of Gaussian noise on the applied controls, in units of each actuator's half "
+      "range, drawn per env step and clipped to the ctrlrange (docs/tasks.md); every env the task runs in "
+      "(training, evaluation, ember eval) takes it; 0 = the deterministic Gym task"),
     F("params_endpoint", CONFIG_STRING, params_endpoint, 0, 0, "tcp://127.0.0.1:5562",
       "learner PUB socket broadcasting Params (the actor connects a SUB)"),
     F("control_endpoint", CONFIG_STRING, control_endpoint, 0, 0, "tcp://127.0.0.1:5563",

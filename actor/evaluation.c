@@ -42,7 +42,7 @@ evaluation_t *evaluation_new(const env_model_t *model, const evaluation_config *
   ev->od = ev->spec->obs_dim;
   ev->ad = ev->spec->act_dim;
   env_vec_config vc = {.n_envs = ev->E, .seed = cfg->seed, .first_env_id = cfg->first_env_id,
-                       .max_episode_steps = cfg->max_episode_steps};
+                       .max_episode_steps = cfg->max_episode_steps, .ctrl_noise_std = cfg->ctrl_noise_std};
   if (env_vec_new(model, &vc, &ev->vec, err) != 0) {
     evaluation_destroy(&ev);
     return NULL;

@@ -15,7 +15,8 @@
  *
  * Start states: env i of the evaluation draws its reset noise from env stream cfg->first_env_id + i
  * of cfg->seed (env.h); each evaluation continues those streams, so successive evaluations start
- * from fresh states, and the sequence is a function of the seed.
+ * from fresh states, and the sequence is a function of the seed. With ctrl_noise_std > 0 the
+ * control noise comes from env i's control-noise stream of the same seed and id, likewise continued.
  *
  * Errors: evaluation_new: EMBER_EINVAL (episodes < 1), what env_vec_new returns, EMBER_ENOMEM.
  * evaluation_start: what policy_new / policy_update refuse (the Params are not this task's or not a
@@ -44,6 +45,8 @@ typedef struct {
   uint64_t seed;             /* the start states' seed (the caller salts the run seed) */
   uint64_t first_env_id;     /* env streams first_env_id .. first_env_id + E - 1 */
   int max_episode_steps;     /* 0 = the task's own time limit */
+  double ctrl_noise_std;     /* noise on the applied controls (env.h): the training envs' own, so that
+                                an evaluation measures the task the policy learned */
 } evaluation_config;
 
 typedef struct {

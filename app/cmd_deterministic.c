@@ -35,7 +35,8 @@
 #include "policy.h"
 #include "replay_table.h"
 
-#define DET_FORMAT 3u /* 2: physics_faults counted; 3: evaluations every actor.eval_every_steps env steps */
+#define DET_FORMAT 4u /* 2: physics_faults counted; 3: evaluations every actor.eval_every_steps env steps;
+                         4: env snapshots carry the control-noise stream and sigma (env.h) */
 
 struct det_source {
   learner_t *learner;
@@ -127,10 +128,12 @@ det_source *det_source_new(const app_settings *s, learner_t *learner, ember_err 
   d->uniform_log_prob = (float)(-d->ad * log(2.0));
 
   env_vec_config vc = {.n_envs = d->K, .seed = (uint64_t)s->run.seed, .first_env_id = d->actor_id * (uint64_t)d->K,
-                       .max_episode_steps = (int)s->actor.max_episode_steps};
+                       .max_episode_steps = (int)s->actor.max_episode_steps,
+                       .ctrl_noise_std = s->actor.ctrl_noise_std};
   if (env_vec_new(d->model, &vc, &d->vec, err) != 0) goto fail;
   evaluation_config ec = {.episodes = d->E, .seed = (uint64_t)s->run.seed ^ 0x5eed0e7a15ULL, /* their own streams */
-                          .first_env_id = d->actor_id * (uint64_t)d->K, .max_episode_steps = vc.max_episode_steps};
+                          .first_env_id = d->actor_id * (uint64_t)d->K, .max_episode_steps = vc.max_episode_steps,
+                          .ctrl_noise_std = s->actor.ctrl_noise_std};
   if (!(d->eval = evaluation_new(d->model, &ec, err))) goto fail;
   rng_seed(&d->actor_rng, (uint64_t)s->run.seed, RNG_STREAM_ACTOR + d->actor_id);
   rng_seed(&d->sample_rng, (uint64_t)s->run.seed, RNG_STREAM_REPLAY);

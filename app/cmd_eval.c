@@ -12,9 +12,11 @@
  * (learner_checkpoint_params: no algorithm is built);
  * the actors' acting policy (policy.h) plays --episodes episodes in envs of the checkpoint's task,
  * --envs side by side with one batched forward per step, deterministic (tanh of the mean, as the
- * training evaluations) unless --stochastic. Episodes run in rounds of --envs: every env of a
+ * training evaluations) unless --stochastic, in the dynamics the settings give (actor.ctrl_noise_std:
+ * by default the run's own). Episodes run in rounds of --envs: every env of a
  * round plays exactly one episode from its own reset, so the sample is not tilted toward short
- * episodes. Episode j starts from the first reset of env stream j (env.h), so the deterministic
+ * episodes. Episode j starts from the first reset of env stream j (env.h), and draws its control
+ * noise, if any, from env j's stream, so the deterministic
  * figure is a function of the checkpoint, the settings and --seed alone, whatever --envs; the
  * stochastic policy draws from RNG_STREAM_EVAL in batches of --envs, so there --envs matters too.
  *
@@ -52,8 +54,9 @@ static void usage(FILE *out) {
           "  --checkpoint PATH    a checkpoint file, or a directory whose newest verified one is\n"
           "                       taken (default learner.checkpoint_dir of the settings, else\n"
           "                       RUN_DIR/checkpoints)\n"
-          "Settings (actor.model_dir, actor.max_episode_steps, learner.checkpoint_dir) come from\n"
-          "RUN_DIR/config.yaml (or --config FILE instead), then EMBER_* variables, then --set.\n",
+          "Settings (actor.model_dir, actor.max_episode_steps, actor.ctrl_noise_std,\n"
+          "learner.checkpoint_dir) come from RUN_DIR/config.yaml (or --config FILE instead), then\n"
+          "EMBER_* variables, then --set: a run trained with control noise is evaluated with it.\n",
           EVAL_MAX_ENVS);
 }
 
@@ -168,7 +171,7 @@ static int play(policy_t *pol, const env_model_t *model, const eval_args *a, con
   while (played < a->episodes) {
     int n = a->episodes - played < K ? (int)(a->episodes - played) : K;
     env_vec_config vc = {.n_envs = n, .seed = a->seed ^ EVAL_CMD_SEED_SALT, .first_env_id = (uint64_t)played,
-                         .max_episode_steps = (int)ac->max_episode_steps};
+                         .max_episode_steps = (int)ac->max_episode_steps, .ctrl_noise_std = ac->ctrl_noise_std};
     if (env_vec_new(model, &vc, &vec, err)) {
       rc = err->code;
       goto out;
@@ -211,7 +214,8 @@ static int write_csv(const char *path, const episode_log *log, long long n, embe
   return 0;
 }
 
-static void summarise(const episode_log *log, long long n, const learner_ckpt_info *info, const eval_args *a) {
+static void summarise(const episode_log *log, long long n, const learner_ckpt_info *info, const eval_args *a,
+                      double ctrl_noise_std) {
   double sum = 0, len_sum = 0;
   long long terms = 0;
   for (long long i = 0; i < n; i++) sum += log->ret[i], len_sum += log->len[i], terms += log->term[i];
@@ -230,7 +234,9 @@ static void summarise(const episode_log *log, long long n, const learner_ckpt_in
   printf("ember eval: %s on %s, %s (policy version %llu, %llu updates, %llu env steps)\n", info->algo, info->task,
          info->path, (unsigned long long)info->version, (unsigned long long)info->updates,
          (unsigned long long)info->env_steps);
-  printf("  %lld episodes, %s policy, seed %llu\n", n, a->stochastic ? "stochastic" : "deterministic", a->seed);
+  printf("  %lld episodes, %s policy, seed %llu", n, a->stochastic ? "stochastic" : "deterministic", a->seed);
+  if (ctrl_noise_std > 0) printf(", control noise sd %g half ranges (actor.ctrl_noise_std)", ctrl_noise_std);
+  printf("\n");
   printf("  return  mean %.2f  standard error %.2f  std %.2f  min %.2f  median %.2f  max %.2f\n", mean,
          n > 1 ? sd / sqrt((double)n) : 0.0, sd, lo, med, hi);
   printf("  length  mean %.1f  terminated %lld of %lld\n", len_sum / (double)n, terms, n);
@@ -330,7 +336,7 @@ int app_eval(int argc, char **argv) {
     fprintf(stderr, "ember eval: %s\n", err.msg);
     goto done;
   }
-  summarise(&log, a.episodes, &info, &a);
+  summarise(&log, a.episodes, &info, &a, s.actor.ctrl_noise_std);
   rc = 0;
 done:
   free(log.ret), free(log.len), free(log.term);

@@ -292,8 +292,11 @@ int app_train(int argc, char **argv) {
   if (s.train.evaluator)
     snprintf(evaluations, sizeof evaluations, "evaluations of %lld episodes every %lld steps",
              (long long)s.actor.eval_episodes, (long long)s.actor.eval_every_steps);
-  printf("ember train: %s on %s, %lld env steps, %lld actors x %lld envs%s, batch %lld, %s; run dir %s\n",
-         s.run.algo, s.run.task, (long long)s.run.steps, deterministic ? 1 : (long long)s.train.actors,
+  char noise[96] = "";
+  if (s.actor.ctrl_noise_std > 0)
+    snprintf(noise, sizeof noise, " with control noise sd %g half ranges", s.actor.ctrl_noise_std);
+  printf("ember train: %s on %s%s, %lld env steps, %lld actors x %lld envs%s, batch %lld, %s; run dir %s\n",
+         s.run.algo, s.run.task, noise, (long long)s.run.steps, deterministic ? 1 : (long long)s.train.actors,
          (long long)s.actor.num_envs, deterministic ? " (deterministic, one thread)" : "",
          (long long)s.learner.batch_size, evaluations, s.run.run_dir);
   fflush(stdout);

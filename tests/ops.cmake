@@ -24,6 +24,11 @@ if(TARGET ember)
   set_tests_properties(it_eval PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
 if(TARGET ember)
+  # actor.ctrl_noise_std reaches --deterministic's envs and ember eval's; resume under noise; refusals
+  add_test(NAME it_env_ctrl_noise COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_env_ctrl_noise.sh $<TARGET_FILE:ember>)
+  set_tests_properties(it_env_ctrl_noise PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+endif()
+if(TARGET ember)
   # the task presets reach the settings a run really uses (config.yaml), and only their algorithm's
   add_test(NAME it_presets COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_presets.sh $<TARGET_FILE:ember>)
   set_tests_properties(it_presets PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

@@ -1,13 +1,17 @@
 /* actor: a real actor thread against a fake replay (ROUTER) and a fake learner (PUB + ROUTER) over
  * inproc://: the columns of the transitions it streams, the version tags, Params by broadcast and
  * by request, refusals, evaluation, physics faults left out, pacing to a slow or backed-up replay,
- * the env thread's niceness, and the accounting when replay misbehaves or is gone. */
+ * the env thread's niceness, the accounting when replay misbehaves or is gone, and actor.ctrl_noise_std
+ * reaching the training and the evaluation envs. */
 #include <math.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
 #include "actor_harness.h"
+#include "actor_internal.h"
+#include "env.h"
 #include "env_test_models.h"
+#include "evaluation.h"
 #include "log.h"
 #include "nn_dist.h"
 #include "policy.h"
@@ -364,6 +368,93 @@ START_TEST(eval_role_evaluates_the_first_version_past_each_step_boundary) {
   ck_assert_uint_eq(s.env_steps, 0);
   ck_assert_uint_eq(s.evaluations_skipped, 0);
   ck_assert(isfinite(s.last_eval_return));
+}
+END_TEST
+
+/* actor.ctrl_noise_std reaches the training envs. Pendulum's dynamics give the torque each transition
+ * was driven by: thetaddot = 15 sin(theta) + 3 u (docs/tasks.md), integrated by semi-implicit Euler,
+ * so u = ((thdot' - thdot) / dt - 15 sin(theta)) / 3 from obs and next_obs (unless the speed clip at
+ * 8 acted). Without noise it is the commanded 2 * clip(a); with sigma 0.5 it strays by about one
+ * N m (0.5 of the half range 2, before the clip to [-2, 2]). The reward stays the learner's function
+ * of (obs, act, next_obs) either way. */
+START_TEST(ctrl_noise_reaches_the_training_envs) {
+  const double sigma = _i ? 0.5 : 0.0;
+  harness_init(&h, "pendulum", 2, REPLAY_ACK);
+  h.cfg.ctrl_noise_std = sigma;
+  h.cfg.max_episode_steps = 50;
+  harness_start(&h);
+  PUMP_UNTIL(h.transitions >= 400, "400 transitions");
+  harness_join(&h);
+  const int O = 3;
+  double dev_sq = 0, dev_max = 0;
+  int n = 0;
+  for (int i = 0; i < h.nkept; i++) {
+    const Ember__TransitionBatch *b = kept_batch(i);
+    for (uint32_t r = 0; r < b->count; r++) {
+      const float *o = b->obs + r * O, *o2 = b->next_obs + r * O;
+      float a = b->action[r], reward;
+      env_spec_reward(h.spec, 1, o, &a, o2, &reward);
+      ck_assert_float_eq_tol(b->reward[r], reward, 1e-4f * (1.0f + fabsf(reward)));
+      if (fabsf(o2[2]) >= 7.999f) continue; /* the speed clip acted */
+      double u = (((double)o2[2] - o[2]) / 0.05 - 15.0 * o[1]) / 3.0;
+      double commanded = 2.0 * (a < -1 ? -1 : (a > 1 ? 1 : a));
+      double dev = fabs(u - commanded);
+      dev_sq += dev * dev, n++;
+      if (dev > dev_max) dev_max = dev;
+    }
+  }
+  ck_assert_int_ge(n, 300);
+  double rms = sqrt(dev_sq / n);
+  if (sigma == 0) ck_assert_msg(dev_max < 1e-3, "no noise, yet a torque strayed by %g", dev_max);
+  else ck_assert_msg(rms > 0.5 && rms < 1.2, "sigma %g: the torques strayed by %g N m rms, want about 0.9", sigma, rms);
+}
+END_TEST
+
+/* actor.ctrl_noise_std reaches the eval role's envs: its report is what an evaluation of the same
+ * version gives in envs with the actor's eval streams and that noise, and not what it gives without. */
+START_TEST(ctrl_noise_reaches_the_evaluation_envs) {
+  harness_init(&h, "pendulum", 2, REPLAY_ABSENT);
+  snprintf(h.cfg.role, sizeof h.cfg.role, "eval");
+  h.cfg.eval_every_steps = 100;
+  h.cfg.eval_episodes = 3;
+  h.cfg.ctrl_noise_std = 0.3;
+  harness_start(&h);
+  params_fixture p;
+  harness_params(&h, &p, 1, 21);
+  publish_until_held(&p, 120);
+  PUMP_UNTIL(h.nevaluations >= 1, "an evaluation");
+  harness_join(&h);
+  const evaluation_record *got = &h.evaluations[0];
+  ck_assert_int_eq(got->episodes, 3);
+
+  ember_err err = {0};
+  env_model_t *model = NULL;
+  ck_assert_msg(env_model_load("pendulum", NULL, &model, &err) == 0, "%s", err.msg);
+  double returns[2][3];
+  for (int v = 0; v < 2; v++) {
+    evaluation_config ec = {.episodes = 3, .seed = (uint64_t)h.cfg.seed ^ EVAL_SEED_SALT,
+                            .first_env_id = (uint64_t)h.cfg.id * 3, .max_episode_steps = 10,
+                            .ctrl_noise_std = v ? 0.3 : 0.0};
+    evaluation_t *ev = evaluation_new(model, &ec, &err);
+    ck_assert_msg(ev != NULL, "%s", err.msg);
+    ck_assert_double_eq(env_vec_ctrl_noise_std(evaluation_envs(ev)), ec.ctrl_noise_std);
+    ck_assert_msg(evaluation_start(ev, &p.params, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(evaluation_run(ev, &err), 1);
+    evaluation_result r;
+    evaluation_get_result(ev, &r);
+    for (int e = 0; e < 3; e++) returns[v][e] = r.returns[e];
+    evaluation_destroy(&ev);
+  }
+  env_model_destroy(&model);
+  fixture_free(&p);
+  for (int e = 0; e < 3; e++) {
+    ck_assert_msg(fabs(got->returns[e] - returns[1][e]) <= 1e-9 * (1 + fabs(returns[1][e])),
+                  "episode %d: the eval role reported %.9g, an evaluation with the noise gives %.9g", e,
+                  got->returns[e], returns[1][e]);
+    ck_assert_msg(fabs(got->returns[e] - returns[0][e]) > 1e-6,
+                  "episode %d: %.9g is also the return without noise: the comparison shows nothing", e,
+                  got->returns[e]);
+  }
 }
 END_TEST
 
@@ -766,6 +857,28 @@ START_TEST(actor_new_refuses_bad_setups) {
   const char *sets[] = {"actor.num_envs=0"};
   ck_assert_int_ne(config_load(&b, 1, NULL, NULL, sets, 1, &err), 0);
   ck_assert_msg(strstr(err.msg, "actor.num_envs"), "%s", err.msg);
+
+  /* actor.ctrl_noise_std: negative or non-finite values are refused by name, by the loader and, for a
+   * config built by hand, by actor_new */
+  const char *bad_noise[] = {"actor.ctrl_noise_std=-0.1", "actor.ctrl_noise_std=nan", "actor.ctrl_noise_std=inf",
+                             "actor.ctrl_noise_std=-inf", "actor.ctrl_noise_std=lots"};
+  for (size_t k = 0; k < sizeof bad_noise / sizeof *bad_noise; k++) {
+    ck_assert_int_ne(config_load(&b, 1, NULL, NULL, &bad_noise[k], 1, &err), 0);
+    ck_assert_msg(strstr(err.msg, "actor.ctrl_noise_std"), "%s: %s", bad_noise[k], err.msg);
+  }
+  const char *good_noise[] = {"actor.ctrl_noise_std=0.25"};
+  ck_assert_msg(config_load(&b, 1, NULL, NULL, good_noise, 1, &err) == 0, "%s", err.msg);
+  ck_assert_double_eq(cfg.ctrl_noise_std, 0.25);
+  const double bad_values[] = {-0.5, NAN, INFINITY};
+  for (size_t k = 0; k < sizeof bad_values / sizeof *bad_values; k++) {
+    ck_assert_int_eq(config_defaults(&b, 1, &err), 0);
+    cfg.id = 1;
+    snprintf(cfg.task, sizeof cfg.task, "pendulum");
+    cfg.ctrl_noise_std = bad_values[k];
+    ck_assert_ptr_null(actor_new(&cfg, ctx, NULL, &err));
+    ck_assert_int_eq(err.code, EMBER_EINVAL);
+    ck_assert_msg(strstr(err.msg, "actor.ctrl_noise_std"), "%s", err.msg);
+  }
   zmq_ctx_term(ctx);
 }
 END_TEST
@@ -796,6 +909,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, eval_role_evaluates_the_first_version_past_each_step_boundary);
   tcase_add_test(tc, eval_role_never_cuts_an_evaluation_short);
   tcase_add_test(tc, train_role_never_evaluates);
+  tcase_add_loop_test(tc, ctrl_noise_reaches_the_training_envs, 0, 2);
+  tcase_add_test(tc, ctrl_noise_reaches_the_evaluation_envs);
   tcase_add_test(tc, replay_gone_means_bounded_queue_and_counted_drops);
   tcase_add_test(tc, silent_replay_is_written_off_and_counted);
   tcase_add_test(tc, replay_wait_paces_the_actor_to_a_slow_replay);

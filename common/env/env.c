@@ -225,12 +225,18 @@ const char *env_model_path(const env_model_t *model) { return model->path; }
 
 /* ---- vectors ---- */
 
+/* Env ids (first_env_id + i) stay below this: env.h's two stream ranges are this wide. */
+#define ENV_ID_LIMIT (1ULL << 62)
+
 struct env_vec {
   const env_model_t *model;
   const env_task_def *task;
   int n_envs, obs_dim, act_dim, max_steps;
+  double ctrl_noise_std; /* sigma of the control noise, in half ranges (env.h); 0 = none */
   mjData **data;       /* [K] */
-  rng_t *rng;          /* [K] */
+  rng_t *rng;          /* [K] reset noise */
+  rng_t *ctrl_rng;     /* [K] control noise, drawn from only when ctrl_noise_std > 0 */
+  double *ctrl_commanded; /* [nu] the step's commanded control, before the noise: the reward's */
   double *carry;       /* [K * ENV_CARRY_MAX] */
   int32_t *ep_step;    /* [K] steps in the current episode */
   double *ep_return;   /* [K] */
@@ -286,6 +292,8 @@ void env_vec_destroy(env_vec_t **vec_p) {
       if (v->data[i]) mj_deleteData(v->data[i]);
   free(v->data);
   free(v->rng);
+  free(v->ctrl_rng);
+  free(v->ctrl_commanded);
   free(v->carry);
   free(v->ep_step);
   free(v->ep_return);
@@ -303,6 +311,13 @@ int env_vec_new(const env_model_t *model, const env_vec_config *cfg, env_vec_t *
   if (cfg->max_episode_steps < 0)
     return ember_fail(err, EMBER_EINVAL, "env_vec_new: max_episode_steps must be >= 0 (got %d)",
                       cfg->max_episode_steps);
+  if (!isfinite(cfg->ctrl_noise_std) || cfg->ctrl_noise_std < 0)
+    return ember_fail(err, EMBER_EINVAL, "env_vec_new: ctrl_noise_std must be finite and >= 0 (got %g)",
+                      cfg->ctrl_noise_std);
+  /* the env ids must stay below 2^62 for the reset and control-noise streams to stay apart (env.h) */
+  if (cfg->first_env_id > ENV_ID_LIMIT - (uint64_t)cfg->n_envs)
+    return ember_fail(err, EMBER_EINVAL, "env_vec_new: first_env_id %llu + %d envs exceeds 2^62",
+                      (unsigned long long)cfg->first_env_id, cfg->n_envs);
   env_vec_t *v = calloc(1, sizeof *v);
   if (!v) return ember_fail(err, EMBER_ENOMEM, "env_vec_new: out of memory");
   const env_spec *spec = &model->task->spec;
@@ -313,20 +328,26 @@ int env_vec_new(const env_model_t *model, const env_vec_config *cfg, env_vec_t *
   v->obs_dim = spec->obs_dim;
   v->act_dim = spec->act_dim;
   v->max_steps = cfg->max_episode_steps ? cfg->max_episode_steps : spec->max_episode_steps;
+  v->ctrl_noise_std = cfg->ctrl_noise_std;
   v->data = calloc(k, sizeof *v->data);
   v->rng = calloc(k, sizeof *v->rng);
+  v->ctrl_rng = calloc(k, sizeof *v->ctrl_rng);
+  v->ctrl_commanded = calloc((size_t)model->m->nu, sizeof *v->ctrl_commanded);
   v->carry = calloc(k * ENV_CARRY_MAX, sizeof *v->carry);
   v->ep_step = calloc(k, sizeof *v->ep_step);
   v->ep_return = calloc(k, sizeof *v->ep_return);
   v->obs = calloc(k * (size_t)v->obs_dim, sizeof *v->obs);
   v->fault = calloc(k, sizeof *v->fault);
-  int ok = v->data && v->rng && v->carry && v->ep_step && v->ep_return && v->obs && v->fault;
+  int ok = v->data && v->rng && v->ctrl_rng && v->ctrl_commanded && v->carry && v->ep_step && v->ep_return && v->obs && v->fault;
   for (int i = 0; ok && i < v->n_envs; i++) ok = (v->data[i] = mj_makeData(model->m)) != NULL;
   if (!ok) {
     env_vec_destroy(&v);
     return ember_fail(err, EMBER_ENOMEM, "env_vec_new: out of memory for %d %s envs", cfg->n_envs, spec->name);
   }
-  for (int i = 0; i < v->n_envs; i++) rng_seed(&v->rng[i], cfg->seed, RNG_STREAM_ENV + cfg->first_env_id + (uint64_t)i);
+  for (int i = 0; i < v->n_envs; i++) {
+    rng_seed(&v->rng[i], cfg->seed, RNG_STREAM_ENV + cfg->first_env_id + (uint64_t)i);
+    rng_seed(&v->ctrl_rng[i], cfg->seed, RNG_STREAM_ENV_CTRL_NOISE + cfg->first_env_id + (uint64_t)i);
+  }
   env_vec_reset(v);
   *out = v;
   return EMBER_OK;
@@ -334,6 +355,7 @@ int env_vec_new(const env_model_t *model, const env_vec_config *cfg, env_vec_t *
 
 int env_vec_size(const env_vec_t *vec) { return vec->n_envs; }
 const env_spec *env_vec_spec(const env_vec_t *vec) { return &vec->task->spec; }
+double env_vec_ctrl_noise_std(const env_vec_t *vec) { return vec->ctrl_noise_std; }
 const float *env_vec_obs(const env_vec_t *vec) { return vec->obs; }
 env_vec_stats env_vec_get_stats(const env_vec_t *vec) { return vec->stats; }
 const uint8_t *env_vec_physics_faults(const env_vec_t *vec) { return vec->fault; }
@@ -358,6 +380,18 @@ static int obs_finite(const float *obs, int n) {
   return 1;
 }
 
+/* The applied control of env i: the commanded one plus sigma * half range * N(0, 1) per actuator,
+ * clipped to the ctrlrange (env.h says why the clip comes after the noise). */
+static void add_ctrl_noise(env_vec_t *v, int i, mjData *d) {
+  const env_model_t *em = v->model;
+  const mjModel *m = em->m;
+  for (int j = 0; j < m->nu; j++) {
+    double u = d->ctrl[j] + v->ctrl_noise_std * em->ctrl_half[j] * rng_normal(&v->ctrl_rng[i]);
+    const mjtNum *range = m->actuator_ctrlrange + 2 * j;
+    d->ctrl[j] = u < range[0] ? range[0] : (u > range[1] ? range[1] : u);
+  }
+}
+
 /* One env, one step; returns the reward and sets the flags. */
 static double step_one(env_vec_t *v, int i, const float *action, float *next_obs, int *terminated,
                        int *truncated, int *fault) {
@@ -369,15 +403,18 @@ static double step_one(env_vec_t *v, int i, const float *action, float *next_obs
   double before[ENV_CARRY_MAX];
   memcpy(before, carry, sizeof before);
 
+  double *commanded = v->ctrl_commanded;
   for (int j = 0; j < m->nu; j++) {
     double a = action[j] < -1.0f ? -1.0 : (action[j] > 1.0f ? 1.0 : (double)action[j]);
-    d->ctrl[j] = em->ctrl_center[j] + em->ctrl_half[j] * a;
+    commanded[j] = d->ctrl[j] = em->ctrl_center[j] + em->ctrl_half[j] * a;
   }
+  if (v->ctrl_noise_std > 0) add_ctrl_noise(v, i, d); /* none at all at 0: Gym's tasks bit for bit */
+  /* one draw per env step, held over its substeps, as an actuator's noise would be */
   for (int s = 0; s < t->spec.frame_skip; s++) mj_step(m, d);
   if (t->after_step) t->after_step(em, d, before);
   if (t->after_forward) t->after_forward(em, d);
   t->carry(em, d, carry);
-  double reward = t->reward(em, d, before, carry);
+  double reward = t->reward(em, d, commanded, before, carry);
   t->observe(em, d, next_obs);
   /* a state MuJoCo let through can still give numbers no learner should see */
   int unstable = physics_unstable(d) || !isfinite(reward) || !obs_finite(next_obs, v->obs_dim);
@@ -454,6 +491,8 @@ typedef struct {
   int32_t ep_step;
   double ep_return;
   rng_t rng;
+  rng_t ctrl_rng;
+  double ctrl_noise_std; /* of the vector it came from: a snapshot's future depends on it */
 } env_state_header;
 
 enum { ENV_STATE_MAGIC = 0x656e7673 /* "envs" */ };
@@ -484,7 +523,8 @@ int env_vec_save_state(const env_vec_t *vec, int i, void *buf, size_t size, embe
   const mjData *d = vec->data[i];
   env_state_header h = {.magic = ENV_STATE_MAGIC, .task = task_index(vec->task), .nq = m->nq, .nv = m->nv, .na = m->na,
                         .obs_dim = vec->obs_dim, .ep_step = vec->ep_step[i],
-                        .ep_return = vec->ep_return[i], .rng = vec->rng[i]};
+                        .ep_return = vec->ep_return[i], .rng = vec->rng[i], .ctrl_rng = vec->ctrl_rng[i],
+                        .ctrl_noise_std = vec->ctrl_noise_std};
   unsigned char *p = buf;
   memcpy(p, &h, sizeof h), p += sizeof h;
   memcpy(p, &d->time, sizeof(double)), p += sizeof(double);
@@ -509,6 +549,10 @@ int env_vec_load_state(env_vec_t *vec, int i, const void *buf, size_t size, embe
       h.obs_dim != vec->obs_dim)
     return ember_fail(err, EMBER_ESHAPE, "env_vec_load_state: %zu bytes are not a %s env snapshot", size,
                       vec->task->spec.name);
+  if (h.ctrl_noise_std != vec->ctrl_noise_std)
+    return ember_fail(err, EMBER_EINVAL,
+                      "env_vec_load_state: the snapshot is of a %s env with ctrl_noise_std %g, this vector has %g",
+                      vec->task->spec.name, h.ctrl_noise_std, vec->ctrl_noise_std);
   mjData *d = vec->data[i];
   const unsigned char *p = (const unsigned char *)buf + sizeof h;
   double time;
@@ -529,5 +573,6 @@ int env_vec_load_state(env_vec_t *vec, int i, const void *buf, size_t size, embe
   vec->ep_step[i] = h.ep_step;
   vec->ep_return[i] = h.ep_return;
   vec->rng[i] = h.rng;
+  vec->ctrl_rng[i] = h.ctrl_rng;
   return EMBER_OK;
 }

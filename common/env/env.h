@@ -19,14 +19,32 @@
  * env_model_load_file loads an explicit file instead (a variant model, a test).
  *
  * Stepping: env_vec_step takes K actions in [-1, 1] (clipped to it, then mapped linearly onto each
- * actuator's ctrlrange), advances every env by frame_skip physics steps, and reports per env the
+ * actuator's ctrlrange, plus the control noise below when it is on), advances every env by
+ * frame_skip physics steps, and reports per env the
  * observation the action led to, the reward, and two separate flags: terminated (the task ended:
  * do not bootstrap) and truncated (the time limit, or a physics fault: see env_vec_stats). An env whose
  * episode ended is reset at once; next_obs keeps its final observation and env_vec_obs() then holds
  * the new episode's first one. No allocation happens after env_vec_new.
  *
- * Errors: EMBER_ENOENT (unknown task, missing file), EMBER_EINVAL (malformed model, bad argument;
- * the message includes MuJoCo's parser text), EMBER_ESHAPE (a model that does not have the task's
+ * Control noise (env_vec_config.ctrl_noise_std = sigma > 0; docs/tasks.md, "Stochastic dynamics:
+ * noise on the applied controls"): the control the actuators apply is
+ *     ctrl_j = clip(centre_j + half_j * clip(a_j, -1, 1) + sigma * half_j * N(0, 1), ctrlrange_j)
+ * sigma in units of each actuator's half range, so one sigma means the same on every task. One draw
+ * per actuator per env step, held over the step's frame_skip physics substeps (an actuator's noise,
+ * not the integrator's), from env i's own control-noise stream
+ *     rng_seed(seed, RNG_STREAM_ENV_CTRL_NOISE + first_env_id + i),
+ * apart from its reset-noise stream, so start states do not depend on sigma or on how many steps the
+ * episodes before took. The noise goes in before the clip to the ctrlrange: the range is the
+ * actuator's limit (pendulum's torque limit of 2 is what makes it a swing-up), which noise must not
+ * lift, and mjData.ctrl then holds exactly what was applied (MuJoCo would clamp it anyway).
+ * The reward's control cost is of the commanded control centre + half * clip(a, -1, 1), not of the
+ * noisy one: the reward stays a function of (state, action, next state), so env_spec_reward stays
+ * exact where reward_exact says it is, and the noise is part of the dynamics only. mjData.ctrl
+ * (env_vec_data) is the applied control. sigma = 0 (the default) draws nothing: the tasks are Gym's,
+ * bit for bit as before the option existed.
+ *
+ * Errors: EMBER_ENOENT (unknown task, missing file), EMBER_EINVAL (malformed model, bad argument
+ * such as a negative or non-finite ctrl_noise_std; the message includes MuJoCo's parser text), EMBER_ESHAPE (a model that does not have the task's
  * layout, a state buffer of the wrong size), EMBER_ENONFINITE (an action that is NaN or infinite:
  * nothing is stepped, the message names the env and action index), EMBER_ENOMEM.
  * Loading goes through mj_loadXML, which is not known to be thread-safe: load models from one
@@ -86,10 +104,18 @@ const char *env_model_path(const env_model_t *model);
 typedef struct {
   int n_envs;                /* K >= 1 */
   uint64_t seed;             /* run seed */
-  uint64_t first_env_id;     /* env i uses RNG stream RNG_STREAM_ENV + first_env_id + i: give each
-                                actor its own range (actor a with K envs: a * K); below 2^62 */
+  uint64_t first_env_id;     /* env i uses RNG stream RNG_STREAM_ENV + first_env_id + i for its reset
+                                noise (and RNG_STREAM_ENV_CTRL_NOISE + first_env_id + i for its
+                                control noise): give each actor its own range (actor a with K envs:
+                                a * K); first_env_id + K at most 2^62 */
   int max_episode_steps;     /* 0: the task's own limit; > 0 overrides it (tests, other horizons) */
+  double ctrl_noise_std;     /* sigma >= 0, finite: Gaussian noise on the applied controls in units of
+                                each actuator's half range (above); 0 = the deterministic task */
 } env_vec_config;
+
+/* The control-noise streams: above the reset-noise ones (RNG_STREAM_ENV + id, id < 2^62), so the two
+ * never meet. */
+#define RNG_STREAM_ENV_CTRL_NOISE (3ULL << 62)
 
 /* Creates K environments over `model` and resets each (observations ready in env_vec_obs). */
 int env_vec_new(const env_model_t *model, const env_vec_config *cfg, env_vec_t **out, ember_err *err);
@@ -97,8 +123,11 @@ void env_vec_destroy(env_vec_t **vec_p);
 
 int env_vec_size(const env_vec_t *vec);
 const env_spec *env_vec_spec(const env_vec_t *vec);
+/* The vector's ctrl_noise_std (sigma of the config). */
+double env_vec_ctrl_noise_std(const env_vec_t *vec);
 
-/* Starts a new episode in every env (each draws its reset noise from its own stream). */
+/* Starts a new episode in every env (each draws its reset noise from its own stream; the streams
+ * go on, they are not reseeded). */
 void env_vec_reset(env_vec_t *vec);
 
 /* The current observation of every env, [K * obs_dim], owned by the vector: what the policy acts on
@@ -149,10 +178,11 @@ int env_vec_set_qpos_qvel(env_vec_t *vec, int i, const double *qpos, const doubl
  * of range. */
 const struct mjData_ *env_vec_data(const env_vec_t *vec, int i);
 
-/* A snapshot of one env (physics state, solver warm start, episode counters, RNG, observation) that
- * env_vec_load_state restores so that the following steps are bit-identical to the original run.
- * Snapshots are plain bytes of env_state_size(model) bytes, valid for the same model in this
- * process (they are not a file format). */
+/* A snapshot of one env (physics state, solver warm start, episode counters, both RNG streams,
+ * observation) that env_vec_load_state restores so that the following steps are bit-identical to the
+ * original run. Snapshots are plain bytes of env_state_size(model) bytes, valid for the same model in
+ * this process (they are not a file format); one taken with another ctrl_noise_std than the vector's
+ * is refused (EMBER_EINVAL): its future would not be the original's. */
 size_t env_state_size(const env_model_t *model);
 int env_vec_save_state(const env_vec_t *vec, int i, void *buf, size_t size, ember_err *err);
 int env_vec_load_state(env_vec_t *vec, int i, const void *buf, size_t size, ember_err *err);

@@ -2,8 +2,11 @@
  *
  * A task is a table entry (env_task_def) of constants and small functions. The env loop calls them in
  * this order for each env at each step:
- *   ctrl <- scaled action; mj_step x frame_skip; after_step (optional fix-up); after_forward;
- *   carry(after); reward(carry before, carry after); terminated; observe.
+ *   ctrl <- scaled action (+ control noise, clipped to the ctrlrange); mj_step x frame_skip;
+ *   after_step (optional fix-up); after_forward; carry(after); reward(commanded ctrl, carry before,
+ *   carry after); terminated; observe.
+ * The reward's control cost reads the commanded control (the scaled action, before the noise) that
+ * the loop passes, never mjData.ctrl (the applied one): env.h says why.
  * "carry" is what a reward needs from the state before the step (x position, centre of mass, the
  * fingertip-to-target vector): it is computed once at the end of each step or reset, kept per env,
  * and saved with env snapshots, so a restored env rewards its next step exactly as the original did.
@@ -40,8 +43,8 @@ typedef struct env_task_def {
   void (*after_step)(const struct env_model *em, mjData *d, const double *carry_before); /* or NULL */
   void (*after_forward)(const struct env_model *em, mjData *d);  /* after steps and resets; or NULL */
   void (*carry)(const struct env_model *em, const mjData *d, double *carry);
-  double (*reward)(const struct env_model *em, const mjData *d, const double *carry_before,
-                   const double *carry_after);
+  double (*reward)(const struct env_model *em, const mjData *d, const double *ctrl_commanded,
+                   const double *carry_before, const double *carry_after);
   int (*terminated)(const struct env_model *em, const mjData *d);
   void (*observe)(const struct env_model *em, const mjData *d, float *obs);
   /* the learner-side pure functions of one transition */

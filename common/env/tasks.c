@@ -20,14 +20,16 @@ static double uniform(rng_t *rng, double lo, double hi) { return lo + (hi - lo) 
 /* Clamp that lets NaN through (so a blown-up state stays visible in the observation). */
 static double clip_nan(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
-static double ctrl_sq_sum(const mjModel *m, const mjData *d) {
+/* Sum of squares of the commanded control (the scaled action before any control noise: env.h). */
+static double ctrl_sq_sum(const mjModel *m, const double *ctrl) {
   double s = 0;
-  for (int i = 0; i < m->nu; i++) s += d->ctrl[i] * d->ctrl[i];
+  for (int i = 0; i < m->nu; i++) s += ctrl[i] * ctrl[i];
   return s;
 }
 
 /* Sum of squares of actions clipped to [-1, 1] and scaled by the actuators' half range: the control
- * the env would have applied (every task here has symmetric, equal ranges). */
+ * the env commanded, whose squares its control cost sums (every task here has symmetric, equal
+ * ranges; control noise, when on, is not in the cost: env.h). */
 static double action_sq_sum(const float *act, int n, double half) {
   double s = 0;
   for (int i = 0; i < n; i++) {
@@ -115,10 +117,10 @@ static double pendulum_cost(double theta, double theta_dot, double torque) {
   return th * th + 0.1 * theta_dot * theta_dot + 0.001 * torque * torque;
 }
 
-static double pendulum_reward(const struct env_model *em, const mjData *d, const double *before,
-                              const double *after) {
-  (void)em, (void)after;
-  return -pendulum_cost(before[0], before[1], d->ctrl[0]);
+static double pendulum_reward(const struct env_model *em, const mjData *d, const double *ctrl,
+                              const double *before, const double *after) {
+  (void)em, (void)d, (void)after;
+  return -pendulum_cost(before[0], before[1], ctrl[0]);
 }
 
 /* The observation is float: reduce the (unbounded) angle in double, then a float sincos, which
@@ -165,11 +167,11 @@ static void reacher_carry(const struct env_model *em, const mjData *d, double *c
 }
 
 /* Distance before the step (Gym computes it before simulating) plus the control cost. */
-static double reacher_reward(const struct env_model *em, const mjData *d, const double *before,
-                             const double *after) {
-  (void)after;
+static double reacher_reward(const struct env_model *em, const mjData *d, const double *ctrl,
+                             const double *before, const double *after) {
+  (void)d, (void)after;
   double dist = sqrt(before[0] * before[0] + before[1] * before[1] + before[2] * before[2]);
-  return -dist - ctrl_sq_sum(em->m, d);
+  return -dist - ctrl_sq_sum(em->m, ctrl);
 }
 
 static void reacher_observe(const struct env_model *em, const mjData *d, float *obs) {
@@ -248,10 +250,10 @@ static void carry_nothing(const struct env_model *em, const mjData *d, double *c
   (void)em, (void)d, (void)carry;
 }
 
-static double reacher7dof_reward(const struct env_model *em, const mjData *d, const double *before,
-                                 const double *after) {
+static double reacher7dof_reward(const struct env_model *em, const mjData *d, const double *ctrl,
+                                 const double *before, const double *after) {
   (void)before, (void)after;
-  return -reacher7dof_dist_sq(d->qpos, d->qpos + R7_GOAL) - 0.01 * ctrl_sq_sum(em->m, d);
+  return -reacher7dof_dist_sq(d->qpos, d->qpos + R7_GOAL) - 0.01 * ctrl_sq_sum(em->m, ctrl);
 }
 
 /* qpos (7 angles, goal x y z), then the 7 arm velocities. */
@@ -276,10 +278,11 @@ static void half_cheetah_reset(const struct env_model *em, mjData *d, rng_t *rng
   qvel_normal_noise(em->m, d, rng, 0.1);
 }
 
-static double half_cheetah_reward(const struct env_model *em, const mjData *d, const double *before,
-                                  const double *after) {
+static double half_cheetah_reward(const struct env_model *em, const mjData *d, const double *ctrl,
+                                  const double *before, const double *after) {
+  (void)d;
   double forward = (after[0] - before[0]) / em->dt;
-  return forward - 0.1 * ctrl_sq_sum(em->m, d);
+  return forward - 0.1 * ctrl_sq_sum(em->m, ctrl);
 }
 
 static void half_cheetah_observe(const struct env_model *em, const mjData *d, float *obs) {
@@ -300,10 +303,11 @@ static void hopper_walker_reset(const struct env_model *em, mjData *d, rng_t *rn
   qvel_uniform_noise(em->m, d, rng, 5e-3);
 }
 
-static double hopper_walker_reward(const struct env_model *em, const mjData *d, const double *before,
-                                   const double *after) {
+static double hopper_walker_reward(const struct env_model *em, const mjData *d, const double *ctrl,
+                                   const double *before, const double *after) {
+  (void)d;
   double forward = (after[0] - before[0]) / em->dt;
-  return forward + 1.0 - 1e-3 * ctrl_sq_sum(em->m, d);
+  return forward + 1.0 - 1e-3 * ctrl_sq_sum(em->m, ctrl);
 }
 
 static int hopper_terminated(const struct env_model *em, const mjData *d) {
@@ -387,10 +391,11 @@ static void ant_carry(const struct env_model *em, const mjData *d, double *carry
   carry[0] = d->xpos[3 * em->body[ANT_TORSO]];
 }
 
-static double ant_reward(const struct env_model *em, const mjData *d, const double *before,
-                         const double *after) {
+static double ant_reward(const struct env_model *em, const mjData *d, const double *ctrl,
+                         const double *before, const double *after) {
+  (void)d;
   double forward = (after[0] - before[0]) / em->dt;
-  return forward + 1.0 - 0.5 * ctrl_sq_sum(em->m, d);
+  return forward + 1.0 - 0.5 * ctrl_sq_sum(em->m, ctrl);
 }
 
 static int ant_healthy_z(double z) { return z >= 0.2 && z <= 1.0; }
@@ -446,13 +451,13 @@ static double humanoid_contact_cost(double sum_sq) {
   return cost < 10.0 ? cost : 10.0;
 }
 
-static double humanoid_reward(const struct env_model *em, const mjData *d, const double *before,
-                              const double *after) {
+static double humanoid_reward(const struct env_model *em, const mjData *d, const double *ctrl,
+                              const double *before, const double *after) {
   const mjModel *m = em->m;
   double forward = 1.25 * (after[0] - before[0]) / em->dt;
   double contact_sq = 0;
   for (int i = 0; i < 6 * m->nbody; i++) contact_sq += d->cfrc_ext[i] * d->cfrc_ext[i];
-  return forward + 5.0 - 0.1 * ctrl_sq_sum(m, d) - humanoid_contact_cost(contact_sq);
+  return forward + 5.0 - 0.1 * ctrl_sq_sum(m, ctrl) - humanoid_contact_cost(contact_sq);
 }
 
 static int humanoid_healthy_z(double z) { return z > 1.0 && z < 2.0; }
