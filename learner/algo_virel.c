@@ -310,14 +310,14 @@ int virel_critic_losses_grad(virel_t *v, const algo_batch *b, const float *eps, 
 
 /* beta in msbe mode (section 4's beta(omega) = the critic's MSBE, estimated by beta-hat): the batch's
  * J^Q, smoothed, scaled and bounded. As the critic becomes exact beta falls towards beta_min, and with
- * beta_min = 0 the E-step's target becomes greedy (Lemma 1). */
+ * beta_min = 0 the E-step's target becomes greedy (Lemma 1). The average is kept in both modes (a
+ * column of the learner's CSV); only msbe uses it. */
 static void update_beta(virel_t *v, double beta_hat) {
-  if (!v->beta_msbe) return;
   if (isnan(v->msbe_ema))
     v->msbe_ema = beta_hat;
   else
     v->msbe_ema += v->cfg.beta_ema * (beta_hat - v->msbe_ema);
-  v->beta = fmin(fmax(v->cfg.beta_scale * v->msbe_ema, v->cfg.beta_min), v->cfg.beta_max);
+  if (v->beta_msbe) v->beta = fmin(fmax(v->cfg.beta_scale * v->msbe_ema, v->cfg.beta_min), v->cfg.beta_max);
 }
 
 static int virel_mstep(void *self, const algo_batch *b, algo_stats *stats, ember_err *err) {

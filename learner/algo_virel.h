@@ -60,7 +60,8 @@ nn_mlp *virel_target_value_net(virel_t *v); /* same spec */
 /* The beta the next loss uses; set_beta overrides it (tests). */
 double virel_beta(const virel_t *v);
 void virel_set_beta(virel_t *v, double beta);
-/* msbe mode: the moving average of beta-hat (NaN before the first M-step). */
+/* The moving average of beta-hat (kept in both modes; msbe sets beta from it); NaN before the first
+ * M-step. */
 double virel_msbe_ema(const virel_t *v);
 
 /* VIREL's M-step losses on batch: J^V (the value) and J^Q (the twin critics), with eps [B, act_dim]

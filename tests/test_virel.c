@@ -228,11 +228,12 @@ START_TEST(msbe_beta_on_a_hand_made_batch) {
   ck_assert_double_eq(virel_beta(v), 8);
   algo_virel.destroy(v);
 
-  /* constant mode: beta = alpha, whatever the critic's error */
-  v = make(&algo_virel, 3, BATCH, (const char *const[]){"alpha=0.05"}, 1);
+  /* constant mode: beta = alpha, whatever the critic's error (the average is still kept) */
+  v = make(&algo_virel, 3, BATCH, (const char *const[]){"gamma=0.5", "alpha=0.05"}, 2);
   make_hand(v, (const float[]){1, 3}, (const float[]){0.5f}, (const float[]){2});
   ck_assert_int_eq(algo_virel.e_step(v, &hand, NULL, &err), 0);
   ck_assert_double_eq_tol(virel_beta(v), 0.05, 1e-15);
+  ck_assert_double_eq_tol(virel_msbe_ema(v), 41.0 / 6, 1e-12);
   algo_virel.destroy(v);
 }
 END_TEST
