@@ -1,5 +1,5 @@
-/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO and VMBPO-MFE today;
- * VIREL and MPO are planned, not registered), and the registry that finds them by name.
+/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO, VMBPO-MFE, VIREL and
+ * VIREL-soft today; docs/algorithms.md has a table of them), and the registry that finds them by name.
  *
  * An algorithm is a file learner/algo_<name>.c (or a few: VMBPO's are algo_vmbpo.c and vmbpo_*.c,
  * learner/vmbpo_internal.h) that defines one `const algo_ops algo_<name>` and
@@ -8,11 +8,14 @@
  * (`ember train`, `ember-learner`, `ember config`) find it, its config section and its stat names
  * through the registry.
  *
- * One learner update on a batch D sampled from replay is `e_step(D)` then `m_step(D)`: for the EM
- * algorithms the E-step fits the variational distributions (q_d, nu, Q, V, q_c for VMBPO) and the
- * M-step the baseline policy pi; for SAC the E-step slot runs the critic update and the M-step slot
- * the actor and temperature update (evaluation before improvement, as in VMBPO's E-step). That is
- * ember's naming, not VIREL's: VIREL's EM has the actor as its E-step and the critic as its M-step.
+ * One learner update on a batch D sampled from replay is `e_step(D)` then `m_step(D)`. The slot names
+ * are ember's; each algorithm says which of its own steps each slot runs, in the order its paper
+ * gives: VMBPO's E-step fits the variational distributions (q_d, nu, Q, V, q_c) and its M-step the
+ * baseline policy pi, so e_step is its E-step and m_step its M-step. VIREL's EM has the roles the
+ * other way round (its E-step is the policy, its M-step the critic) and Algorithm 1 fits the critic
+ * first, so VIREL's e_step slot runs its M-step and its m_step slot its E-step. SAC is not EM: its
+ * e_step slot runs the critic update and m_step the actor and temperature update (evaluation before
+ * improvement).
  *
  * Ownership: `create` returns an algorithm instance the caller owns and frees with `destroy`. The
  * batch, the stats and every buffer passed in stay the caller's; an algorithm keeps no pointer to

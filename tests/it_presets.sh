@@ -27,4 +27,7 @@ expect reacher vmbpo vmbpo.real_ratio 0.25
 expect hopper vmbpo vmbpo.critics 2
 expect half_cheetah vmbpo vmbpo.nu_max 1
 expect half_cheetah vmbpo-mfe vmbpo.nu_max 10
+expect pendulum virel virel.hidden_size 128
+expect pendulum virel-soft virel_soft.hidden_size 128
+expect pendulum sac virel.hidden_size 256
 echo PASS

@@ -1,14 +1,16 @@
-# Check suites for the learner (learner/): SAC, the registry, the learner loop; and the
+# Check suites for the learner (learner/): SAC, VIREL, the registry, the learner loop; and the
 # end-to-end tests (one process and several).
 if(TARGET ember_learner)
   ember_check_test(test_sac SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sac.c LIBS ember_learner ember_policy
+                   TIMEOUT 120)
+  ember_check_test(test_virel SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_virel.c LIBS ember_learner ember_policy
                    TIMEOUT 120)
   ember_check_test(test_learner_loop SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_learner_loop.c
                    LIBS ember_learner ember_replay TIMEOUT 120)
 endif()
 
 # End to end, one process: `ember train` (tests/it_train_smoke.sh; quick, also under ASan) and the
-# learning test (tests/it_learning.sh): SAC on pendulum, seed 1, needs an evaluation (10 complete
+# learning test (tests/it_learning.sh): SAC (and VIREL) on pendulum, seed 1, needs an evaluation (10 complete
 # episodes of the deterministic policy, one row of evals.csv) whose mean is better than -400 by 15,000
 # env steps. The run stops at the first such evaluation (`--stop-at-return -400`), so it lasts only as
 # long as learning takes (timeout 360 s); too slow under ASan.
@@ -18,6 +20,11 @@ if(TARGET ember)
   add_test(NAME it_learning_pendulum
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> sac)
   set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 360 LABELS no-asan
+                       ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  # The same test for VIREL1 (its pendulum preset, app/settings.c).
+  add_test(NAME it_learning_pendulum_virel
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> virel)
+  set_tests_properties(it_learning_pendulum_virel PROPERTIES TIMEOUT 360 LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
 
