@@ -33,3 +33,9 @@ if(TARGET ember)
   add_test(NAME it_presets COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_presets.sh $<TARGET_FILE:ember>)
   set_tests_properties(it_presets PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
+if(TARGET ember)
+  # docs/operations.md's settings table is `ember config --markdown`'s
+  add_test(NAME it_docs_settings COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_docs_settings.sh $<TARGET_FILE:ember>
+                                         ${CMAKE_SOURCE_DIR}/docs/operations.md)
+  set_tests_properties(it_docs_settings PROPERTIES TIMEOUT 60)
+endif()
