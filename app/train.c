@@ -14,10 +14,14 @@
 #include <zmq.h>
 
 #include "app.h"
+#include "evaluation.h"
 #include "http.h"
 #include "settings.h"
 
 extern char **environ;
+
+/* the final evaluation's start states: a seed of their own (see final_evaluation) */
+#define FINAL_EVAL_SALT 0x66696e616c657661ULL
 
 /* An actor of `ember train` holds its envs for replay's rate limiter as long as the learner needs
  * (an update of a large model, a checkpoint): everything it makes is learned from, nothing is dropped
@@ -25,10 +29,11 @@ extern char **environ;
  * is never held). */
 #define TRAIN_REPLAY_WAIT_MS 3600000
 
-static atomic_int g_interrupted;
+static atomic_int g_interrupted, g_interrupted_once; /* once: the run was interrupted at some point */
 static void on_signal(int sig) {
   (void)sig;
   atomic_store(&g_interrupted, 1);
+  atomic_store(&g_interrupted_once, 1);
 }
 
 typedef struct {
@@ -63,6 +68,43 @@ static void *learner_thread(void *arg) {
 static void *replay_thread(void *arg) {
   replay_server_run(arg);
   return NULL;
+}
+
+/* The final evaluation: a run that reached run.steps ends on an evaluation of its last published
+ * policy (the one its final checkpoint holds and `ember eval` plays), so that every curve reaches the
+ * budget whatever eval_every_steps is. Played here, after the learner's thread has returned, with
+ * the evaluator's settings; its start states come from env streams of their own (those of actor id
+ * N + 2), and it is recorded like the evaluator's (evals.csv, curves' latest evaluation). */
+static void final_evaluation(const app_settings *s, learner_t *l, int64_t id) {
+  const Ember__Params *p = learner_last_params(l);
+  if (!p) return;
+  ember_err err = {0};
+  env_model_t *model = NULL;
+  evaluation_t *ev = NULL;
+  int rc = env_model_load(s->run.task, s->actor.model_dir[0] ? s->actor.model_dir : NULL, &model, &err);
+  if (!rc) {
+    evaluation_config ec = {.episodes = (int)s->actor.eval_episodes, .seed = (uint64_t)s->run.seed ^ FINAL_EVAL_SALT,
+                            .first_env_id = (uint64_t)id * (uint64_t)s->actor.eval_episodes,
+                            .max_episode_steps = (int)s->actor.max_episode_steps,
+                            .ctrl_noise_std = s->actor.ctrl_noise_std};
+    ev = evaluation_new(model, &ec, &err);
+    rc = ev ? evaluation_start(ev, p, &err) : err.code;
+  }
+  if (!rc) rc = evaluation_run(ev, &err) == 1 ? 0 : err.code;
+  evaluation_result r;
+  if (!rc) {
+    evaluation_get_result(ev, &r);
+    rc = learner_report_evaluation(l, (uint64_t)id, r.version, r.env_steps, r.episodes, r.returns, r.lengths,
+                                   r.ended_by_task, &err);
+  }
+  if (rc)
+    fprintf(stderr, "ember train: the final evaluation failed: %s\n", err.msg);
+  else
+    printf("ember train: final evaluation of version %llu (published at %llu env steps): %.1f +- %.1f over %d "
+           "episodes\n",
+           (unsigned long long)r.version, (unsigned long long)r.env_steps, r.mean, r.std, r.episodes);
+  evaluation_destroy(&ev);
+  env_model_destroy(&model);
 }
 
 static void usage(FILE *out) {
@@ -363,6 +405,11 @@ out:
   if (replay_started) {
     replay_server_stop(replay);
     pthread_join(replay_tid, NULL);
+  }
+  if (learner_started && !ls.rc && s.train.evaluator && !deterministic && s.run.steps > 0) {
+    learner_get_progress(ls.learner, &p);
+    if (p.env_steps >= (uint64_t)s.run.steps && !p.stopped_at_return && !atomic_load(&g_interrupted_once))
+      final_evaluation(&s, ls.learner, (s.actor.id ? s.actor.id : 1) + s.train.actors + 1);
   }
   if (learner_started) {
     learner_get_progress(ls.learner, &p);

@@ -59,6 +59,7 @@ compare() {
   # evals.csv where a run has one (its env_steps and mean columns are read as eval_env_steps and
   # eval_return), else curves.csv
   for d in "$out"/runs/*_"${task}"_s*/; do
+    d=${d%/}
     if [ -f "$d/evals.csv" ]; then files+=("$d/evals.csv"); elif [ -f "$d/curves.csv" ]; then files+=("$d/curves.csv"); fi
   done
   [ ${#files[@]} -gt 0 ] || return 0

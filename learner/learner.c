@@ -90,6 +90,7 @@ int learner_mkdir_p(const char *path, ember_err *err) {
 }
 
 const char *learner_params_endpoint(const learner_t *l) { return l->params_ep; }
+const Ember__Params *learner_last_params(const learner_t *l) { return l->version > 0 ? &l->current : NULL; }
 const char *learner_control_endpoint(const learner_t *l) { return l->control_ep; }
 void learner_stop(learner_t *l) { atomic_store(&l->stop, true); }
 

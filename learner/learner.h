@@ -241,6 +241,10 @@ int learner_report_evaluation(learner_t *l, uint64_t actor_id, uint64_t version,
                               const double *returns, const int32_t *lengths, const uint8_t *terminated,
                               ember_err *err);
 
+/* The last published Params (NULL before the first publication), owned by the learner and valid
+ * until the next publication or learner_destroy. Same thread as learner_run, or after it returned. */
+const Ember__Params *learner_last_params(const learner_t *l);
+
 /* The bound endpoints (with the real port for tcp://...:0 or :*), valid until destroy. */
 const char *learner_params_endpoint(const learner_t *l);
 const char *learner_control_endpoint(const learner_t *l);

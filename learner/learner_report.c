@@ -151,6 +151,14 @@ static void record_evaluation(learner_t *l, uint64_t actor_id, uint64_t version,
     metric_set(l->m_eval_steps, steps);
     metric_set(l->m_eval_version, (double)version);
   }
+  pthread_mutex_lock(&l->progress_mu); /* at once: also after learner_run returned (a final evaluation) */
+  l->progress.evaluations = l->evaluations;
+  l->progress.eval_episodes = l->eval_episodes;
+  if (l->eval.version == version) {
+    l->progress.eval_return = mean, l->progress.eval_std = std, l->progress.eval_env_steps = steps;
+    l->progress.eval_n = (uint32_t)n, l->progress.eval_version = version;
+  }
+  pthread_mutex_unlock(&l->progress_mu);
   if (l->evals_csv) {
     fprintf(l->evals_csv, "%llu,%.0f,%.3f,%llu,%zu,%.6g,%.6g,%.6g,%.6g,%.6g,%u,%llu\n", (unsigned long long)version,
             steps, wall, (unsigned long long)l->updates, n, mean, std, lo, hi, mean_length, terminated,

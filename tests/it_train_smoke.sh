@@ -24,6 +24,10 @@ head -1 "$dir/run/curves.csv" | grep -q "^env_steps,wall_s,updates,train_return,
 head -1 "$dir/run/evals.csv" | grep -q "^version,env_steps,wall_s,updates,episodes,mean,std" || fail "evals.csv header"
 awk -F, 'NR > 1 { n++; if ($2 < 1000 || $5 != 10 || $10 != 200) bad = 1 } END { exit bad || n < 1 }' "$dir/run/evals.csv" \
   || fail "evals.csv: $(cat "$dir/run/evals.csv")"
+# the run ends on a final evaluation of its last published policy (actor id N + 2 = 4), printed too
+grep -q "ember train: final evaluation of version" "$dir/out.txt" || fail "no final evaluation line"
+tail -1 "$dir/run/evals.csv" | awk -F, '{ exit !($12 == 4 && $5 == 10 && $2 > 1000) }' \
+  || fail "the last row of evals.csv is not the final evaluation: $(tail -1 "$dir/run/evals.csv")"
 # and the evaluator's own stopped line counts one evaluation, nothing skipped or abandoned
 grep -q '"msg":"evaluator_stopped","actor_id":3,"evaluations":1,"eval_episodes":10,"evaluations_skipped":0,"evaluations_abandoned":0' \
   "$dir/log.txt" || fail "evaluator: $(grep evaluator_stopped "$dir/log.txt")"
