@@ -53,7 +53,9 @@ last5() {
 # seeds (each seed's latest evaluation in every LEARN_BIN-step bin, steps rounded to the nearest
 # multiple; the steps are eval_env_steps, where the evaluated policy was published, when the
 # curves.csv has that column; a run stopped early counts only up to its last evaluation), from all runs in
-# OUT/runs: OUT/compare_TASK.csv and OUT/compare_TASK.png (one line per algorithm, equal steps).
+# OUT/runs: OUT/compare_TASK.csv (per algorithm its mean, and the lowest and highest seed: columns
+# ALGO, ALGO_min, ALGO_max) and OUT/compare_TASK.png (one line per algorithm, equal steps, with the
+# band between its lowest and highest seed shaded: the seeds' spread).
 compare() {
   local task=$1 csv=$out/compare_$1.csv png=$out/compare_$1.png files=()
   # evals.csv where a run has one (its env_steps and mean columns are read as eval_env_steps and
@@ -71,15 +73,16 @@ compare() {
                if (!(algo in seen)) { seen[algo] = 1; order[++na] = algo }; nr[algo]++; runs[algo, nr[algo]] = run; next }
     $e != "" && $e != "nan" && $x != "nan" { b = int(($x + bin / 2) / bin) * bin; if (b < bin) b = bin; v[run, b] = $e; if (b > maxb) maxb = b
                                              if (b > rmax[run]) rmax[run] = b }
-    END { printf "env_steps"; for (a = 1; a <= na; a++) printf ",%s", order[a]; printf "\n"
+    END { printf "env_steps"; for (a = 1; a <= na; a++) printf ",%s,%s_min,%s_max", order[a], order[a], order[a]; printf "\n"
           for (b = bin; b <= maxb; b += bin) { printf "%d", b
             for (a = 1; a <= na; a++) { s = 0; k = 0
               for (r = 1; r <= nr[order[a]]; r++) { id = runs[order[a], r]
-                if ((id, b) in v) last[id] = v[id, b]; if ((id in last) && b <= rmax[id]) { s += last[id]; k++ } }
-              if (k) printf ",%.2f", s / k; else printf ",nan" }
+                if ((id, b) in v) last[id] = v[id, b]
+                if ((id in last) && b <= rmax[id]) { y = last[id]; s += y; if (!k || y < lo) lo = y; if (!k || y > hi) hi = y; k++ } }
+              if (k) printf ",%.2f,%.2f,%.2f", s / k, lo, hi; else printf ",nan,nan,nan" }
             printf "\n" } }' "${files[@]}" > "$csv"
-  local cols
-  cols=$(head -1 "$csv" | awk -F, '{ print NF }')
+  local groups
+  groups=$(head -1 "$csv" | awk -F, '{ print (NF - 1) / 3 }')
   gnuplot <<GP || echo "# comparison plot for $task failed" >&2
 set terminal pngcairo size 900,560 noenhanced
 set output '$png'
@@ -87,10 +90,12 @@ set datafile separator ','
 set datafile missing 'nan'
 set key bottom right
 set grid
-set title 'ember: $task, evaluation return (mean over seeds, latest evaluation per ${LEARN_BIN:-2500} steps)'
+set style fill transparent solid 0.15 noborder
+set title 'ember: $task, evaluation return: mean over seeds, band from lowest to highest seed'
 set xlabel 'env steps'
 set ylabel 'evaluation return'
-plot for [i=2:$cols] '$csv' using 1:i with lines linewidth 2 title columnhead(i)
+plot for [g=0:$groups-1] '$csv' using 1:(column(3*g+3)):(column(3*g+4)) with filledcurves linecolor g+1 notitle, \
+     for [g=0:$groups-1] '$csv' using 1:(column(3*g+2)) with lines linewidth 2 linecolor g+1 title columnhead(3*g+2)
 GP
   echo "# $task comparison: $csv, $png"
 }
