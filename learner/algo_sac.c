@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "algo_parts.h"
 #include "nn_dist.h"
 #include "nn_optim.h"
 #include "rng.h"
@@ -54,10 +55,10 @@ struct sac {
   float log_std_lo, log_std_hi;
   double target_entropy;
 
-  nn_mlp *pi;       /* obs -> [mu | raw log-std], 2 * act_dim */
+  algo_policy pol;  /* obs -> [mu | raw log-std], 2 * act_dim, with its last sample */
   nn_mlp *q;        /* [obs | act] -> [Q_1, Q_2]: an E = 2 ensemble with a shared input */
   nn_mlp *q_target; /* Q'_1, Q'_2 */
-  nn_mlp_ws *pi_ws, *q_ws, *q_target_ws;
+  nn_mlp_ws *q_ws, *q_target_ws;
   nn_adam *pi_opt, *q_opt, *alpha_opt;
   float log_alpha[1], log_alpha_grad[1]; /* alpha = exp(log_alpha): Adam on an unconstrained scalar */
 
@@ -67,19 +68,16 @@ struct sac {
   /* per-batch scratch, [max_batch, ...] */
   float *xa;       /* [B, obs + act]: critic input */
   float *eps;      /* [B, act] */
-  float *mean, *log_std, *action; /* [B, act] */
-  float *log_prob, *d_log_prob; /* [B] */
+  float *d_log_prob; /* [B] */
   float *target;   /* [B]: y */
   float *d_q;      /* [B, 2]: dL/dQ */
   float *d_action; /* [B, act] */
-  float *d_mean, *d_log_std; /* [B, act] */
-  float *d_pi_out; /* [B, 2 act] */
   float *td_abs;   /* [B]: |TD error| averaged over the twins, for priorities */
   int last_batch;  /* rows of the last e_step (0: none) */
   float *scratch;  /* the one allocation behind the buffers above */
 };
 
-nn_mlp *sac_policy_net(sac_t *s) { return s->pi; }
+nn_mlp *sac_policy_net(sac_t *s) { return s->pol.net; }
 nn_mlp *sac_critic_net(sac_t *s) { return s->q; }
 nn_mlp *sac_target_critic_net(sac_t *s) { return s->q_target; }
 double sac_alpha(const sac_t *s) { return exp((double)s->log_alpha[0]); }
@@ -88,13 +86,12 @@ void sac_set_alpha(sac_t *s, double alpha) { s->log_alpha[0] = (float)log(alpha)
 static void sac_destroy(void *self) {
   sac_t *s = self;
   if (!s) return;
-  nn_mlp_ws_destroy(&s->pi_ws);
+  algo_policy_free(&s->pol);
   nn_mlp_ws_destroy(&s->q_ws);
   nn_mlp_ws_destroy(&s->q_target_ws);
   nn_adam_destroy(&s->pi_opt);
   nn_adam_destroy(&s->q_opt);
   nn_adam_destroy(&s->alpha_opt);
-  nn_mlp_destroy(&s->pi);
   nn_mlp_destroy(&s->q);
   nn_mlp_destroy(&s->q_target);
   free(s->scratch);
@@ -102,11 +99,7 @@ static void sac_destroy(void *self) {
 }
 
 static nn_adam *make_adam(size_t n, double lr, const sac_settings *c, ember_err *err) {
-  nn_adam_config ac = nn_adam_default_config((float)lr);
-  ac.beta1 = (float)c->adam_beta1;
-  ac.beta2 = (float)c->adam_beta2;
-  ac.epsilon = (float)c->adam_eps;
-  return nn_adam_new(&ac, n, err);
+  return algo_adam_new(n, lr, c->adam_beta1, c->adam_beta2, c->adam_eps, err);
 }
 
 static void *sac_create(const algo_context *ctx, ember_err *err) {
@@ -155,14 +148,15 @@ static void *sac_create(const algo_context *ctx, ember_err *err) {
                         .hidden_activation = act, .output_activation = NN_ACT_IDENTITY, .ensemble_size = 2};
   for (int l = 0; l < (int)c->hidden_layers; l++) pi_spec.hidden_dims[l] = q_spec.hidden_dims[l] = (int)c->hidden_size;
 
-  if (!(s->pi = nn_mlp_new(&pi_spec, err)) || !(s->q = nn_mlp_new(&q_spec, err)) ||
-      !(s->q_target = nn_mlp_new(&q_spec, err)) || !(s->pi_ws = nn_mlp_ws_new(s->pi, B, err)) ||
+  nn_mlp *pi = nn_mlp_new(&pi_spec, err);
+  if (!pi || algo_policy_init(&s->pol, pi, A, B, s->log_std_lo, s->log_std_hi, err) != 0 ||
+      !(s->q = nn_mlp_new(&q_spec, err)) || !(s->q_target = nn_mlp_new(&q_spec, err)) ||
       !(s->q_ws = nn_mlp_ws_new(s->q, B, err)) || !(s->q_target_ws = nn_mlp_ws_new(s->q_target, B, err)))
     goto fail;
-  nn_mlp_init(s->pi, &s->rng, NN_INIT_FAN_IN_UNIFORM);
+  nn_mlp_init(s->pol.net, &s->rng, NN_INIT_FAN_IN_UNIFORM);
   nn_mlp_init(s->q, &s->rng, NN_INIT_FAN_IN_UNIFORM);
   nn_mlp_copy_params(s->q_target, s->q);
-  if (!(s->pi_opt = make_adam(s->pi->param_count, c->actor_lr, c, err)) ||
+  if (!(s->pi_opt = make_adam(s->pol.net->param_count, c->actor_lr, c, err)) ||
       !(s->q_opt = make_adam(s->q->param_count, c->critic_lr, c, err)) ||
       !(s->alpha_opt = make_adam(1, c->alpha_lr, c, err)))
     goto fail;
@@ -171,11 +165,9 @@ static void *sac_create(const algo_context *ctx, ember_err *err) {
   struct {
     float **slot;
     size_t floats;
-  } bufs[] = {{&s->xa, (size_t)B * (O + A)}, {&s->eps, BA},         {&s->mean, BA},
-              {&s->log_std, BA},            {&s->action, BA},      {&s->log_prob, (size_t)B},
-              {&s->d_log_prob, (size_t)B},  {&s->target, (size_t)B}, {&s->d_q, (size_t)B * 2},
-              {&s->d_action, BA},           {&s->d_mean, BA},      {&s->d_log_std, BA},
-              {&s->d_pi_out, 2 * BA},       {&s->td_abs, (size_t)B}};
+  } bufs[] = {{&s->xa, (size_t)B * (O + A)}, {&s->eps, BA},           {&s->d_log_prob, (size_t)B},
+              {&s->target, (size_t)B},      {&s->d_q, (size_t)B * 2}, {&s->d_action, BA},
+              {&s->td_abs, (size_t)B}};
   const size_t nbufs = sizeof bufs / sizeof *bufs;
   size_t total = 0;
   for (size_t i = 0; i < nbufs; i++) total += bufs[i].floats;
@@ -194,53 +186,8 @@ fail:
   return NULL;
 }
 
-/* ---- batch checks ------------------------------------------------------------------------------ */
-
-static int all_finite(const float *x, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!isfinite(x[i])) return 0;
-  return 1;
-}
-
 static int check_batch(const sac_t *s, const algo_batch *b, ember_err *err) {
-  if (!b || b->size < 1 || b->size > s->max_batch)
-    return ember_fail(err, EMBER_ESHAPE, "sac: batch of %d rows (expected 1..%d)", b ? b->size : 0, s->max_batch);
-  if (b->obs_dim != s->obs_dim || b->act_dim != s->act_dim)
-    return ember_fail(err, EMBER_ESHAPE, "sac: batch has obs_dim %d act_dim %d, the networks expect %d and %d",
-                      b->obs_dim, b->act_dim, s->obs_dim, s->act_dim);
-  if (!b->obs || !b->action || !b->reward || !b->next_obs || !b->terminated)
-    return ember_fail(err, EMBER_EINVAL, "sac: batch is missing a column");
-  const size_t n = (size_t)b->size;
-  struct {
-    const char *name;
-    const float *x;
-    size_t len;
-  } cols[] = {{"obs", b->obs, n * s->obs_dim},       {"action", b->action, n * s->act_dim},
-              {"reward", b->reward, n},              {"next_obs", b->next_obs, n * s->obs_dim},
-              {"terminated", b->terminated, n},      {"weights", b->weights, b->weights ? n : 0}};
-  for (size_t c = 0; c < sizeof cols / sizeof *cols; c++)
-    for (size_t i = 0; i < cols[c].len; i++)
-      if (!isfinite(cols[c].x[i]))
-        return ember_fail(err, EMBER_ENONFINITE, "sac: batch column %s has a non-finite value at index %zu",
-                          cols[c].name, i);
-  return 0;
-}
-
-/* xa [B, O + A] = [obs | act] */
-static void concat_obs_action(float *xa, const float *obs, const float *act, int batch, int O, int A) {
-  for (int b = 0; b < batch; b++) {
-    memcpy(xa + (size_t)b * (O + A), obs + (size_t)b * O, (size_t)O * sizeof(float));
-    memcpy(xa + (size_t)b * (O + A) + O, act + (size_t)b * A, (size_t)A * sizeof(float));
-  }
-}
-
-/* The policy at obs [B, O] with noise eps: fills s->mean, s->log_std, s->action, s->log_prob.
- * Returns the network's output [B, 2A] (inside pi_ws). */
-static const float *policy_sample(sac_t *s, const float *obs, const float *eps, int batch) {
-  const float *out = nn_mlp_forward(s->pi, s->pi_ws, obs, batch, NN_INPUT_SHARED);
-  nn_policy_head_forward(s->mean, s->log_std, out, batch, s->act_dim, s->log_std_lo, s->log_std_hi);
-  nn_tanh_gaussian_sample(s->action, s->log_prob, s->mean, s->log_std, eps, batch, s->act_dim);
-  return out;
+  return algo_check_batch("sac", b, s->obs_dim, s->act_dim, s->max_batch, err);
 }
 
 /* ---- E-step: the critic -------------------------------------------------------------------------- */
@@ -252,18 +199,18 @@ int sac_critic_loss_grad(sac_t *s, const algo_batch *b, const float *eps_next, d
   /* Soft target, with a' = tanh(mu(s') + std(s') eps'):
    *   y = r + gamma * (1 - terminated) * (min_j Q'_j(s', a') - alpha * log pi(a'|s'))
    * A truncated transition bootstraps (only the time limit cut it); a terminated one does not. */
-  policy_sample(s, b->next_obs, eps_next, B);
-  concat_obs_action(s->xa, b->next_obs, s->action, B, O, A);
+  algo_policy_sample(&s->pol, b->next_obs, eps_next, B);
+  algo_concat_obs_action(s->xa, b->next_obs, s->pol.action, B, O, A);
   const float *qt = nn_mlp_forward(s->q_target, s->q_target_ws, s->xa, B, NN_INPUT_SHARED);
   for (int i = 0; i < B; i++) {
-    float v_next = fminf(qt[2 * i], qt[2 * i + 1]) - alpha * s->log_prob[i];
+    float v_next = fminf(qt[2 * i], qt[2 * i + 1]) - alpha * s->pol.log_prob[i];
     s->target[i] = b->reward[i] + gamma * (1.0f - b->terminated[i]) * v_next;
   }
 
   /* Critic loss, w = importance weights (1 without prioritized replay):
    *   L_Q = (1/B) sum_b w_b sum_{j=1,2} (Q_j(s_b, a_b) - y_b)^2
    *   dL_Q/dQ_j(b) = 2 w_b (Q_j(s_b, a_b) - y_b) / B */
-  concat_obs_action(s->xa, b->obs, b->action, B, O, A);
+  algo_concat_obs_action(s->xa, b->obs, b->action, B, O, A);
   const float *q = nn_mlp_forward(s->q, s->q_ws, s->xa, B, NN_INPUT_SHARED);
   double loss = 0;
   for (int i = 0; i < B; i++) {
@@ -315,39 +262,15 @@ static int sac_e_step(void *self, const algo_batch *b, algo_stats *stats, ember_
 
 int sac_actor_loss_grad(sac_t *s, const algo_batch *b, const float *eps, double *loss_out, double *mean_log_prob,
                         ember_err *err) {
-  const int B = b->size, O = s->obs_dim, A = s->act_dim;
   const float alpha = expf(s->log_alpha[0]);
 
   /* Actor loss through the reparameterised action a = tanh(mu(s) + std(s) eps):
    *   L_pi = (1/B) sum_b [ alpha * log pi(a_b|s_b) - min_j Q_j(s_b, a_b) ]
    * The gradient reaches the policy two ways: through log pi directly, and through a via dQ/da
    * (the critic's input gradient; the critic's parameters are not changed by this loss). */
-  const float *pi_out = policy_sample(s, b->obs, eps, B);
-  concat_obs_action(s->xa, b->obs, s->action, B, O, A);
-  const float *q = nn_mlp_forward(s->q, s->q_ws, s->xa, B, NN_INPUT_SHARED);
-  double loss = 0, lp_sum = 0;
-  for (int i = 0; i < B; i++) {
-    int j = q[2 * i] <= q[2 * i + 1] ? 0 : 1; /* the smaller twin carries the gradient */
-    float qmin = q[2 * i + j];
-    loss += (double)alpha * s->log_prob[i] - qmin;
-    lp_sum += s->log_prob[i];
-    s->d_q[2 * i + j] = -1.0f / (float)B;
-    s->d_q[2 * i + (1 - j)] = 0.0f;
-    s->d_log_prob[i] = alpha / (float)B;
-  }
-  loss /= B;
-  memset(s->d_action, 0, (size_t)B * A * sizeof(float));
-  nn_mlp_backward_input_cols(s->q, s->q_ws, s->d_q, NN_PARAM_GRADS_SKIP, s->d_action, O, A);
-  memset(s->d_mean, 0, (size_t)B * A * sizeof(float));
-  memset(s->d_log_std, 0, (size_t)B * A * sizeof(float));
-  nn_tanh_gaussian_sample_backward(s->d_mean, s->d_log_std, s->d_action, s->d_log_prob, s->mean, s->log_std, eps, B,
-                                   A);
-  memset(s->d_pi_out, 0, (size_t)B * 2 * A * sizeof(float));
-  nn_policy_head_backward(s->d_pi_out, s->d_mean, s->d_log_std, pi_out, B, A, s->log_std_lo, s->log_std_hi);
-  nn_mlp_zero_grad(s->pi);
-  nn_mlp_backward(s->pi, s->pi_ws, s->d_pi_out, NN_PARAM_GRADS_ACCUMULATE, NULL);
+  double loss = algo_actor_loss_grad(&s->pol, s->q, s->q_ws, b->obs, s->obs_dim, eps, b->size, alpha, NULL, s->xa,
+                                     s->d_q, s->d_action, s->d_log_prob, mean_log_prob);
   *loss_out = loss;
-  *mean_log_prob = lp_sum / B;
   if (!isfinite(loss))
     return ember_fail(err, EMBER_ENONFINITE, "sac: actor loss is non-finite (%g); parameters unchanged", loss);
   return 0;
@@ -360,7 +283,7 @@ static int sac_m_step(void *self, const algo_batch *b, algo_stats *stats, ember_
   rng_normal_fill(&s->rng, s->eps, b->size * s->act_dim);
   double loss, mean_lp;
   if ((rc = sac_actor_loss_grad(s, b, s->eps, &loss, &mean_lp, err)) != 0) return rc;
-  if ((rc = nn_adam_step(s->pi_opt, s->pi->params, s->pi->grads, NULL, err)) != 0)
+  if ((rc = nn_adam_step(s->pi_opt, s->pol.net->params, s->pol.net->grads, NULL, err)) != 0)
     return ember_err_prefix(err, "sac actor: ");
 
   /* Temperature, with log pi held fixed:
@@ -389,21 +312,7 @@ static int sac_m_step(void *self, const algo_batch *b, algo_stats *stats, ember_
 static int sac_act(void *self, const float *obs, int n, bool deterministic, float *actions, float *log_probs,
                    ember_err *err) {
   sac_t *s = self;
-  const int A = s->act_dim;
-  if (n < 0 || !obs || !actions) return ember_fail(err, EMBER_EINVAL, "sac act: bad arguments (n = %d)", n);
-  if (!all_finite(obs, (size_t)n * s->obs_dim))
-    return ember_fail(err, EMBER_ENONFINITE, "sac act: non-finite observation");
-  for (int start = 0; start < n; start += s->max_batch) {
-    int m = n - start < s->max_batch ? n - start : s->max_batch;
-    if (deterministic)
-      memset(s->eps, 0, (size_t)m * A * sizeof(float)); /* tanh(mu): the evaluation action */
-    else
-      rng_normal_fill(&s->rng, s->eps, m * A);
-    policy_sample(s, obs + (size_t)start * s->obs_dim, s->eps, m);
-    memcpy(actions + (size_t)start * A, s->action, (size_t)m * A * sizeof(float));
-    if (log_probs) memcpy(log_probs + start, s->log_prob, (size_t)m * sizeof(float));
-  }
-  return 0;
+  return algo_policy_act(&s->pol, &s->rng, s->eps, s->obs_dim, obs, n, deterministic, actions, log_probs, "sac", err);
 }
 
 static int sac_priorities(void *self, float *out, ember_err *err) {
@@ -417,7 +326,7 @@ static int sac_priorities(void *self, float *out, ember_err *err) {
 
 static int sac_export(void *self, Ember__Params *out, ember_err *err) {
   sac_t *s = self;
-  return algo_export_policy(s->pi, "sac", s->task, s->obs_dim, s->act_dim, s->log_std_lo, s->log_std_hi, out, err);
+  return algo_export_policy(s->pol.net, "sac", s->task, s->obs_dim, s->act_dim, s->log_std_lo, s->log_std_hi, out, err);
 }
 
 /* ---- save / load -------------------------------------------------------------------------------- */
@@ -437,28 +346,23 @@ typedef struct {
   uint64_t pi_count, q_count;
 } sac_file_header;
 
-static int write_all(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n ? 0 : -1; }
-static int read_all(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n ? 0 : -1; }
-
 static int sac_save(void *self, FILE *out, ember_err *err) {
   sac_t *s = self;
   sac_file_header h = {.version = SAC_FORMAT, .obs_dim = s->obs_dim, .act_dim = s->act_dim,
                        .hidden_size = (int32_t)s->cfg.hidden_size, .hidden_layers = (int32_t)s->cfg.hidden_layers,
-                       .pi_count = s->pi->param_count, .q_count = s->q->param_count};
+                       .pi_count = s->pol.net->param_count, .q_count = s->q->param_count};
   memcpy(h.magic, SAC_MAGIC, 8);
-  if (write_all(out, &h, sizeof h) || write_all(out, s->pi->params, s->pi->param_count * sizeof(float)) ||
-      write_all(out, s->q->params, s->q->param_count * sizeof(float)) ||
-      write_all(out, s->q_target->params, s->q->param_count * sizeof(float)))
+  if (algo_write(out, &h, sizeof h) || algo_write(out, s->pol.net->params, s->pol.net->param_count * sizeof(float)) ||
+      algo_write(out, s->q->params, s->q->param_count * sizeof(float)) ||
+      algo_write(out, s->q_target->params, s->q->param_count * sizeof(float)))
     return ember_fail(err, EMBER_EIO, "sac save: write failed");
   const nn_adam *opts[] = {s->pi_opt, s->q_opt, s->alpha_opt};
   for (int i = 0; i < 3; i++)
-    if (write_all(out, &opts[i]->step, sizeof opts[i]->step) ||
-        write_all(out, opts[i]->m, opts[i]->count * sizeof(float)) ||
-        write_all(out, opts[i]->v, opts[i]->count * sizeof(float)))
+    if (algo_write_adam(out, opts[i]))
       return ember_fail(err, EMBER_EIO, "sac save: write failed");
-  if (write_all(out, s->log_alpha, sizeof s->log_alpha) || write_all(out, &s->rng, sizeof s->rng) ||
-      write_all(out, &s->critic_updates, sizeof s->critic_updates) ||
-      write_all(out, &s->actor_updates, sizeof s->actor_updates) || write_all(out, "END!", 4))
+  if (algo_write(out, s->log_alpha, sizeof s->log_alpha) || algo_write(out, &s->rng, sizeof s->rng) ||
+      algo_write(out, &s->critic_updates, sizeof s->critic_updates) ||
+      algo_write(out, &s->actor_updates, sizeof s->actor_updates) || algo_write(out, "END!", 4))
     return ember_fail(err, EMBER_EIO, "sac save: write failed");
   return 0;
 }
@@ -466,31 +370,30 @@ static int sac_save(void *self, FILE *out, ember_err *err) {
 static int sac_load(void *self, FILE *in, ember_err *err) {
   sac_t *s = self;
   sac_file_header h;
-  if (read_all(in, &h, sizeof h)) return ember_fail(err, EMBER_ECORRUPT, "sac load: truncated header");
+  if (algo_read(in, &h, sizeof h)) return ember_fail(err, EMBER_ECORRUPT, "sac load: truncated header");
   if (memcmp(h.magic, SAC_MAGIC, 8) != 0) return ember_fail(err, EMBER_ECORRUPT, "sac load: not a SAC state");
   if (h.version != SAC_FORMAT)
     return ember_fail(err, EMBER_ESCHEMA, "sac load: format %u, this build reads %u", h.version, SAC_FORMAT);
-  if (h.obs_dim != s->obs_dim || h.act_dim != s->act_dim || h.pi_count != s->pi->param_count ||
+  if (h.obs_dim != s->obs_dim || h.act_dim != s->act_dim || h.pi_count != s->pol.net->param_count ||
       h.q_count != s->q->param_count)
     return ember_fail(err, EMBER_ESHAPE,
                       "sac load: state is for obs %d act %d with %llu/%llu parameters, this SAC has obs %d act %d "
                       "with %zu/%zu (hidden_size %d x %d layers in the file)",
                       h.obs_dim, h.act_dim, (unsigned long long)h.pi_count, (unsigned long long)h.q_count,
-                      s->obs_dim, s->act_dim, s->pi->param_count, s->q->param_count, h.hidden_size,
+                      s->obs_dim, s->act_dim, s->pol.net->param_count, s->q->param_count, h.hidden_size,
                       h.hidden_layers);
-  if (read_all(in, s->pi->params, s->pi->param_count * sizeof(float)) ||
-      read_all(in, s->q->params, s->q->param_count * sizeof(float)) ||
-      read_all(in, s->q_target->params, s->q->param_count * sizeof(float)))
+  if (algo_read(in, s->pol.net->params, s->pol.net->param_count * sizeof(float)) ||
+      algo_read(in, s->q->params, s->q->param_count * sizeof(float)) ||
+      algo_read(in, s->q_target->params, s->q->param_count * sizeof(float)))
     return ember_fail(err, EMBER_ECORRUPT, "sac load: truncated parameters");
   nn_adam *opts[] = {s->pi_opt, s->q_opt, s->alpha_opt};
   for (int i = 0; i < 3; i++)
-    if (read_all(in, &opts[i]->step, sizeof opts[i]->step) || read_all(in, opts[i]->m, opts[i]->count * sizeof(float)) ||
-        read_all(in, opts[i]->v, opts[i]->count * sizeof(float)))
+    if (algo_read_adam(in, opts[i]))
       return ember_fail(err, EMBER_ECORRUPT, "sac load: truncated optimiser state");
   char end[4];
-  if (read_all(in, s->log_alpha, sizeof s->log_alpha) || read_all(in, &s->rng, sizeof s->rng) ||
-      read_all(in, &s->critic_updates, sizeof s->critic_updates) ||
-      read_all(in, &s->actor_updates, sizeof s->actor_updates) || read_all(in, end, 4) || memcmp(end, "END!", 4))
+  if (algo_read(in, s->log_alpha, sizeof s->log_alpha) || algo_read(in, &s->rng, sizeof s->rng) ||
+      algo_read(in, &s->critic_updates, sizeof s->critic_updates) ||
+      algo_read(in, &s->actor_updates, sizeof s->actor_updates) || algo_read(in, end, 4) || memcmp(end, "END!", 4))
     return ember_fail(err, EMBER_ECORRUPT, "sac load: truncated or corrupt tail");
   return 0;
 }
