@@ -9,11 +9,13 @@
 
 extern const algo_ops algo_sac;
 extern const algo_ops algo_vmbpo, algo_vmbpo_mfe;
+extern const algo_ops algo_mpo;
 
 static const algo_ops *const registry[] = {
     &algo_sac,
     &algo_vmbpo,
     &algo_vmbpo_mfe,
+    &algo_mpo,
     NULL,
 };
 

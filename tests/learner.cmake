@@ -3,6 +3,8 @@
 if(TARGET ember_learner)
   ember_check_test(test_sac SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sac.c LIBS ember_learner ember_policy
                    TIMEOUT 120)
+  ember_check_test(test_mpo SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_mpo.c LIBS ember_learner ember_policy
+                   TIMEOUT 120)
   ember_check_test(test_learner_loop SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_learner_loop.c
                    LIBS ember_learner ember_replay TIMEOUT 120)
 endif()
