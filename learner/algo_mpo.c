@@ -33,12 +33,12 @@ static const config_field mpo_fields[] = {
     F(dual_lr, CONFIG_FLOAT, 1e-12, 1, "1e-2", "Adam learning rate of log(eta), log(alpha_mean), log(alpha_std)"),
     F(gamma, CONFIG_FLOAT, 0, 1, "0.99", "discount factor"),
     F(tau, CONFIG_FLOAT, 0, 1, "0.005", "Polyak rate of the target critics (1 = copy)"),
-    F(policy_tau, CONFIG_FLOAT, 0, 1, "0.01", "Polyak rate of the target policy pi_old (1 = copy)"),
+    F(policy_tau, CONFIG_FLOAT, 0, 1, "0.05", "Polyak rate of the target policy pi_old (1 = copy)"),
     F(action_samples, CONFIG_INT, 1, 1024, "20", "N: actions sampled from pi_old per state in the E-step"),
-    F(target_samples, CONFIG_INT, 1, 1024, "20", "M: next actions from pi_old per transition in the TD target"),
+    F(target_samples, CONFIG_INT, 1, 1024, "4", "M: next actions from pi_old per transition in the TD target"),
     F(epsilon, CONFIG_FLOAT, 1e-8, 100, "0.1", "E-step KL bound: KL(q || pi_old) per state, in nats"),
-    F(epsilon_mean, CONFIG_FLOAT, 1e-10, 100, "2.5e-3", "M-step KL bound on the change of the mean, in nats"),
-    F(epsilon_std, CONFIG_FLOAT, 1e-10, 100, "1e-6", "M-step KL bound on the change of the std, in nats"),
+    F(epsilon_mean, CONFIG_FLOAT, 1e-10, 100, "0.01", "M-step KL bound on the change of the mean, in nats"),
+    F(epsilon_std, CONFIG_FLOAT, 1e-10, 100, "1e-4", "M-step KL bound on the change of the std, in nats"),
     F(init_eta, CONFIG_FLOAT, 1e-6, 1e6, "1", "initial temperature eta of the E-step"),
     F(init_alpha_mean, CONFIG_FLOAT, 1e-6, 1e6, "1", "initial Lagrange multiplier of the mean constraint"),
     F(init_alpha_std, CONFIG_FLOAT, 1e-6, 1e6, "100", "initial Lagrange multiplier of the std constraint"),
@@ -362,7 +362,7 @@ static int mpo_e_step(void *self, const algo_batch *b, algo_stats *stats, ember_
   /* Policy evaluation first (gradient only), then the E-step on the target networks, which that
    * step does not change; parameters move only once both are known to be finite. */
   rng_normal_fill(&m->rng, m->eps, B * m->n_target * A);
-  double critic_loss, dual, kl_q;
+  double critic_loss = 0, dual = 0, kl_q = 0;
   if ((rc = mpo_critic_loss_grad(m, b, m->eps, &critic_loss, err)) != 0) return rc;
   rng_normal_fill(&m->rng, m->eps, B * N * A);
   sample_and_score(m, b->obs, B, N, m->eps, m->u, m->qv);
@@ -458,14 +458,19 @@ int mpo_mstep_loss_grad(mpo_t *m, const float *obs, int B, const float *u, const
   t->kl_std = c_sigma / B;
   t->loss = t->nll + alpha_mean * t->kl_mean + alpha_std * t->kl_std;
 
-  /* The multipliers' own losses ([MPO] Appendix C.3's Lagrangian, minimised in alpha by gradient as
-   * Acme does), with the KLs held fixed:
-   *   L_alpha = alpha (epsilon - sg(C)),  dL_alpha/dlog(alpha) = alpha (epsilon - C)
-   * so alpha grows while the constraint C < epsilon is violated and shrinks while it is slack. */
-  t->alpha_mean_loss = alpha_mean * (m->cfg.epsilon_mean - t->kl_mean);
-  t->alpha_std_loss = alpha_std * (m->cfg.epsilon_std - t->kl_std);
-  t->d_log_alpha_mean = t->alpha_mean_loss;
-  t->d_log_alpha_std = t->alpha_std_loss;
+  /* The multipliers' own losses: the Lagrangian's alpha (epsilon - C) ([MPO] Appendix C.3), minimised
+   * over the multiplier with the KL held fixed, written in log(alpha) as SAC writes its temperature
+   * loss:
+   *   L_alpha = log(alpha) (epsilon - sg(C)),  dL_alpha/dlog(alpha) = epsilon - C
+   * alpha grows while the constraint C < epsilon is violated and shrinks while it is slack, with the
+   * fixed points of alpha (epsilon - C) (C = epsilon, or alpha -> 0 with C < epsilon). Why not the
+   * gradient of alpha (epsilon - C) itself, alpha (epsilon - C): it scales with alpha, so after a
+   * burst of violations Adam's second moment remembers gradients of 1e5 and the multiplier, at 1e7,
+   * took thousands of updates to come back (measured on pendulum; docs/algorithms.md). */
+  t->alpha_mean_loss = log(alpha_mean) * (m->cfg.epsilon_mean - t->kl_mean);
+  t->alpha_std_loss = log(alpha_std) * (m->cfg.epsilon_std - t->kl_std);
+  t->d_log_alpha_mean = m->cfg.epsilon_mean - t->kl_mean;
+  t->d_log_alpha_std = m->cfg.epsilon_std - t->kl_std;
 
   memset(p->d_out, 0, (size_t)B * 2 * A * sizeof(float));
   nn_policy_head_backward(p->d_out, p->d_mean, p->d_log_std, out, B, A, m->log_std_lo, m->log_std_hi);

@@ -92,7 +92,7 @@ typedef struct {
   double nll;         /* -(1/B) sum_ij w_ij [log N(u_ij; mu, std_old) + log N(u_ij; mu_old, std)] */
   double kl_mean;     /* (1/B) sum_i KL(N(mu_old, std_old) || N(mu, std_old)) */
   double kl_std;      /* (1/B) sum_i KL(N(mu_old, std_old) || N(mu_old, std)) */
-  double alpha_mean_loss, alpha_std_loss; /* alpha (epsilon - sg(kl)) */
+  double alpha_mean_loss, alpha_std_loss; /* log(alpha) (epsilon - sg(kl)) */
   double d_log_alpha_mean, d_log_alpha_std; /* their gradients with respect to log(alpha) */
 } mpo_mstep_terms;
 

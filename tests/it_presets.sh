@@ -27,4 +27,6 @@ expect reacher vmbpo vmbpo.real_ratio 0.25
 expect hopper vmbpo vmbpo.critics 2
 expect half_cheetah vmbpo vmbpo.nu_max 1
 expect half_cheetah vmbpo-mfe vmbpo.nu_max 10
+expect pendulum mpo mpo.hidden_size 128
+expect pendulum sac mpo.hidden_size 256
 echo PASS

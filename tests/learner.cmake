@@ -17,6 +17,9 @@ endif()
 if(TARGET ember)
   add_test(NAME it_train_smoke COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_train_smoke.sh $<TARGET_FILE:ember>)
   set_tests_properties(it_train_smoke PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  # The learning test for MPO (its pendulum preset, app/settings.c): the same bar as SAC's below.
+  add_test(NAME it_learning_mpo COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> mpo)
+  set_tests_properties(it_learning_mpo PROPERTIES TIMEOUT 360 LABELS no-asan ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   add_test(NAME it_learning_pendulum
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> sac)
   set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 360 LABELS no-asan

@@ -381,13 +381,13 @@ START_TEST(mstep_loss_and_gradient_match_the_reference) {
   double *fd = finite_diff(ref_mstep_loss, &c, c.pi_theta, n);
   double e = grad_error(mpo_policy_net(m)->grads, fd, n);
   ck_assert_msg(e < RTOL, "policy gradient error %g", e);
-  /* The multipliers' losses alpha (epsilon - KL) and their derivatives in log(alpha), by differences. */
-  double a_mean = 0.7 * (settings.epsilon_mean - want.kl_mean), a_std = 1.3 * (settings.epsilon_std - want.kl_std);
+  /* The multipliers' losses log(alpha) (epsilon - KL) and their derivatives in log(alpha), by differences. */
+  double a_mean = log(0.7) * (settings.epsilon_mean - want.kl_mean), a_std = log(1.3) * (settings.epsilon_std - want.kl_std);
   ck_assert_double_eq_tol(got.alpha_mean_loss, a_mean, 1e-5 * fmax(1, fabs(a_mean)));
   ck_assert_double_eq_tol(got.alpha_std_loss, a_std, 1e-5 * fmax(1, fabs(a_std)));
   double h = 1e-6, la = log(0.7), ls = log(1.3);
-  double fd_a = (exp(la + h) - exp(la - h)) / (2 * h) * (settings.epsilon_mean - want.kl_mean);
-  double fd_s = (exp(ls + h) - exp(ls - h)) / (2 * h) * (settings.epsilon_std - want.kl_std);
+  double fd_a = ((la + h) - (la - h)) / (2 * h) * (settings.epsilon_mean - want.kl_mean);
+  double fd_s = ((ls + h) - (ls - h)) / (2 * h) * (settings.epsilon_std - want.kl_std);
   ck_assert_double_eq_tol(got.d_log_alpha_mean, fd_a, 1e-5 * fmax(1, fabs(fd_a)));
   ck_assert_double_eq_tol(got.d_log_alpha_std, fd_s, 1e-5 * fmax(1, fabs(fd_s)));
   /* The likelihood term alone (multipliers ~0), so a KL term cannot hide an error in it. */
