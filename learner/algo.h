@@ -1,5 +1,5 @@
-/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO and VMBPO-MFE today;
- * VIREL and MPO are planned, not registered), and the registry that finds them by name.
+/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO, VMBPO-MFE and MPO today;
+ * VIREL is planned, not registered), and the registry that finds them by name.
  *
  * An algorithm is a file learner/algo_<name>.c (or a few: VMBPO's are algo_vmbpo.c and vmbpo_*.c,
  * learner/vmbpo_internal.h) that defines one `const algo_ops algo_<name>` and
@@ -13,6 +13,8 @@
  * M-step the baseline policy pi; for SAC the E-step slot runs the critic update and the M-step slot
  * the actor and temperature update (evaluation before improvement, as in VMBPO's E-step). That is
  * ember's naming, not VIREL's: VIREL's EM has the actor as its E-step and the critic as its M-step.
+ * MPO's e_step runs its policy evaluation (the critics) and then its E-step (the non-parametric q),
+ * its m_step the M-step (pi).
  *
  * Ownership: `create` returns an algorithm instance the caller owns and frees with `destroy`. The
  * batch, the stats and every buffer passed in stay the caller's; an algorithm keeps no pointer to

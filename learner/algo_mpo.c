@@ -256,8 +256,8 @@ void mpo_estep_samples(mpo_t *m, const float *obs, int B, const float *eps, cons
 int mpo_critic_loss_grad(mpo_t *m, const algo_batch *b, const float *eps_next, double *loss_out, ember_err *err) {
   const int B = b->size, M = m->n_target;
   const double gamma = m->cfg.gamma;
-  /* The target with pi_old's expected next value, by M samples ([REPI] section 3, policy
-   * evaluation, here one-step TD in place of Retrace; [MPO] section 4.1 likewise allows it):
+  /* Policy evaluation ([REPI] step 1, [MPO]'s policy evaluation; both use Retrace on trajectories,
+   * replay here holds transitions): one-step TD onto pi_old's expected next value, by M samples:
    *   y_i = r_i + gamma (1 - d_i) (1/M) sum_k min_c Q'_c(s'_i, a'_ik),   a'_ik ~ pi_old(.|s'_i)
    * A truncated transition bootstraps; only `terminated` stops the bootstrap. */
   sample_and_score(m, b->next_obs, B, M, eps_next, m->u_td, m->q_td);
@@ -292,7 +292,7 @@ int mpo_critic_loss_grad(mpo_t *m, const algo_batch *b, const float *eps_next, d
 
 double mpo_temperature_dual(const float *q, int rows, int n, double eta, double epsilon, float *weights,
                             double *d_eta, double *kl) {
-  /* [MPO] section 4.2 (its Appendix D.2 derives it), [REPI] section 4.1 ("finding action weights"):
+  /* [MPO]'s non-parametric E-step and its dual, [REPI] section 4.1 ("finding action weights"):
    * the E-step max_q E_mu E_q[Q] s.t. E_mu KL(q(.|s) || pi_old(.|s)) < epsilon is solved by
    *   q(a|s) proportional to pi_old(a|s) exp(Q(s,a) / eta),
    * with eta the minimiser of the convex dual, estimated with the N samples a_ij ~ pi_old(.|s_i):
@@ -416,8 +416,8 @@ int mpo_mstep_loss_grad(mpo_t *m, const float *obs, int B, const float *u, const
   memset(p->d_mean, 0, (size_t)B * A * sizeof(float));
   memset(p->d_log_std, 0, (size_t)B * A * sizeof(float));
 
-  /* [REPI] section 4.2 (fitting an improved policy) with its decoupled Gaussian update (4.2.1), and
-   * [MPO] section 4.3 / Appendix C.3: the weighted maximum likelihood of the E-step's samples, each
+  /* [REPI] section 4.2 (fitting an improved policy) with its decoupled Gaussian update (4.2.1; [MPO]
+   * section 3.3 is the same weighted maximum likelihood under one KL bound): the E-step's samples, each
    * half of the Gaussian fitted with the other half held at pi_old's,
    *   nll = -(1/B) sum_i sum_j q_ij [ log N(u_ij; mu(s_i), std_old(s_i)) + log N(u_ij; mu_old(s_i), std(s_i)) ]
    * (u is the pre-tanh action: log pi(a) - log N(u) is tanh's Jacobian, with no parameter in it). */
@@ -439,7 +439,7 @@ int mpo_mstep_loss_grad(mpo_t *m, const float *obs, int B, const float *u, const
   sum_samples(p->d_log_std, m->d_rep, B, N, A);
   t->nll = nll / B;
 
-  /* The decoupled trust region ([REPI] 4.2.1; [MPO] Appendix C.3), as Lagrangian terms with the
+  /* The decoupled trust region ([REPI] 4.2.1), as Lagrangian terms with the
    * multipliers held fixed (diagonal Gaussians, summed over the action dimensions):
    *   C_mu    = (1/B) sum_i KL(N(mu_old, std_old) || N(mu, std_old)) = mean_i sum_d (mu - mu_old)^2 / (2 std_old^2)
    *   C_sigma = (1/B) sum_i KL(N(mu_old, std_old) || N(mu_old, std))
@@ -458,7 +458,7 @@ int mpo_mstep_loss_grad(mpo_t *m, const float *obs, int B, const float *u, const
   t->kl_std = c_sigma / B;
   t->loss = t->nll + alpha_mean * t->kl_mean + alpha_std * t->kl_std;
 
-  /* The multipliers' own losses: the Lagrangian's alpha (epsilon - C) ([MPO] Appendix C.3), minimised
+  /* The multipliers' own losses: the Lagrangian's alpha (epsilon - C) ([REPI] 4.2.1), minimised
    * over the multiplier with the KL held fixed, written in log(alpha) as SAC writes its temperature
    * loss:
    *   L_alpha = log(alpha) (epsilon - sg(C)),  dL_alpha/dlog(alpha) = epsilon - C

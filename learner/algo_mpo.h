@@ -7,6 +7,7 @@
  * MPO as implemented (docs/algorithms.md, "MPO as implemented", says the same in prose). Papers:
  * [MPO] Abdolmaleki et al. 2018, "Maximum a Posteriori Policy Optimisation" (ICLR);
  * [REPI] Abdolmaleki et al. 2018, "Relative Entropy Regularized Policy Iteration" (arXiv 1812.02256).
+ * Cited by section, not equation number: only their opening pages were at hand (docs/algorithms.md).
  *   policy    pi(a|s): the tanh-Gaussian of protocol.md (an MLP s -> [mu | raw], log_std = smooth
  *             bound of raw, a = tanh(u), u ~ N(mu, std^2)). MPO works on the Gaussian over u: tanh is
  *             a bijection, so the KL between two such policies is the KL of their Gaussians, and the
