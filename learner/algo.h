@@ -1,5 +1,6 @@
-/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO, VMBPO-MFE, VIREL and
- * VIREL-soft today; docs/algorithms.md has a table of them), and the registry that finds them by name.
+/* algo.h: the one interface every learning algorithm implements (SAC, VMBPO, VMBPO-MFE, VIREL,
+ * VIREL-soft and MPO today; docs/algorithms.md has a table of them), and the registry that finds them
+ * by name.
  *
  * An algorithm is a file learner/algo_<name>.c (or a few: VMBPO's are algo_vmbpo.c and vmbpo_*.c,
  * learner/vmbpo_internal.h) that defines one `const algo_ops algo_<name>` and
@@ -15,7 +16,8 @@
  * other way round (its E-step is the policy, its M-step the critic) and Algorithm 1 fits the critic
  * first, so VIREL's e_step slot runs its M-step and its m_step slot its E-step. SAC is not EM: its
  * e_step slot runs the critic update and m_step the actor and temperature update (evaluation before
- * improvement).
+ * improvement). MPO's e_step runs its policy evaluation (the critics) and then its E-step (the
+ * non-parametric q), its m_step the M-step (pi).
  *
  * Ownership: `create` returns an algorithm instance the caller owns and frees with `destroy`. The
  * batch, the stats and every buffer passed in stay the caller's; an algorithm keeps no pointer to

@@ -10,6 +10,7 @@
 extern const algo_ops algo_sac;
 extern const algo_ops algo_vmbpo, algo_vmbpo_mfe;
 extern const algo_ops algo_virel, algo_virel_soft;
+extern const algo_ops algo_mpo;
 
 static const algo_ops *const registry[] = {
     &algo_sac,
@@ -17,6 +18,7 @@ static const algo_ops *const registry[] = {
     &algo_vmbpo_mfe,
     &algo_virel,
     &algo_virel_soft,
+    &algo_mpo,
     NULL,
 };
 

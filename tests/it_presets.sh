@@ -30,4 +30,6 @@ expect half_cheetah vmbpo-mfe vmbpo.nu_max 10
 expect pendulum virel virel.hidden_size 128
 expect pendulum virel-soft virel_soft.hidden_size 128
 expect pendulum sac virel.hidden_size 256
+expect pendulum mpo mpo.hidden_size 128
+expect pendulum sac mpo.hidden_size 256
 echo PASS

@@ -5,6 +5,8 @@ if(TARGET ember_learner)
                    TIMEOUT 120)
   ember_check_test(test_virel SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_virel.c LIBS ember_learner ember_policy
                    TIMEOUT 120)
+  ember_check_test(test_mpo SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_mpo.c LIBS ember_learner ember_policy
+                   TIMEOUT 120)
   ember_check_test(test_learner_loop SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_learner_loop.c
                    LIBS ember_learner ember_replay TIMEOUT 120)
 endif()
@@ -17,6 +19,9 @@ endif()
 if(TARGET ember)
   add_test(NAME it_train_smoke COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_train_smoke.sh $<TARGET_FILE:ember>)
   set_tests_properties(it_train_smoke PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  # The learning test for MPO (its pendulum preset, app/settings.c): the same bar as SAC's below.
+  add_test(NAME it_learning_mpo COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> mpo)
+  set_tests_properties(it_learning_mpo PROPERTIES TIMEOUT 360 LABELS no-asan ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   add_test(NAME it_learning_pendulum
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> sac)
   set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 360 LABELS no-asan
