@@ -6,7 +6,7 @@
 # PNG curves (every seed overlaid, `ember plot`) to OUT/<algo>_<task>/returns.png and losses.png.
 # The budget (the paper's: 50,000 steps on pendulum and reacher, 3 seeds) is the default and
 # takes hours on 2 cores; the knobs shrink it for a check of the script itself:
-#   LEARN_ALGOS (vmbpo vmbpo-mfe sac)  LEARN_TASKS (pendulum reacher)  LEARN_SEEDS (1 2 3)
+#   LEARN_ALGOS (vmbpo vmbpo-mfe sac virel virel-soft mpo)  LEARN_TASKS (pendulum reacher)  LEARN_SEEDS (1 2 3)
 #   LEARN_STEPS (50000)  LEARN_OUT (bench-learning-out)  LEARN_SETS (extra --set arguments)
 #   LEARN_VARIANT (the algorithm's name: a label for the runs, so that runs of one algorithm with other
 #   LEARN_SETS, an ablation, sit beside each other in OUT/runs as <variant>_<task>_s<seed> and in the
@@ -23,7 +23,7 @@ set -euo pipefail
 build=$1
 ember=$build/app/ember
 plot=$build/bench/bench_plot_runs
-algos=${LEARN_ALGOS:-vmbpo vmbpo-mfe sac}
+algos=${LEARN_ALGOS:-vmbpo vmbpo-mfe sac virel virel-soft mpo}
 tasks=${LEARN_TASKS:-pendulum reacher}
 seeds=${LEARN_SEEDS:-1 2 3}
 steps=${LEARN_STEPS:-50000}
