@@ -4,7 +4,8 @@
 # sample), measured in the same run on the same cores:
 #   BENCH learner_vmbpo_updates_per_s, BENCH torch_vmbpo_updates_per_s, BENCH learner_vmbpo_vs_torch
 # with every core (nproc threads each, the goal's figures), then the same three with one thread each
-# (suffix _1thread), as bench/learner.sh does for SAC. Called by bench/learner.sh (make
+# (suffix _1thread), and BENCH learner_vmbpo_vs_torch_best (best against best), as bench/learner.sh
+# does for SAC. Called by bench/learner.sh (make
 # bench-learner) and by `bench/run.sh BUILD learner_vmbpo`. BENCH_SECONDS (default 10),
 # BENCH_THREADS (default nproc) as in bench/learner.sh.
 set -euo pipefail
@@ -17,4 +18,5 @@ ref=$here/../../shared/anchors/torch_learner_ref.py
 . "$here/learner_vs_torch.sh"
 measure_vs_torch vmbpo "$threads" "" vmbpo vmbpo.pi_equals_qc=false
 [ "$threads" = 1 ] || measure_vs_torch vmbpo 1 _1thread vmbpo vmbpo.pi_equals_qc=false
+print_best_vs_torch vmbpo
 exit 0
