@@ -135,7 +135,31 @@ static void flight_pop(replay_insert_client *c) {
   c->f_len--;
 }
 
+/* An ack this client could have been sent: its own actor id (0 = not named), a range of sequences it
+ * sent, and no more rows than those batches held (in flight now, or written off as unconfirmed and
+ * acknowledged late). Anything else would move transitions between the accounting's terms that never
+ * were there, so it is refused and counted instead. */
+static bool ack_is_plausible(const replay_insert_client *c, const Ember__InsertAck *a) {
+  uint64_t first = a->first_sequence ? a->first_sequence : a->sequence;
+  if (a->actor_id && a->actor_id != c->o.actor_id) return false;
+  if (a->sequence == 0 || a->sequence >= c->next_sequence || first > a->sequence) return false;
+  uint64_t room = c->st.transitions_unconfirmed;
+  for (size_t i = 0; i < c->f_len; i++) {
+    const flight *f = &c->flights[(c->f_head + i) % c->f_cap];
+    if (f->sequence >= first && f->sequence <= a->sequence) room += f->count;
+  }
+  return (uint64_t)a->accepted + a->rejected <= room;
+}
+
 static void handle_ack(replay_insert_client *c, const Ember__InsertAck *a) {
+  if (!ack_is_plausible(c, a)) {
+    c->st.acks_refused++;
+    snprintf(c->st.last_error, sizeof c->st.last_error,
+             "refused an InsertAck for actor %llu, sequences %llu-%llu, %u + %u rows: not this client's",
+             (unsigned long long)a->actor_id, (unsigned long long)a->first_sequence, (unsigned long long)a->sequence,
+             a->accepted, a->rejected);
+    return;
+  }
   if (a->error && a->error[0]) snprintf(c->st.last_error, sizeof c->st.last_error, "%s", a->error);
   uint64_t first = a->first_sequence ? a->first_sequence : a->sequence;
   /* acks come back in send order on one connection: batches older than this ack's range that are

@@ -54,6 +54,9 @@ typedef struct {
   uint64_t transitions_unconfirmed;             /* sent, no ack within ack_timeout_ms */
   uint64_t transitions_in_flight, transitions_queued;
   uint64_t error_replies;                       /* ErrorReply messages received */
+  uint64_t acks_refused;                        /* InsertAcks that cannot be this client's: another
+                                                   actor id, a sequence never sent, or more rows than
+                                                   the batches they name could hold; ignored */
   uint32_t in_flight, queued;                   /* batches */
   char last_error[256];                         /* the last InsertAck.error or ErrorReply text */
 } replay_insert_stats;

@@ -524,6 +524,66 @@ START_TEST(undecodable_batch_ends_unconfirmed_at_the_client) {
 }
 END_TEST
 
+/* An InsertAck that cannot be this client's (another actor, a sequence never sent, more rows than the
+ * named batches held) is refused and counted, and the accounting stays whole: before, one such ack
+ * popped everything in flight and the transitions left every term of it. */
+START_TEST(implausible_acks_are_refused_by_the_client) {
+  void *fake = zmq_socket(ctx, ZMQ_ROUTER);
+  int zero = 0;
+  zmq_setsockopt(fake, ZMQ_LINGER, &zero, sizeof zero);
+  ck_assert_int_eq(zmq_bind(fake, "inproc://fake-replay-acks"), 0);
+  ember_err err = {0};
+  replay_insert_opts io = {.endpoint = "inproc://fake-replay-acks", .actor_id = 4, .ack_timeout_ms = 60000};
+  replay_insert_client *ic = replay_insert_client_new(ctx, &io, &err);
+  ck_assert_msg(ic != NULL, "%s", err.msg);
+  for (int i = 0; i < 2; i++) {
+    test_batch tb;
+    test_batch_fill(&tb, "t", 3, 1, i == 0 ? 7 : 5, 0, 0, 0);
+    ck_assert_int_eq(replay_insert_client_send(ic, &tb.b, &err), 0);
+    test_batch_free(&tb);
+  }
+  net_route route;
+  for (int i = 0; i < 2; i++) {
+    Ember__Envelope *env = NULL;
+    zmq_pollitem_t it = {fake, 0, ZMQ_POLLIN, 0};
+    ck_assert_int_eq(zmq_poll(&it, 1, 3000), 1);
+    ck_assert_int_eq(net_recv(fake, &env, &route, 0, &err), 0);
+    net_envelope_free(env);
+  }
+  const struct {
+    uint64_t actor, first, last;
+    uint32_t accepted;
+  } bad[] = {{9, 1, 2, 12}, {4, 0, 99, 1}, {4, 1, 1, 1000}, {4, 2, 1, 1}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    Ember__InsertAck a = EMBER__INSERT_ACK__INIT;
+    a.actor_id = bad[i].actor, a.first_sequence = bad[i].first, a.sequence = bad[i].last;
+    a.accepted = bad[i].accepted, a.error = "";
+    ck_assert_int_eq(net_send_body(fake, EMBER__ENVELOPE__BODY_INSERT_ACK, &a, &route, 0, &err), 0);
+  }
+  replay_insert_stats st;
+  for (int i = 0; i < 100; i++) {
+    replay_insert_client_poll(ic, 10);
+    replay_insert_client_stats(ic, &st);
+    if (st.acks_refused == 4) break;
+  }
+  ck_assert_uint_eq(st.acks_refused, 4);
+  ck_assert_uint_eq(st.transitions_in_flight, 12);
+  ck_assert_uint_eq(st.transitions_stored, 0);
+  ck_assert_ptr_nonnull(strstr(st.last_error, "not this client's"));
+  Ember__InsertAck a = EMBER__INSERT_ACK__INIT; /* the real ack of both */
+  a.actor_id = 4, a.first_sequence = 1, a.sequence = 2, a.accepted = 12, a.error = "";
+  ck_assert_int_eq(net_send_body(fake, EMBER__ENVELOPE__BODY_INSERT_ACK, &a, &route, 0, &err), 0);
+  ck_assert_int_eq(replay_insert_client_flush(ic, 3000), 0);
+  replay_insert_client_stats(ic, &st);
+  ck_assert_uint_eq(st.transitions_stored, 12);
+  ck_assert_uint_eq(st.transitions_stored + st.transitions_rejected + st.transitions_dropped +
+                        st.transitions_unconfirmed + st.transitions_in_flight + st.transitions_queued,
+                    12);
+  replay_insert_client_destroy(&ic);
+  zmq_close(fake);
+}
+END_TEST
+
 /* behaviour_log_prob may be left out only by a batch of uniform random actions (policy_version 0),
  * and is then stored as their density; a batch a policy played must carry it. */
 START_TEST(empty_log_prob_only_for_random_actions) {
@@ -1193,6 +1253,7 @@ int main(void) {
   tcase_add_test(tc, bad_input_inproc);
   tcase_add_test(tc, envelope_refusals_name_the_batch_or_request);
   tcase_add_test(tc, undecodable_batch_ends_unconfirmed_at_the_client);
+  tcase_add_test(tc, implausible_acks_are_refused_by_the_client);
   tcase_add_test(tc, empty_log_prob_only_for_random_actions);
   tcase_add_test(tc, rate_limiter_parks_samples_and_pauses_inserts);
   tcase_add_test(tc, req_peers_and_prompt_stop);
