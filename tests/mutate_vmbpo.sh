@@ -230,12 +230,16 @@ echo "mutate_vmbpo: suites: ${targets[*]}"
 
 build_targets() { cmake --build "$build" -j "$jobs" --target "${targets[@]}" >"$1" 2>&1; }
 
-# run_suites LOG: 0 when every suite passes; the failing suites' names are left in $failed
+# run_suites LOG: 0 when every suite passes; else $failed names the failing suites and, in brackets,
+# the Check test cases that failed (lines "file:line:F:tcase:test:iter: message", E for an error)
 run_suites() {
   failed=""
-  if ! (cd "$build" && OPENBLAS_NUM_THREADS=1 ctest -R "$tests_re" --timeout 300 >"$1" 2>&1); then
+  if ! (cd "$build" && OPENBLAS_NUM_THREADS=1 ctest -R "$tests_re" --timeout 300 --output-on-failure >"$1" 2>&1); then
     failed=$(sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) (.*/\1/p' "$1" | paste -sd, -)
     [ -n "$failed" ] || failed="ctest"
+    local cases
+    cases=$(grep -o ':[FE]:[^:]*:[^:]*:' "$1" | cut -d: -f4 | sort -u | paste -sd, - || true)
+    [ -z "$cases" ] || failed="$failed [$cases]"
     return 1
   fi
 }
