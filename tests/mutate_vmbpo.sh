@@ -246,11 +246,13 @@ run_suites() {
 
 # The object of FILE must be newer than FILE after a build, or the build did not see the edit.
 check_rebuilt() {
-  local f=$1 base obj
+  local f=$1 base obj found=0
   base=$(basename "$f")
   while IFS= read -r obj; do
+    found=1
     [ "$obj" -nt "$src/$f" ] || die "$obj is older than the mutated $f: the build did not recompile it"
   done < <(find "$build" -name "$base.o" -path '*ember_learner.dir*')
+  [ "$found" = 1 ] || die "no object of $f in ember_learner: the suites do not build the mutated file"
 }
 
 echo "mutate_vmbpo: baseline build"
