@@ -2,7 +2,7 @@
 #   make run    install what is missing, build, train on the default task
 #   make test   install what is missing, build (plain and sanitized), run every test
 .PHONY: all deps build build-asan run test test-plain test-asan bench bench-nn bench-env bench-replay \
-        bench-learner bench-actor bench-learning clean docker docker-base
+        bench-learner bench-actor bench-learning mutate-vmbpo clean docker docker-base
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
@@ -55,6 +55,12 @@ bench-learner: build
 
 bench-learning: build
 	@bench/run.sh $(BUILD) learning
+
+# Mutation testing of VMBPO's losses (tests/mutate_vmbpo.sh): each term of eqs. 19, 21, 23, 24, 25
+# and 27 flipped or dropped in a copy of the tree, one at a time; the VMBPO unit suites must fail on
+# every mutant. Not part of `make test`: it rebuilds and reruns the suites once per mutant, at -j1.
+mutate-vmbpo: deps
+	@JOBS=1 tests/mutate_vmbpo.sh
 
 # Container image: seeds the base image from Debian's archive where no registry is reachable.
 docker-base:

@@ -20,6 +20,14 @@ if(TARGET ember_learner)
     SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_vmbpo_termination.c
     LIBS ember_learner
     TIMEOUT 60)
+  # Every loss of eqs. 19-27 checked against a closed form through the network code, not against a
+  # transcription of its formula: the twisted linear-Gaussian dynamics step 1 reaches, the dual's
+  # stationary point, eq. 23's target constant under the exact twist, q_c back at pi when Q = 0, the
+  # M-step's moment match. tests/mutate_vmbpo.sh (`make mutate-vmbpo`) shows each term is needed.
+  ember_check_test(test_vmbpo_closed_form
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_vmbpo_closed_form.c
+    LIBS ember_learner
+    TIMEOUT 60)
 endif()
 
 # The CI-sized learning test (tests/it_learning.sh): VMBPO on pendulum, seed 1, must have an
