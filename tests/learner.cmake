@@ -15,21 +15,21 @@ endif()
 # learning test (tests/it_learning.sh): SAC (and VIREL) on pendulum, seed 1, needs an evaluation (10 complete
 # episodes of the deterministic policy, one row of evals.csv) whose mean is better than -400 by 15,000
 # env steps. The run stops at the first such evaluation (`--stop-at-return -400`), so it lasts only as
-# long as learning takes (timeout 360 s); too slow under ASan.
+# long as learning takes (timeout 480 s; the learning tests hold a RESOURCE_LOCK so that two never share the cores); too slow under ASan.
 if(TARGET ember)
   add_test(NAME it_train_smoke COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_train_smoke.sh $<TARGET_FILE:ember>)
   set_tests_properties(it_train_smoke PROPERTIES TIMEOUT 180 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   # The learning test for MPO (its pendulum preset, app/settings.c): the same bar as SAC's below.
   add_test(NAME it_learning_mpo COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> mpo)
-  set_tests_properties(it_learning_mpo PROPERTIES TIMEOUT 360 LABELS no-asan ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  set_tests_properties(it_learning_mpo PROPERTIES TIMEOUT 480 RESOURCE_LOCK learning LABELS no-asan ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   add_test(NAME it_learning_pendulum
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> sac)
-  set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 360 LABELS no-asan
+  set_tests_properties(it_learning_pendulum PROPERTIES TIMEOUT 480 RESOURCE_LOCK learning LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   # The same test for VIREL1 (its pendulum preset, app/settings.c).
   add_test(NAME it_learning_pendulum_virel
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> virel)
-  set_tests_properties(it_learning_pendulum_virel PROPERTIES TIMEOUT 360 LABELS no-asan
+  set_tests_properties(it_learning_pendulum_virel PROPERTIES TIMEOUT 480 RESOURCE_LOCK learning LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
 

@@ -37,12 +37,12 @@ endif()
 # implemented", learning): the paper's M-step pi = q_c at every update, eta 1, K = 8 model samples
 # per real one, nu on (bounded to +-1 nat), step 1 as a plain likelihood because pendulum is
 # deterministic (q_d* = p), log-std floor -0.5, 2x128 networks, learning rates 1e-3, Polyak 0.01, Params
-# every 20 updates. It runs until the threshold is passed, at most 15,000 steps (timeout 360 s); too
+# every 20 updates. It runs until the threshold is passed, at most 15,000 steps (timeout 480 s; the learning tests hold a RESOURCE_LOCK so that two never share the cores); too
 # slow for the ASan pass.
 if(TARGET ember)
   add_test(NAME it_learning_vmbpo
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> vmbpo)
-  set_tests_properties(it_learning_vmbpo PROPERTIES TIMEOUT 360 LABELS no-asan
+  set_tests_properties(it_learning_vmbpo PROPERTIES TIMEOUT 480 RESOURCE_LOCK learning LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
   # The same with eq. 27's M-step instead of the copy: pi fitted to q_c's actions by maximum
   # likelihood, held through E-steps of 20 updates and then fitted by 10 gradient steps with a KL
@@ -55,6 +55,6 @@ if(TARGET ember)
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_learning.sh $<TARGET_FILE:ember> vmbpo
                    --set vmbpo.pi_equals_qc=false --set vmbpo.mstep_every=20 --set vmbpo.mstep_iters=10
                    --set vmbpo.lambda=1)
-  set_tests_properties(it_learning_vmbpo_fitted_pi PROPERTIES TIMEOUT 360 LABELS no-asan
+  set_tests_properties(it_learning_vmbpo_fitted_pi PROPERTIES TIMEOUT 480 RESOURCE_LOCK learning LABELS no-asan
                        ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
