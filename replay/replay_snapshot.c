@@ -110,7 +110,13 @@ static int decode_header(const unsigned char *h, const char *path, replay_snapsh
                       out->size, out->capacity);
   if (out->size > 0 && (out->spec.obs_dim == 0 || out->spec.act_dim == 0))
     return ember_fail(err, EMBER_ECORRUPT, "%s: items without a spec", path);
-  uint64_t expect = out->size * row_bytes(out->spec.obs_dim, out->spec.act_dim, out->has_priorities);
+  /* size x row without wrapping: a crafted size (2^61 items of 56 bytes wrap to 0) would otherwise
+   * pass with an empty payload and load a table of zeros; found writing tests/fuzz/fuzz_snapshot */
+  uint64_t row = row_bytes(out->spec.obs_dim, out->spec.act_dim, out->has_priorities);
+  if (out->size > UINT64_MAX / row)
+    return ember_fail(err, EMBER_ECORRUPT, "%s: %" PRIu64 " items of %" PRIu64 " bytes cannot be stored", path,
+                      out->size, row);
+  uint64_t expect = out->size * row;
   if (out->payload_bytes != expect)
     return ember_fail(err, EMBER_ECORRUPT, "%s: payload %" PRIu64 " bytes, %" PRIu64 " items need %" PRIu64, path,
                       out->payload_bytes, out->size, expect);
