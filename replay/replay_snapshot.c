@@ -419,14 +419,14 @@ int replay_snapshot_load(const char *path, replay_table *t, replay_snapshot_info
   }
   if (t->tree) {
     float *leaves = sumtree_leaves(t->tree);
-    float fresh = (float)pow(t->max_priority, t->alpha);
+    float fresh = replay_leaf_of(pow(t->max_priority, t->alpha));
     double ratio = info->has_priorities && info->alpha > 0 ? t->alpha / info->alpha : 0;
     for (size_t i = 0; i < keep; i++) {
       size_t s = (size_t)((t->inserts - keep + i) % t->capacity);
       float v = leaves[s];
-      if (!info->has_priorities || info->alpha <= 0) v = fresh;
-      else if (ratio != 1.0) v = (float)pow(v, ratio);
-      leaves[s] = isfinite(v) && v >= 0 ? v : fresh;
+      if (!info->has_priorities || info->alpha <= 0 || !isfinite(v) || v < 0) v = fresh;
+      else if (ratio != 1.0) v = replay_leaf_of(pow(v, ratio));
+      leaves[s] = v;
     }
     sumtree_rebuild(t->tree);
   }
