@@ -28,6 +28,8 @@ if ! command -v clang >/dev/null 2>&1; then
   echo "run.sh: clang is not installed (deploy/install-deps.sh --fuzz)" >&2
   exit 2
 fi
+# -Werror off: a warning clang gives and gcc (the project's compiler, -Werror in CI) does not should
+# not stop a search for crashes.
 CC=clang cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBER_FUZZ=ON -DEMBER_WERROR=OFF >/dev/null ||
   exit 2
 names=()
