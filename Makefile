@@ -1,12 +1,16 @@
 # A thin wrapper over CMake: the two commands a user needs, plus benchmarks.
 #   make run    install what is missing, build, train on the default task
 #   make test   install what is missing, build (plain and sanitized), run every test
+#   make fuzz   install clang, build the libFuzzer targets (build-fuzz/), run each FUZZ_SECONDS
 .PHONY: all deps build build-asan run test test-plain test-asan bench bench-nn bench-env bench-replay \
-        bench-learner bench-actor bench-learning mutate-vmbpo clean docker docker-base
+        bench-learner bench-actor bench-learning mutate-vmbpo fuzz fuzz-corpus clean docker docker-base
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 CTEST_ARGS ?=
 
 all: build
@@ -62,6 +66,19 @@ bench-learning: build
 mutate-vmbpo: deps
 	@JOBS=1 tests/mutate_vmbpo.sh
 
+# Fuzzing (docs/reliability.md): every target for FUZZ_SECONDS, one at a time, printing
+# `BENCH fuzz_<target>_execs` and `_crashes`; a crash is minimised into tests/fuzz/regressions/, which
+# `make test` replays. FUZZ_TARGETS="params config" runs only those.
+fuzz:
+	@deploy/install-deps.sh --fuzz
+	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Regenerates the committed seed corpus (tests/fuzz/corpus/) with ember's own encoders and writers.
+fuzz-corpus: build
+	@cmake --build $(BUILD) -j $(JOBS) --target fuzz_make_corpus
+	@rm -rf tests/fuzz/corpus && $(BUILD)/tests/fuzz_make_corpus tests/fuzz/corpus >/dev/null
+	@echo "tests/fuzz/corpus regenerated"
+
 # Container image: seeds the base image from Debian's archive where no registry is reachable.
 docker-base:
 	@deploy/seed-base-image.sh
@@ -70,4 +87,4 @@ docker: docker-base
 	docker build -f deploy/Dockerfile -t ember:latest .
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

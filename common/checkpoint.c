@@ -17,6 +17,7 @@
 #define CKPT_MAGIC "EMBRCKPT"
 #define CKPT_VERSION 1u
 #define CKPT_HEADER_BYTES 64u
+#define MAX_ZSTD_EXPANSION 32768u /* output bytes per input byte a zstd frame can reach: 128 KiB from 4 */
 
 typedef struct {
   char magic[8];
@@ -229,16 +230,31 @@ static int read_verified(const char *path, uint64_t *step, char **payload, size_
                       (long long)st.st_size, (uint64_t)sizeof h + h.compressed_bytes);
   }
   void *packed = malloc(h.compressed_bytes ? h.compressed_bytes : 1);
-  char *out = malloc(h.payload_bytes ? h.payload_bytes : 1);
-  if (!packed || !out) {
-    fclose(f), free(packed), free(out);
+  if (!packed) {
+    fclose(f);
     return ember_fail(err, EMBER_ENOMEM, "%s: out of memory", path);
   }
   size_t got = fread(packed, 1, h.compressed_bytes, f);
   fclose(f);
   if (got != h.compressed_bytes) {
-    free(packed), free(out);
+    free(packed);
     return ember_fail(err, EMBER_ECORRUPT, "%s: short read", path);
+  }
+  /* The payload's size is the header's word: before it is trusted with an allocation it must agree
+   * with the zstd frame's own record of its size, and be no more than a frame of this many bytes
+   * can expand to (a zstd block holds at most 128 KiB and takes at least 4 bytes), so a corrupt or
+   * crafted header cannot make the reader ask for petabytes (found by tests/fuzz/fuzz_checkpoint). */
+  unsigned long long frame_bytes = ZSTD_getFrameContentSize(packed, h.compressed_bytes);
+  if (frame_bytes != h.payload_bytes || h.payload_bytes / MAX_ZSTD_EXPANSION > h.compressed_bytes) {
+    free(packed);
+    return ember_fail(err, EMBER_ECORRUPT, "%s: the header promises %" PRIu64 " payload bytes, its %" PRIu64
+                      "-byte zstd frame %s", path, h.payload_bytes, h.compressed_bytes,
+                      frame_bytes == h.payload_bytes ? "cannot hold that many" : "says otherwise");
+  }
+  char *out = malloc(h.payload_bytes ? h.payload_bytes : 1);
+  if (!out) {
+    free(packed);
+    return ember_fail(err, EMBER_ENOMEM, "%s: out of memory for a %" PRIu64 "-byte payload", path, h.payload_bytes);
   }
   size_t d = ZSTD_decompress(out, h.payload_bytes, packed, h.compressed_bytes);
   free(packed);

@@ -284,6 +284,25 @@ int config_load(const config_binding *b, size_t n, const char *path, char *const
   return 0;
 }
 
+/* A YAML double-quoted scalar that loads back as exactly s. Line breaks must be escaped: YAML folds
+ * a raw one (and a raw NEL, LS or PS, U+0085, U+2028, U+2029) into a space, so a value holding one
+ * came back changed from a run's config.yaml (found by tests/fuzz/fuzz_config). Other control
+ * characters are escaped too, as YAML wants them printable; other UTF-8 is written as it is. */
+static void write_yaml_string(FILE *out, const char *s) {
+  fputc('"', out);
+  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    if (*c == '"' || *c == '\\') fprintf(out, "\\%c", *c);
+    else if (*c == '\n') fputs("\\n", out);
+    else if (*c == '\t') fputs("\\t", out);
+    else if (*c < 0x20 || *c == 0x7f) fprintf(out, "\\x%02x", *c);
+    else if (c[0] == 0xc2 && c[1] == 0x85) fputs("\\N", out), c += 1;
+    else if (c[0] == 0xe2 && c[1] == 0x80 && c[2] == 0xa8) fputs("\\L", out), c += 2;
+    else if (c[0] == 0xe2 && c[1] == 0x80 && c[2] == 0xa9) fputs("\\P", out), c += 2;
+    else fputc(*c, out);
+  }
+  fputc('"', out);
+}
+
 int config_write_yaml(const config_binding *b, size_t n, FILE *out) {
   for (size_t i = 0; i < n; i++) {
     fprintf(out, "%s:\n", b[i].section->name);
@@ -295,15 +314,7 @@ int config_write_yaml(const config_binding *b, size_t n, FILE *out) {
         case CONFIG_INT: fprintf(out, "%lld", (long long)*(const int64_t *)slot); break;
         case CONFIG_FLOAT: fprintf(out, "%.17g", *(const double *)slot); break;
         case CONFIG_BOOL: fprintf(out, "%s", *(const bool *)slot ? "true" : "false"); break;
-        case CONFIG_STRING: {
-          fputc('"', out);
-          for (const char *c = slot; *c; c++) {
-            if (*c == '"' || *c == '\\') fputc('\\', out);
-            fputc(*c, out);
-          }
-          fputc('"', out);
-          break;
-        }
+        case CONFIG_STRING: write_yaml_string(out, slot); break;
       }
       fputc('\n', out);
     }

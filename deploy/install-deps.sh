@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package ember needs to build, test and run. Idempotent: when everything is
-# already present it prints nothing and touches nothing. Usage: install-deps.sh [--bench] [--docker]
+# already present it prints nothing and touches nothing. Usage: install-deps.sh [--bench] [--fuzz] [--docker]
 #   --bench   also the packages the benchmarks need (Debian's python3-torch for the PyTorch anchor)
+#   --fuzz    also clang and its runtime libraries (libFuzzer, ASan, UBSan), for `make fuzz`
 #   --docker  also debootstrap, to seed the Dockerfile's base image on machines with no registry
 set -euo pipefail
 
@@ -19,11 +20,17 @@ packages=(
   gnuplot-nox
   iproute2 procps
 )
+# libFuzzer's runtime: bookworm names it after clang's major version (libclang-rt-14-dev); later
+# Debian releases also have the unversioned libclang-rt-dev. Whichever the archive knows.
+fuzz_runtime_package() {
+  if apt-cache show libclang-rt-dev >/dev/null 2>&1; then echo libclang-rt-dev; else echo libclang-rt-14-dev; fi
+}
 for arg in "$@"; do
   case "$arg" in
     --bench) packages+=(python3 python3-torch) ;;
+    --fuzz) packages+=(clang "$(fuzz_runtime_package)") ;;
     --docker) packages+=(debootstrap) ;;
-    *) echo "install-deps.sh: unknown option '$arg' (expected --bench or --docker)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (expected --bench, --fuzz or --docker)" >&2; exit 2 ;;
   esac
 done
 

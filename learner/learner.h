@@ -233,6 +233,13 @@ int learner_set_source(learner_t *l, const learner_source *src, ember_err *err);
 void learner_report_episode(learner_t *l, uint64_t actor_id, uint64_t policy_version, double episode_return,
                             bool evaluation);
 
+/* Checks an EvaluationReport from the wire as the learner does before recording it: 1 to
+ * LEARNER_MAX_EVAL_EPISODES returns, as many lengths and terminated flags, policy_version >= 1, every
+ * return finite. 0, or EMBER_ESHAPE / EMBER_ENONFINITE with `why` (cap bytes) naming what was wrong.
+ * Needs no learner (the fuzz targets call it alone). */
+#define LEARNER_MAX_EVAL_EPISODES 100000
+int learner_check_evaluation(const Ember__EvaluationReport *r, char *why, size_t cap);
+
 /* One complete evaluation made by the caller (a source): n episodes of the deterministic policy of
  * `version`, published at env_steps; returns [n] finite, lengths and terminated [n] (may be NULL).
  * Recorded like an EvaluationReport. EMBER_EINVAL (n < 1 or too large), EMBER_ENONFINITE (a return).

@@ -64,14 +64,27 @@ static int put_blob(FILE *out, const char *name, const void *data, uint64_t n, e
   return rc ? rc : checkpoint_put(out, name, data, n, err);
 }
 
-/* Reads a blob into a malloc'd buffer (*data, the caller frees). */
+/* Bytes left to read in a stream of known length (a verified payload, fmemopen'd); -1 if unknown. */
+static long bytes_left(FILE *in) {
+  long at = ftell(in);
+  if (at < 0 || fseek(in, 0, SEEK_END) != 0) return -1;
+  long end = ftell(in);
+  if (fseek(in, at, SEEK_SET) != 0 || end < at) return -1;
+  return end - at;
+}
+
+/* Reads a blob into a malloc'd buffer (*data, the caller frees). Its length is checked against what
+ * the payload still holds before anything is allocated: a corrupt or crafted record could claim
+ * gigabytes (found by tests/fuzz/fuzz_checkpoint: a 3 KB payload claiming 4 GB). */
 static int get_blob(FILE *in, const char *name, void **data, uint64_t *n, ember_err *err) {
   char len_name[64];
   snprintf(len_name, sizeof len_name, "%s_bytes", name);
   int rc = checkpoint_get(in, len_name, n, sizeof *n, err);
   if (rc) return rc;
-  if (*n > ((uint64_t)1 << 34)) return ember_fail(err, EMBER_ECORRUPT, "checkpoint record '%s' claims %llu bytes",
-                                                  name, (unsigned long long)*n);
+  long left = bytes_left(in);
+  if (*n > ((uint64_t)1 << 34) || (left >= 0 && *n > (uint64_t)left))
+    return ember_fail(err, EMBER_ECORRUPT, "checkpoint record '%s' claims %llu bytes, the checkpoint holds %ld more",
+                      name, (unsigned long long)*n, left);
   if (!(*data = malloc(*n ? *n : 1))) return ember_fail(err, EMBER_ENOMEM, "out of memory reading '%s'", name);
   rc = checkpoint_get(in, name, *data, *n, err);
   if (rc) {

@@ -12,7 +12,7 @@
 #include "net.h"
 
 /* An evaluation of more episodes than this is refused (the actor's own limit is 1000). */
-#define MAX_EVAL_EPISODES 100000
+#define MAX_EVAL_EPISODES LEARNER_MAX_EVAL_EPISODES
 
 #define EVALS_HEADER "version,env_steps,wall_s,updates,episodes,mean,std,min,max,mean_length,terminated,actor_id"
 
@@ -201,26 +201,35 @@ int learner_report_evaluation(learner_t *l, uint64_t actor_id, uint64_t version,
   return 0;
 }
 
-void learner_take_evaluation(learner_t *l, const Ember__EvaluationReport *r, const net_route *route) {
-  char why[256];
+int learner_check_evaluation(const Ember__EvaluationReport *r, char *why, size_t cap) {
   const size_t n = r->n_returns;
   if (n < 1 || n > MAX_EVAL_EPISODES || r->n_lengths != n || r->n_terminated != n || r->policy_version == 0) {
-    snprintf(why, sizeof why,
+    snprintf(why, cap,
              "EvaluationReport refused: %zu returns, %zu lengths, %zu terminated flags, version %llu (wanted 1 to %d "
              "episodes, as many of each, version >= 1)",
              n, r->n_lengths, r->n_terminated, (unsigned long long)r->policy_version, MAX_EVAL_EPISODES);
-    learner_refuse_message(l, route, EMBER_ESHAPE, why);
+    return EMBER_ESHAPE;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(r->returns[i])) {
+      snprintf(why, cap, "EvaluationReport refused: version %llu, episode %zu's return is %g",
+               (unsigned long long)r->policy_version, i, r->returns[i]);
+      return EMBER_ENONFINITE;
+    }
+  return 0;
+}
+
+void learner_take_evaluation(learner_t *l, const Ember__EvaluationReport *r, const net_route *route) {
+  char why[256];
+  int rc = learner_check_evaluation(r, why, sizeof why);
+  if (rc != 0) {
+    learner_refuse_message(l, route, rc, why);
     return;
   }
+  const size_t n = r->n_returns;
   double len = 0;
   uint32_t term = 0;
   for (size_t i = 0; i < n; i++) {
-    if (!isfinite(r->returns[i])) {
-      snprintf(why, sizeof why, "EvaluationReport refused: version %llu, episode %zu's return is %g",
-               (unsigned long long)r->policy_version, i, r->returns[i]);
-      learner_refuse_message(l, route, EMBER_ENONFINITE, why);
-      return;
-    }
     len += r->lengths[i];
     term += r->terminated[i] != 0;
   }

@@ -174,18 +174,10 @@ done:
 void srv_handle_hello(replay_server *s, void *sock, const peer *from, const Ember__Hello *h) {
   char why[256];
   const char *task = h->task ? h->task : "";
-  if (atomic_load_explicit(&s->spec_ready, memory_order_acquire)) {
-    const replay_spec *sp = &s->spec;
-    if (sp->task[0] && task[0] && strcmp(sp->task, task) != 0) {
-      snprintf(why, sizeof why, "peer announces task '%s', the table holds '%s'", task, sp->task);
-      return srv_reject_with_error(s, sock, from, R_TASK_MISMATCH, why, 0);
-    }
-    if ((h->obs_dim && h->obs_dim != sp->obs_dim) || (h->act_dim && h->act_dim != sp->act_dim)) {
-      snprintf(why, sizeof why, "peer announces obs_dim %u act_dim %u, the table holds obs_dim %u act_dim %u",
-               h->obs_dim, h->act_dim, sp->obs_dim, sp->act_dim);
-      return srv_reject_with_error(s, sock, from, R_DIMS_MISMATCH, why, 0);
-    }
-  }
+  bool have_spec = atomic_load_explicit(&s->spec_ready, memory_order_acquire);
+  reject_reason reason;
+  if (srv_check_hello(h, have_spec ? &s->spec : NULL, &reason, why, sizeof why) != 0)
+    return srv_reject_with_error(s, sock, from, reason, why, 0);
   log_event(LOG_INFO, "replay", "hello", LF_STR("role", h->role ? h->role : ""), LF_U64("id", h->id),
             LF_STR("task", task), LF_STR("host", h->hostname ? h->hostname : ""), LF_U64("pid", h->pid),
             LF_STR("version", h->software_version ? h->software_version : ""));

@@ -8,6 +8,10 @@
  *   replay_server_receive.c   receiving: a message's frames, its Envelope, refusing a bad envelope
  *                             (naming the batch or request when that can be read from it), and
  *                             handing the body to the paths below. Either thread, on its socket.
+ *   replay_server_checks.c    what one message tells alone: its identity (decoded, or scanned from
+ *                             bytes too big to decode) and the checks of each body that need no
+ *                             server state (only the spec, capacity, rate limiter). Pure functions,
+ *                             shared by the paths below and by the fuzz targets (tests/fuzz/).
  *   replay_server_insert.c    TransitionBatches: checks, the insert into the table, acks (coalesced
  *                             per burst), the per-actor sequence/drop bookkeeping. Insert thread.
  *   replay_server_sample.c    SampleRequests (served, parked, or refused), the parked-request FIFO,
@@ -165,6 +169,41 @@ static inline uint64_t srv_unix_ms(void) {
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
+
+/* ---- replay_server_checks.c (pure: no socket, no lock, no server state) ----------------------- */
+
+/* What a message says about itself, when that can be read: a refused TransitionBatch is answered
+ * with its own InsertAck, a refused SampleRequest with its request_id. */
+typedef struct {
+  Ember__Envelope__BodyCase body; /* TRANSITION_BATCH, SAMPLE_REQUEST, or NOT_SET: nothing known */
+  uint64_t actor_id, sequence, dropped_before; /* a TransitionBatch's */
+  uint32_t count;
+  uint64_t request_id;                         /* a SampleRequest's */
+} srv_identity;
+
+extern const srv_identity SRV_NOBODY;
+/* The identity of a decoded Envelope (any schema version); SRV_NOBODY for other bodies or NULL. */
+srv_identity srv_identity_of(const Ember__Envelope *env);
+/* The identity in encoded Envelope bytes, read without decoding them (for a message too big to
+ * decode); SRV_NOBODY when the bytes are not well-formed protobuf or carry neither body. */
+srv_identity srv_scan_identity(const void *data, size_t len);
+
+/* Each check returns 0 when the body may be served, else the EMBER_E* code to answer with, with
+ * *reason and `why` (cap bytes, always terminated) saying what was wrong. */
+
+/* A TransitionBatch against the table's spec (NULL: none yet, the first accepted batch sets it):
+ * count, task, dims, lengths (net_check_transitions), finite values, log-probs present unless
+ * policy_version 0, actions in [-1, 1], never both terminated and truncated. A batch that passes
+ * may be given to replay_table_insert. */
+int srv_check_batch(const Ember__TransitionBatch *b, const replay_spec *spec, reject_reason *reason, char *why,
+                    size_t cap);
+/* A SampleRequest's batch size against the table's capacity and what the rate limiter can ever allow. */
+int srv_check_sample_request(const Ember__SampleRequest *r, size_t capacity, const rate_limiter *rl,
+                             reject_reason *reason, char *why, size_t cap);
+/* A PriorityUpdate: as many priorities as keys, each finite and >= 0 (keys are looked up later). */
+int srv_check_priority_update(const Ember__PriorityUpdate *u, reject_reason *reason, char *why, size_t cap);
+/* A Hello against the table's spec (NULL: anything goes): its task and non-zero dims must match. */
+int srv_check_hello(const Ember__Hello *h, const replay_spec *spec, reject_reason *reason, char *why, size_t cap);
 
 /* ---- replay_server_control.c ----------------------------------------------------------------- */
 

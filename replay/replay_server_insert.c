@@ -108,82 +108,18 @@ static void note_actor(replay_server *s, const Ember__TransitionBatch *b) {
   }
 }
 
-/* Whether any action is outside [-1, 1] (the policy's scale; NaN was refused before). Branch-free
- * over the whole column so it vectorises: it runs on every transition inserted; the loop in
- * check_values runs only to name the culprit. */
-static bool any_action_out_of_range(const float *v, size_t n) {
-  int bad = 0;
-  for (size_t i = 0; i < n; i++) bad |= (v[i] < -1.0f) | (v[i] > 1.0f);
-  return bad != 0;
-}
-
-/* What the protocol says of values beyond their types: actions in [-1, 1], and a row is ended by the
- * task (terminated) or by the time limit (truncated), never both: the two mean opposite things to
- * the learner (no bootstrap / bootstrap), so such a row has no right target. 0, or the reason with
- * `why` naming the row and the field. */
-static int check_values(const Ember__TransitionBatch *b, reject_reason *reason, char *why, size_t cap) {
-  size_t ad = b->act_dim;
-  if (any_action_out_of_range(b->action, b->n_action)) {
-    for (size_t i = 0; i < b->n_action; i++)
-      if (b->action[i] < -1.0f || b->action[i] > 1.0f) {
-        snprintf(why, cap, "TransitionBatch.action[%zu] (transition %zu, action dimension %zu) is %g, outside [-1, 1]",
-                 i, i / ad, i % ad, (double)b->action[i]);
-        *reason = R_ACTION_OUT_OF_RANGE;
-        return EMBER_EINVAL;
-      }
-  }
-  for (size_t i = 0; i < b->count; i++)
-    if (b->terminated[i] && b->truncated[i]) {
-      snprintf(why, cap,
-               "TransitionBatch.terminated[%zu] and .truncated[%zu] are both set (transition %zu): a transition "
-               "ends by the task or by the time limit, not both",
-               i, i, i);
-      *reason = R_TERMINATED_AND_TRUNCATED;
-      return EMBER_EINVAL;
-    }
-  return 0;
-}
-
 void srv_handle_insert(replay_server *s, const peer *from, const Ember__TransitionBatch *b) {
   char why[512];
-  if (b->count == 0) return srv_refuse_batch(s, from, b, R_EMPTY_BATCH, "TransitionBatch has count 0");
-  const char *task = b->task ? b->task : "";
-  if (strlen(task) >= REPLAY_TASK_MAX) return srv_refuse_batch(s, from, b, R_TASK_MISMATCH, "task name too long");
   bool have_spec = atomic_load_explicit(&s->spec_ready, memory_order_acquire);
-  if (have_spec) {
-    const replay_spec *sp = &s->spec;
-    if (sp->task[0] && task[0] && strcmp(sp->task, task) != 0) {
-      snprintf(why, sizeof why, "batch is for task '%s', the table holds '%s'", task, sp->task);
-      return srv_refuse_batch(s, from, b, R_TASK_MISMATCH, why);
-    }
-    if (b->obs_dim != sp->obs_dim || b->act_dim != sp->act_dim) {
-      snprintf(why, sizeof why, "batch has obs_dim %u act_dim %u, the table holds obs_dim %u act_dim %u",
-               b->obs_dim, b->act_dim, sp->obs_dim, sp->act_dim);
-      return srv_refuse_batch(s, from, b, R_DIMS_MISMATCH, why);
-    }
-  } else if (b->obs_dim == 0 || b->act_dim == 0) {
-    snprintf(why, sizeof why, "batch has obs_dim %u act_dim %u (both must be > 0)", b->obs_dim, b->act_dim);
-    return srv_refuse_batch(s, from, b, R_DIMS_MISMATCH, why);
-  }
-  ember_err err = {0};
-  int rc = net_check_transitions(b, b->obs_dim, b->act_dim, &err);
-  if (rc != 0)
-    return srv_refuse_batch(s, from, b, rc == EMBER_ENONFINITE ? R_NONFINITE : R_INCONSISTENT_LENGTHS, err.msg);
-  /* An empty behaviour_log_prob means uniform random actions, and is stored as their density
-   * (replay_table_insert); a batch that says a policy chose its actions must carry their log-probs,
-   * or an off-policy correction would read the uniform density for them. */
-  if (b->n_behaviour_log_prob == 0 && b->policy_version != 0) {
-    snprintf(why, sizeof why,
-             "behaviour_log_prob is empty but policy_version is %" PRIu64
-             "; only uniform random actions (policy_version 0) may leave it out",
-             b->policy_version);
-    return srv_refuse_batch(s, from, b, R_MISSING_LOG_PROB, why);
-  }
   reject_reason reason;
-  if (check_values(b, &reason, why, sizeof why) != 0) return srv_refuse_batch(s, from, b, reason, why);
+  if (srv_check_batch(b, have_spec ? &s->spec : NULL, &reason, why, sizeof why) != 0)
+    return srv_refuse_batch(s, from, b, reason, why);
+  const char *task = b->task ? b->task : "";
+  ember_err err = {0};
+  int rc;
   if (!have_spec) { /* only this thread sets the spec: no race with itself */
     replay_spec sp = {.obs_dim = b->obs_dim, .act_dim = b->act_dim};
-    memcpy(sp.task, task, strlen(task)); /* checked shorter than REPLAY_TASK_MAX above */
+    memcpy(sp.task, task, strlen(task)); /* srv_check_batch: shorter than REPLAY_TASK_MAX */
     pthread_mutex_lock(&s->lock);
     rc = replay_table_set_spec(s->table, &sp, &err);
     pthread_mutex_unlock(&s->lock);

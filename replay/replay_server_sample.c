@@ -103,19 +103,9 @@ void srv_serve_pending(replay_server *s) {
 
 void srv_handle_sample_request(replay_server *s, const peer *from, const Ember__SampleRequest *r) {
   char why[256];
-  if (r->batch_size == 0)
-    return srv_reject_with_error(s, s->sample_sock, from, R_BAD_BATCH_SIZE, "SampleRequest.batch_size is 0",
-                             r->request_id);
-  if (r->batch_size > replay_table_capacity(s->table)) {
-    snprintf(why, sizeof why, "batch_size %u is more than the table can hold (capacity %zu)", r->batch_size,
-             replay_table_capacity(s->table));
-    return srv_reject_with_error(s, s->sample_sock, from, R_BATCH_TOO_LARGE, why, r->request_id);
-  }
-  if (!rate_limiter_sample_feasible(&s->rl, r->batch_size)) {
-    snprintf(why, sizeof why, "batch_size %u is more than 2 x error_buffer (%g): the rate limiter could never allow it",
-             r->batch_size, s->rl.max_diff - s->rl.min_diff);
-    return srv_reject_with_error(s, s->sample_sock, from, R_BATCH_EXCEEDS_RATE_LIMITER, why, r->request_id);
-  }
+  reject_reason reason;
+  if (srv_check_sample_request(r, replay_table_capacity(s->table), &s->rl, &reason, why, sizeof why) != 0)
+    return srv_reject_with_error(s, s->sample_sock, from, reason, why, r->request_id);
   if (s->pending_len == 0 && try_serve(s, from, r->request_id, r->batch_size)) return;
   if (s->pending_len == s->pending_cap) {
     snprintf(why, sizeof why, "%zu sample requests are already waiting for the rate limiter", s->pending_len);
@@ -132,18 +122,9 @@ void srv_handle_sample_request(replay_server *s, const peer *from, const Ember__
 
 void srv_handle_priority_update(replay_server *s, const peer *from, const Ember__PriorityUpdate *u) {
   char why[256];
-  if (u->n_keys != u->n_priorities) {
-    snprintf(why, sizeof why, "PriorityUpdate has %zu keys and %zu priorities", u->n_keys, u->n_priorities);
-    return srv_reject_with_error(s, s->sample_sock, from, R_INCONSISTENT_LENGTHS, why, 0);
-  }
-  for (size_t i = 0; i < u->n_priorities; i++) {
-    float p = u->priorities[i];
-    if (!isfinite(p) || p < 0) {
-      snprintf(why, sizeof why, "priority[%zu] (key %" PRIu64 ") is %g; priorities must be finite and >= 0", i,
-               u->keys[i], (double)p);
-      return srv_reject_with_error(s, s->sample_sock, from, R_BAD_PRIORITY, why, 0);
-    }
-  }
+  reject_reason reason;
+  if (srv_check_priority_update(u, &reason, why, sizeof why) != 0)
+    return srv_reject_with_error(s, s->sample_sock, from, reason, why, 0);
   uint64_t stale = 0;
   pthread_mutex_lock(&s->lock);
   for (size_t i = 0; i < u->n_keys; i++)

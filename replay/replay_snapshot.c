@@ -110,7 +110,13 @@ static int decode_header(const unsigned char *h, const char *path, replay_snapsh
                       out->size, out->capacity);
   if (out->size > 0 && (out->spec.obs_dim == 0 || out->spec.act_dim == 0))
     return ember_fail(err, EMBER_ECORRUPT, "%s: items without a spec", path);
-  uint64_t expect = out->size * row_bytes(out->spec.obs_dim, out->spec.act_dim, out->has_priorities);
+  /* size x row without wrapping: a crafted size (2^61 items of 56 bytes wrap to 0) would otherwise
+   * pass with an empty payload and load a table of zeros; found writing tests/fuzz/fuzz_snapshot */
+  uint64_t row = row_bytes(out->spec.obs_dim, out->spec.act_dim, out->has_priorities);
+  if (out->size > UINT64_MAX / row)
+    return ember_fail(err, EMBER_ECORRUPT, "%s: %" PRIu64 " items of %" PRIu64 " bytes cannot be stored", path,
+                      out->size, row);
+  uint64_t expect = out->size * row;
   if (out->payload_bytes != expect)
     return ember_fail(err, EMBER_ECORRUPT, "%s: payload %" PRIu64 " bytes, %" PRIu64 " items need %" PRIu64, path,
                       out->payload_bytes, out->size, expect);
@@ -413,14 +419,14 @@ int replay_snapshot_load(const char *path, replay_table *t, replay_snapshot_info
   }
   if (t->tree) {
     float *leaves = sumtree_leaves(t->tree);
-    float fresh = (float)pow(t->max_priority, t->alpha);
+    float fresh = replay_leaf_of(pow(t->max_priority, t->alpha));
     double ratio = info->has_priorities && info->alpha > 0 ? t->alpha / info->alpha : 0;
     for (size_t i = 0; i < keep; i++) {
       size_t s = (size_t)((t->inserts - keep + i) % t->capacity);
       float v = leaves[s];
-      if (!info->has_priorities || info->alpha <= 0) v = fresh;
-      else if (ratio != 1.0) v = (float)pow(v, ratio);
-      leaves[s] = isfinite(v) && v >= 0 ? v : fresh;
+      if (!info->has_priorities || info->alpha <= 0 || !isfinite(v) || v < 0) v = fresh;
+      else if (ratio != 1.0) v = replay_leaf_of(pow(v, ratio));
+      leaves[s] = v;
     }
     sumtree_rebuild(t->tree);
   }

@@ -118,7 +118,7 @@ size_t replay_table_memory_bytes(const replay_table *t) {
 
 float replay_uniform_log_prob(uint32_t act_dim) { return (float)(-(double)act_dim * log(2.0)); }
 
-static float priority_leaf(const replay_table *t, double p) { return (float)pow(p, t->alpha); }
+static float priority_leaf(const replay_table *t, double p) { return replay_leaf_of(pow(p, t->alpha)); }
 
 /* Copies rows [row, row + n) of b into slots [slot, slot + n). */
 static void copy_rows(replay_table *t, const Ember__TransitionBatch *b, size_t row, size_t slot, size_t n) {

@@ -3,6 +3,8 @@
 #ifndef EMBER_REPLAY_TABLE_IMPL_H
 #define EMBER_REPLAY_TABLE_IMPL_H
 
+#include <float.h>
+
 #include "replay_table.h"
 #include "sumtree.h"
 
@@ -28,6 +30,13 @@ struct replay_table {
   size_t off_obs, off_next_obs, off_action, off_reward, off_logp, off_terminated, off_truncated;
   sumtree *tree;     /* prioritized only */
 };
+
+/* A leaf of the sum-tree from x = p^alpha: a float, held at FLT_MAX where x is larger (NaN stays NaN,
+ * for the caller to refuse). With
+ * alpha above 1 (the setting allows up to 10) a large but finite priority, from a PriorityUpdate or a
+ * snapshot, overflowed the float to +inf; an infinite leaf made the tree's total infinite and the
+ * importance weights NaN (inf / inf) for the learner. Found by tests/fuzz/fuzz_snapshot. */
+static inline float replay_leaf_of(double x) { return x > (double)FLT_MAX ? FLT_MAX : (float)x; }
 
 /* Restoring: empties the table and sets its counters so that keys [inserts - size, inserts) are the
  * items about to be written; the caller then fills the slots (slot = key % capacity) and, when

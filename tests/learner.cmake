@@ -9,6 +9,8 @@ if(TARGET ember_learner)
                    TIMEOUT 120)
   ember_check_test(test_learner_loop SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_learner_loop.c
                    LIBS ember_learner ember_replay TIMEOUT 120)
+  ember_check_test(test_learner_checkpoint SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_learner_checkpoint.c
+                   LIBS ember_learner TIMEOUT 60)
 endif()
 
 # End to end, one process: `ember train` (tests/it_train_smoke.sh; quick, also under ASan) and the

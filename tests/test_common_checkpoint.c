@@ -1,5 +1,6 @@
-/* checkpoint: round trip, newest-valid selection, corrupt and truncated files skipped, records
- * that name what is missing or mis-sized, pruning. */
+/* checkpoint: round trip, newest-valid selection, corrupt and truncated files skipped, a header's
+ * payload size checked before it is allocated, records that name what is missing or mis-sized,
+ * pruning. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,48 @@ START_TEST(empty_dir_and_reader_errors) {
 }
 END_TEST
 
+/* The header's checksum (FNV-1a 64 over its first 56 bytes), to forge a header that passes it. */
+static uint64_t header_checksum(const unsigned char *h) {
+  uint64_t x = 0xcbf29ce484222325ULL;
+  for (int i = 0; i < 56; i++) x = (x ^ h[i]) * 0x100000001b3ULL;
+  return x;
+}
+
+/* Rewrites the payload size in the header of p (checksum recomputed, so only the size is wrong). */
+static void forge_payload_bytes(const char *p, uint64_t payload_bytes) {
+  unsigned char h[64];
+  FILE *f = fopen(p, "r+b");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fread(h, 1, 64, f), 64);
+  memcpy(h + 24, &payload_bytes, 8);
+  uint64_t sum = header_checksum(h);
+  memcpy(h + 56, &sum, 8);
+  fseek(f, 0, SEEK_SET);
+  ck_assert_int_eq(fwrite(h, 1, 64, f), 64);
+  fclose(f);
+}
+
+/* A header whose payload size is wrong, with a checksum that matches (a crafted or miscomputed file):
+ * refused as corrupt before anything of that size is allocated. Found by tests/fuzz/fuzz_checkpoint:
+ * the reader allocated whatever the header said (here 2^50 bytes: under ASan an abort, elsewhere an
+ * out-of-memory error or, under overcommit, memory it never needed). */
+START_TEST(header_payload_size_is_checked_before_allocating) {
+  state a, b;
+  ember_err err = {0};
+  fill(&a, 7);
+  ck_assert_int_eq(checkpoint_save(dir, "learner", 7, 0, write_state, &a, &err), 0);
+  char p[256];
+  snprintf(p, sizeof p, "%s/learner-%020d.ckpt", dir, 7);
+  forge_payload_bytes(p, (uint64_t)1 << 50);
+  ck_assert_int_eq(checkpoint_verify(p, NULL, &err), EMBER_ECORRUPT);
+  ck_assert_msg(strstr(err.msg, "1125899906842624 payload bytes"), "%s", err.msg);
+  ck_assert_int_eq(checkpoint_load_file(p, read_state, &b, NULL, &err), EMBER_ECORRUPT);
+  forge_payload_bytes(p, sizeof a.weights + sizeof a.counter + 40); /* off by a few bytes */
+  ck_assert_int_eq(checkpoint_verify(p, NULL, &err), EMBER_ECORRUPT);
+  ck_assert_msg(strstr(err.msg, "says otherwise"), "%s", err.msg);
+}
+END_TEST
+
 START_TEST(keep_prunes_old) {
   state a;
   ember_err err = {0};
@@ -133,6 +176,7 @@ int main(void) {
   tcase_add_test(tc, round_trip_newest);
   tcase_add_test(tc, corrupt_and_truncated_are_skipped);
   tcase_add_test(tc, empty_dir_and_reader_errors);
+  tcase_add_test(tc, header_payload_size_is_checked_before_allocating);
   tcase_add_test(tc, keep_prunes_old);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);

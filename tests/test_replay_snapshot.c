@@ -1,6 +1,7 @@
 /* replay snapshots: a round trip restores items, keys, priorities and counters; a truncated or
  * corrupt file is refused (never half-loaded), moved aside, and the restore falls back to the
- * previous file; pruning keeps the newest valid files; stale temporaries are removed. */
+ * previous file; a header whose sizes overflow is corrupt; pruning keeps the newest valid files;
+ * stale temporaries are removed. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -263,6 +264,37 @@ START_TEST(prune_keeps_the_newest_valid_files) {
 }
 END_TEST
 
+/* A header whose item count times the record size wraps around 2^64 (here 2^61 items of 56 bytes
+ * make 0 payload bytes, with a matching checksum) is corrupt: it used to verify with an empty payload,
+ * and its load left a table claiming items it never read (zeros, under keys up to 2^61). Found while
+ * writing tests/fuzz/fuzz_snapshot (its header property; the crafted input is in
+ * tests/fuzz/regressions/snapshot/), not yet by the fuzzer itself. */
+START_TEST(item_count_that_overflows_is_corrupt) {
+  replay_spec spec = {.task = "snap_task", .obs_dim = 3, .act_dim = 1};
+  replay_table_opts o = {.capacity = 8, .sampler = REPLAY_SAMPLER_UNIFORM, .spec = &spec};
+  replay_table *t = replay_table_new(&o, NULL), *u = make(8, REPLAY_SAMPLER_UNIFORM, 0, 0);
+  replay_snapshot_meta meta = {.sequence = 1};
+  char path[4096];
+  ember_err err = {0};
+  ck_assert_int_eq(replay_snapshot_write(dir, t, &meta, 1, path, sizeof path, &err), 0); /* empty */
+  FILE *f = fopen(path, "r+b");
+  unsigned char h[REPLAY_SNAPSHOT_HEADER_BYTES];
+  ck_assert_uint_eq(fread(h, 1, sizeof h, f), sizeof h);
+  uint64_t n = (uint64_t)1 << 61;
+  memcpy(h + 88, &n, 8), memcpy(h + 96, &n, 8), memcpy(h + 104, &n, 8); /* capacity, size, inserts */
+  uint64_t sum = fnv1a64(h, 248);
+  memcpy(h + 248, &sum, 8);
+  fseek(f, 0, SEEK_SET);
+  ck_assert_uint_eq(fwrite(h, 1, sizeof h, f), sizeof h);
+  fclose(f);
+  ck_assert_int_eq(replay_snapshot_verify(path, NULL, &err), EMBER_ECORRUPT);
+  ck_assert_msg(strstr(err.msg, "2305843009213693952 items"), "%s", err.msg);
+  ck_assert_int_eq(replay_snapshot_load(path, u, NULL, &err), EMBER_ECORRUPT);
+  ck_assert_uint_eq(replay_table_size(u), 0);
+  replay_table_destroy(&t), replay_table_destroy(&u);
+}
+END_TEST
+
 /* Temporaries left by a killed writer are removed and counted; a missing directory is not an error. */
 START_TEST(stale_temporaries_are_removed) {
   char tmp1[4200], tmp2[4200], other[4200];
@@ -322,6 +354,7 @@ int main(void) {
   tcase_add_test(tc, empty_table_and_alpha_change);
   tcase_add_test(tc, prune_keeps_the_newest_valid_files);
   tcase_add_test(tc, stale_temporaries_are_removed);
+  tcase_add_test(tc, item_count_that_overflows_is_corrupt);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

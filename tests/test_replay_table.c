@@ -1,7 +1,9 @@
 /* replay table: the ring stores and evicts in FIFO order with monotonic keys, gathers the right
  * rows, detects updates for evicted keys, samples in proportion to p^alpha with the right importance
- * weights, and stays within 10% of the raw bytes stored. */
+ * weights (finite even for priorities whose p^alpha overflows a float), and stays within 10% of the
+ * raw bytes stored. */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +225,34 @@ START_TEST(empty_log_prob_is_stored_as_the_uniform_density) {
 }
 END_TEST
 
+/* With alpha above 1 (allowed up to 10), a large but finite priority -- as a PriorityUpdate may carry
+ * (any finite value >= 0 is valid) -- makes p^alpha overflow a float. Its leaf is held at FLT_MAX,
+ * so the sum-tree stays finite and the importance weights are numbers: an infinite leaf made every
+ * weight NaN once all leaves were infinite (inf / inf), which the learner would train on. Found by
+ * tests/fuzz/fuzz_snapshot (a snapshot's max priority, the same leaf for new items). */
+START_TEST(huge_priorities_keep_leaves_and_weights_finite) {
+  replay_table *t = make(8, REPLAY_SAMPLER_PRIORITIZED, 3.0, 0.4, 2, 1);
+  insert_ids(t, 0, 8, NULL);
+  for (uint64_t k = 0; k < 8; k++) ck_assert_int_eq(replay_table_update_priority(t, k, 1e30f), 0);
+  for (uint64_t k = 0; k < 8; k++) ck_assert(replay_table_priority_leaf(t, k) == FLT_MAX);
+  insert_ids(t, 8, 2, NULL); /* new items get the largest priority seen: 1e30, held too */
+  ck_assert(replay_table_priority_leaf(t, 9) == FLT_MAX);
+  ck_assert_int_eq(replay_table_update_priority(t, 9, 2.0f), 0);
+  ck_assert_float_eq_tol(replay_table_priority_leaf(t, 9), 8.0f, 1e-5f);
+  uint64_t keys[64];
+  float weights[64];
+  rng_t rng;
+  rng_seed(&rng, 5, RNG_STREAM_TEST);
+  ember_err err = {0};
+  ck_assert_int_eq(replay_table_sample(t, &rng, 64, keys, weights, &err), 0);
+  for (int i = 0; i < 64; i++) {
+    ck_assert(replay_table_contains(t, keys[i]));
+    ck_assert_msg(isfinite(weights[i]) && weights[i] > 0 && weights[i] <= 1, "weight %g", (double)weights[i]);
+  }
+  replay_table_destroy(&t);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("replay_table");
   TCase *tc = tcase_create("table");
@@ -234,6 +264,7 @@ int main(void) {
   tcase_add_test(tc, memory_within_ten_percent_of_raw);
   tcase_add_test(tc, spec_errors);
   tcase_add_test(tc, empty_log_prob_is_stored_as_the_uniform_density);
+  tcase_add_test(tc, huge_priorities_keep_leaves_and_weights_finite);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
