@@ -74,10 +74,13 @@ static void *replay_thread(void *arg) {
  * policy (the one its final checkpoint holds and `ember eval` plays), so that every curve reaches the
  * budget whatever eval_every_steps is. Played here, after the learner's thread has returned, with
  * the evaluator's settings; its start states come from env streams of their own (those of actor id
- * N + 2), and it is recorded like the evaluator's (evals.csv, curves' latest evaluation). */
+ * N + 2), and it is recorded like the evaluator's (evals.csv, curves' latest evaluation). When the
+ * evaluator has already reported that version, there is nothing to add. */
 static void final_evaluation(const app_settings *s, learner_t *l, int64_t id) {
   const Ember__Params *p = learner_last_params(l);
-  if (!p) return;
+  learner_progress lp;
+  learner_get_progress(l, &lp);
+  if (!p || lp.eval_version >= p->version) return; /* the evaluator already reported that version */
   ember_err err = {0};
   env_model_t *model = NULL;
   evaluation_t *ev = NULL;
