@@ -19,9 +19,10 @@ if(TARGET ember AND TARGET ember-learner AND TARGET ember-replay AND TARGET embe
   set_tests_properties(it_ops PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
 if(TARGET ember)
-  # `ember eval`: a checkpoint's policy over many episodes, and every refusal
+  # `ember eval`: a checkpoint's policy over many episodes, and every refusal (it trains a 10k-step SAC run
+  # first: under ASan on a busy machine 151 s, so a long timeout, and the learning tests' lock)
   add_test(NAME it_eval COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/it_eval.sh $<TARGET_FILE:ember>)
-  set_tests_properties(it_eval PROPERTIES TIMEOUT 240 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  set_tests_properties(it_eval PROPERTIES TIMEOUT 480 RESOURCE_LOCK learning ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
 endif()
 if(TARGET ember)
   # actor.ctrl_noise_std reaches --deterministic's envs and ember eval's; resume under noise; refusals
